@@ -1,0 +1,251 @@
+"""The async Python API: one object that lists models, runs servers and benchmarks.
+
+:class:`AsyncLlamaSwitch` composes the :class:`~llamaswitch._catalog.ModelCatalog`, the
+:class:`~llamaswitch._supervisor.ServerSupervisor` and the
+:class:`~llamaswitch._bench_runner.BenchRunner`; it holds no logic of its own beyond
+resolving model references and binaries. :class:`~llamaswitch._sync.LlamaSwitch` is its
+blocking twin.
+
+>>> async def main() -> None:
+...     async with AsyncLlamaSwitch(Settings(models_dir="models")) as ls:
+...         status = await ls.switch("tiny.gguf", ServerConfig(port=8091, ctx_size=256))
+...         print(status.url)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import TYPE_CHECKING, overload
+
+from llamaswitch._binaries import BinaryInfo, find_binary, identify
+from llamaswitch._capabilities import BinaryKind
+from llamaswitch._catalog import ModelCatalog, ModelInfo
+from llamaswitch._events import EventBus, Subscription
+from llamaswitch._gpu import GpuProbe, default_probe
+from llamaswitch._settings import Settings
+
+if TYPE_CHECKING:
+    from llamaswitch._bench_config import BenchConfig
+    from llamaswitch._bench_runner import BenchRunner, BenchTask, Comparison
+    from llamaswitch._server_config import ServerConfig
+    from llamaswitch._supervisor import ServerStatus, ServerSupervisor
+
+__all__ = ["AsyncLlamaSwitch"]
+
+
+class AsyncLlamaSwitch:
+    """Async entry point. Use it as ``async with AsyncLlamaSwitch(settings) as ls:``.
+
+    Leaving the context stops every model server it started and interrupts running
+    benchmarks (they are recorded as ``interrupted``): a library that leaves processes
+    behind is the top complaint about other managers. Servers live on the event loop
+    that opened this object.
+    """
+
+    def __init__(self, settings: Settings | None = None, *, gpu: GpuProbe | None = None) -> None:
+        self.settings = settings if settings is not None else Settings.from_env()
+        self.events = EventBus()
+        self.catalog = ModelCatalog(
+            self.settings.models_dir, allow_outside=self.settings.allow_outside_models_dir
+        )
+        self.gpu = gpu if gpu is not None else default_probe()
+        self._binaries: dict[BinaryKind, BinaryInfo] = {}
+        self._binary_lock = asyncio.Lock()
+        self._supervisor: ServerSupervisor | None = None
+        self._bench: BenchRunner | None = None
+        self._opened = False
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Start the supervisor and the benchmark runner (stops leftovers of a crashed run)."""
+        if self._opened:
+            return
+        from llamaswitch._bench_runner import BenchRunner
+        from llamaswitch._supervisor import ServerSupervisor
+
+        self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+        self._supervisor = ServerSupervisor(
+            self.settings, binary=self._binary, gpu=self.gpu, events=self.events
+        )
+        await self._supervisor.open()
+        self._bench = BenchRunner(
+            self.settings,
+            binary=self._binary,
+            events=self.events,
+            running_servers=self._supervisor.running_servers,
+        )
+        await self._bench.open()
+        self._opened = True
+
+    async def close(self) -> None:
+        """Interrupt benchmarks and stop every model server this object started."""
+        if not self._opened:
+            return
+        self._opened = False
+        try:
+            if self._bench is not None:
+                await self._bench.close()
+        finally:
+            if self._supervisor is not None:
+                await self._supervisor.close()
+
+    async def __aenter__(self) -> AsyncLlamaSwitch:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def supervisor(self) -> ServerSupervisor:
+        """The server supervisor (after :meth:`open`)."""
+        if self._supervisor is None:
+            raise RuntimeError("AsyncLlamaSwitch is not open: use `async with` or await open()")
+        return self._supervisor
+
+    @property
+    def bench(self) -> BenchRunner:
+        """The benchmark runner (after :meth:`open`)."""
+        if self._bench is None:
+            raise RuntimeError("AsyncLlamaSwitch is not open: use `async with` or await open()")
+        return self._bench
+
+    async def _binary(self, kind: BinaryKind) -> BinaryInfo:
+        """The identified llama-server or llama-bench (found and asked once)."""
+        async with self._binary_lock:
+            if kind not in self._binaries:
+                explicit = (
+                    self.settings.llama_server_path
+                    if kind == "llama-server"
+                    else self.settings.llama_bench_path
+                )
+
+                def find() -> BinaryInfo:
+                    path, source = find_binary(
+                        kind, explicit=explicit, toolchain_dir=self.settings.toolchain_dir
+                    )
+                    return identify(
+                        path, kind, source=source, cache_file=self.settings.binary_cache_file
+                    )
+
+                self._binaries[kind] = await asyncio.to_thread(find)
+            return self._binaries[kind]
+
+    async def binary(self, kind: BinaryKind) -> BinaryInfo:
+        """The llama.cpp binary of ``kind`` in use (``BinaryNotFoundError`` if none)."""
+        return await self._binary(kind)
+
+    # -- models ---------------------------------------------------------------------------
+
+    async def list_models(self) -> list[ModelInfo]:
+        """Every GGUF model in the models folder, with what its header says."""
+        return await asyncio.to_thread(self.catalog.list_models)
+
+    async def resolve_model(self, model: str) -> ModelInfo:
+        """A model reference (file name, relative path, catalog name) to its catalog entry."""
+        return await asyncio.to_thread(self.catalog.resolve, model)
+
+    async def switch(
+        self, model: str, config: ServerConfig | None = None, *, wait: bool = True
+    ) -> ServerStatus:
+        """Serve ``model`` on the config's port (default: the default model port).
+
+        Whatever llamaswitch runs on that port is stopped first. With ``wait`` (default)
+        it returns once the server answers ``/health`` 200; without, once the process
+        started (state ``starting``). Returns at once if the same model with the same
+        config is already ready there.
+        """
+        info = await self.resolve_model(model)
+        return await self.supervisor.switch(info, config, wait=wait)
+
+    async def start(
+        self, model: str, config: ServerConfig | None = None, *, wait: bool = True
+    ) -> ServerStatus:
+        """Serve ``model`` alongside the others, on a free port of the model port range
+        unless the config names one."""
+        info = await self.resolve_model(model)
+        return await self.supervisor.start(info, config, wait=wait)
+
+    async def stop(
+        self, model: str | None = None, *, port: int | None = None
+    ) -> list[ServerStatus]:
+        """Stop one server by model name or port, or every server when neither is given."""
+        return await self.supervisor.stop(model, port=port)
+
+    @overload
+    async def status(self) -> list[ServerStatus]: ...
+    @overload
+    async def status(self, model: str) -> ServerStatus: ...
+    @overload
+    async def status(self, model: None = None, *, port: int) -> ServerStatus: ...
+
+    async def status(
+        self, model: str | None = None, *, port: int | None = None
+    ) -> list[ServerStatus] | ServerStatus:
+        """Status of every server, or of one by model name or port."""
+        if model is None and port is None:
+            return await self.supervisor.status_all()
+        return await self.supervisor.status_one(model, port=port)
+
+    async def logs(
+        self, model: str | None = None, *, port: int | None = None, lines: int = 100
+    ) -> list[str]:
+        """The last ``lines`` lines a server printed."""
+        return await self.supervisor.logs(model, port=port, lines=lines)
+
+    def subscribe(self) -> Subscription:
+        """Receive server state changes and benchmark progress from now on."""
+        return self.events.subscribe()
+
+    # -- benchmarks -----------------------------------------------------------------------
+
+    async def submit_benchmark(
+        self, model: str, config: BenchConfig | None = None, *, timeout_s: float | None = None
+    ) -> str:
+        """Queue a llama-bench run of ``model``; returns the task id at once."""
+        info = await self.resolve_model(model)
+        return await self.bench.submit(info, config, timeout_s=timeout_s)
+
+    async def benchmark_status(self, task_id: str) -> BenchTask:
+        """The task: state, progress, queue position, results, output, error."""
+        return await self.bench.get(task_id)
+
+    async def wait_benchmark(self, task_id: str, timeout_s: float | None = None) -> BenchTask:
+        """Wait until the task ends (``TaskTimeoutError`` after ``timeout_s``)."""
+        return await self.bench.wait(task_id, timeout_s=timeout_s)
+
+    async def cancel_benchmark(self, task_id: str) -> BenchTask:
+        """Cancel a queued or running task; it keeps the results of finished tests."""
+        return await self.bench.cancel(task_id)
+
+    async def list_benchmarks(
+        self,
+        *,
+        model: str | None = None,
+        state: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 50,
+    ) -> list[BenchTask]:
+        """Benchmark history, newest first."""
+        return await self.bench.list(model=model, state=state, since=since, until=until,
+                                     limit=limit)  # fmt: skip
+
+    async def compare_benchmarks(self, task_ids: Sequence[str]) -> Comparison:
+        """Several tasks' results side by side."""
+        return await self.bench.compare(task_ids)
+
+    async def import_benchmark(
+        self, text: str, fmt: str = "json", *, model: str | None = None
+    ) -> BenchTask:
+        """Record results of a llama-bench run made elsewhere as a completed task."""
+        return await self.bench.import_results(text, fmt, model=model)

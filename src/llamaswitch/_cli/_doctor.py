@@ -1,0 +1,51 @@
+"""``llamaswitch doctor``: a newcomer's first command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from llamaswitch._cli._common import EXIT_MISSING, EXIT_OK, load_settings
+
+__all__ = ["register"]
+
+_STYLE = {"ok": "green", "warning": "yellow", "missing": "bold red"}
+
+
+def register(sub: Any) -> None:
+    """Add the ``doctor`` command."""
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "doctor",
+        help="show which llama.cpp binaries, models and GPUs were found, and how to fix gaps",
+        description="Check binaries, models folder, NVIDIA GPU and state folder. Exit code 3 "
+        "when something required is missing.",
+    )
+    parser.add_argument("--json", action="store_true", help="print a JSON report for scripts")
+    parser.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from llamaswitch._doctor import run_doctor
+
+    report = run_doctor(load_settings(args))
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        console = Console()
+        table = Table(title="llamaswitch doctor", show_lines=False)
+        table.add_column("check")
+        table.add_column("status")
+        table.add_column("details", overflow="fold")
+        for check in report.checks:
+            table.add_row(check.name, f"[{_STYLE[check.status]}]{check.status}[/]", check.detail)
+        console.print(table)
+        fixes = [c for c in report.checks if not c.ok and c.fix]
+        for check in fixes:
+            console.print(f"[bold]to fix {check.name}:[/] {check.fix}", highlight=False)
+        if report.ok:
+            console.print("[green]everything required was found[/]")
+    return EXIT_OK if report.ok else EXIT_MISSING

@@ -1,0 +1,162 @@
+"""``llamaswitch doctor``: what was found, what is missing, and the command that fixes it."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from llamaswitch._binaries import find_binary, identify
+from llamaswitch._capabilities import BinaryKind
+from llamaswitch._errors import LlamaSwitchError
+from llamaswitch._gpu import GpuProbe, default_probe
+from llamaswitch._settings import Settings
+
+__all__ = ["Check", "DoctorReport", "run_doctor"]
+
+
+@attrs.frozen
+class Check:
+    """One thing the doctor looked at."""
+
+    name: str
+    ok: bool
+    #: A failed required check makes ``llamaswitch doctor`` exit non-zero.
+    required: bool
+    detail: str
+    fix: str | None = None
+    data: dict[str, Any] = attrs.field(factory=dict)
+
+    @property
+    def status(self) -> str:
+        """``ok``, ``missing`` (required and failed) or ``warning``."""
+        if self.ok:
+            return "ok"
+        return "missing" if self.required else "warning"
+
+
+@attrs.frozen
+class DoctorReport:
+    """Every check, in the order they ran."""
+
+    checks: tuple[Check, ...]
+
+    @property
+    def ok(self) -> bool:
+        """Whether everything required was found."""
+        return all(c.ok or not c.required for c in self.checks)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape of ``llamaswitch doctor --json``."""
+        return {
+            "ok": self.ok,
+            "checks": [
+                {"name": c.name, "status": c.status, "required": c.required,
+                 "detail": c.detail, "fix": c.fix, **c.data}
+                for c in self.checks
+            ],
+        }  # fmt: skip
+
+
+def _binary_check(settings: Settings, kind: BinaryKind) -> Check:
+    explicit = settings.llama_server_path if kind == "llama-server" else settings.llama_bench_path
+    setting = "LLAMA_SERVER_PATH" if kind == "llama-server" else "LLAMA_BENCH_PATH"
+    try:
+        path, source = find_binary(kind, explicit=explicit, toolchain_dir=settings.toolchain_dir)
+        info = identify(path, kind, source=source, cache_file=settings.binary_cache_file)
+    except LlamaSwitchError as exc:
+        fix = (
+            f"fix {setting} in your .env, or unset it"
+            if explicit is not None
+            else "llamaswitch toolchain build --generation current"
+        )
+        return Check(kind, False, True, str(exc), fix, {"setting": setting})
+    backends = ", ".join(info.backends) or "unknown"
+    detail = (
+        f"{info.path} - version {info.version}, {info.dialect} dialect, backend {backends} "
+        f"(found via {source})"
+    )
+    return Check(kind, True, True, detail, None, info.to_dict())
+
+
+def _models_check(settings: Settings) -> Check:
+    folder = settings.models_dir
+    if not folder.is_dir():
+        return Check(
+            "models folder", False, True, f"{folder} does not exist",
+            f"mkdir -p {folder}  (or set MODELS_DIR to the folder holding your .gguf files)",
+            {"path": str(folder), "gguf_files": 0},
+        )  # fmt: skip
+    count = 0
+    for _root, dirs, files in os.walk(folder, followlinks=True):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        count += sum(
+            1 for f in files
+            if f.lower().endswith(".gguf") and not f.startswith(".")
+            and not f.lower().startswith("mmproj")
+        )  # fmt: skip
+    if count == 0:
+        return Check(
+            "models folder", False, False, f"{folder} holds no .gguf files",
+            f"copy .gguf models into {folder}, or try `python dev.py demo` for tiny demo models",
+            {"path": str(folder), "gguf_files": 0},
+        )  # fmt: skip
+    detail = f"{folder} - {count} GGUF file{'s' if count != 1 else ''}"
+    return Check(
+        "models folder", True, True, detail, None, {"path": str(folder), "gguf_files": count}
+    )
+
+
+def _gpu_check(probe: GpuProbe) -> Check:
+    devices = probe.devices()
+    if not devices:
+        why = f" ({probe.error})" if probe.error else ""
+        return Check("NVIDIA GPU", True, False, f"no NVIDIA GPU{why}; CPU only, VRAM not reported",
+                     None, {"gpus": []})  # fmt: skip
+    listed = "; ".join(
+        f"#{d.index} {d.name} {d.memory_used_mib}/{d.memory_total_mib} MiB" for d in devices
+    )
+    return Check(
+        "NVIDIA GPU", True, False, f"{listed} (driver {probe.driver_version})", None,
+        {"gpus": [attrs.asdict(d) for d in devices], "driver": probe.driver_version},
+    )  # fmt: skip
+
+
+def _state_check(settings: Settings) -> Check:
+    folder = settings.state_dir
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_text("ok", encoding="utf-8")
+        probe.unlink()
+    except OSError as exc:
+        fix = "set LLAMASWITCH_STATE_DIR to a writable folder"
+        detail = f"{folder} is not writable: {exc}"
+        return Check("state folder", False, True, detail, fix, {"path": str(folder)})
+    return Check("state folder", True, True, f"{folder} (logs, benchmark database)", None,
+                 {"path": str(folder)})  # fmt: skip
+
+
+def run_doctor(settings: Settings, *, probe: GpuProbe | None = None) -> DoctorReport:
+    """Look at binaries, models, GPU and state folder, and report."""
+    checks: list[Check] = [
+        Check("python", True, False, f"{sys.version.split()[0]} ({sys.executable})"),
+    ]
+    steps: list[Callable[[], Check]] = [
+        lambda: _binary_check(settings, "llama-server"),
+        lambda: _binary_check(settings, "llama-bench"),
+        lambda: _models_check(settings),
+        lambda: _gpu_check(probe or default_probe()),
+        lambda: _state_check(settings),
+    ]
+    checks.extend(step() for step in steps)
+    return DoctorReport(tuple(checks))
+
+
+def describe_path(path: Path | None) -> str:
+    """A path for display, or ``(not set)``."""
+    return "(not set)" if path is None else str(path)

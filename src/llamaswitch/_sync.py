@@ -1,0 +1,205 @@
+"""The blocking Python API, for scripts and notebooks.
+
+:class:`LlamaSwitch` owns one event-loop thread for its whole life (the pattern of
+anyio's ``start_blocking_portal``) and every method is a one-line call into
+:class:`~llamaswitch._api.AsyncLlamaSwitch` on that loop. A loop per call
+(``asyncio.run``) would not do: model servers live on the loop that started them, and on
+Linux they are tied to the thread that forked them (parent-death signal), so that thread
+must live as long as the servers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine, Sequence
+from concurrent.futures import Future
+from datetime import datetime
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+from llamaswitch._api import AsyncLlamaSwitch
+from llamaswitch._gpu import GpuProbe
+from llamaswitch._settings import Settings
+
+if TYPE_CHECKING:
+    from llamaswitch._bench_config import BenchConfig
+    from llamaswitch._bench_runner import BenchTask, Comparison
+    from llamaswitch._catalog import ModelInfo
+    from llamaswitch._server_config import ServerConfig
+    from llamaswitch._supervisor import ServerStatus
+
+__all__ = ["LlamaSwitch"]
+
+T = TypeVar("T")
+
+
+class _LoopThread:
+    """An event loop running in a daemon thread, with a blocking ``call``."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="llamaswitch-loop", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise RuntimeError("LlamaSwitch methods cannot be called from its own loop thread")
+        future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result()
+        except KeyboardInterrupt:
+            future.cancel()
+            raise
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join()
+        self.loop.close()
+
+
+class LlamaSwitch:
+    """Blocking entry point: ``with LlamaSwitch(settings) as ls: ls.switch(...)``.
+
+    The same methods as :class:`~llamaswitch.AsyncLlamaSwitch`, without ``await``.
+    Leaving the ``with`` block (or :meth:`close`) stops every server it started.
+
+    >>> with LlamaSwitch(Settings(models_dir="models")) as ls:   # doctest: +SKIP
+    ...     ls.switch("tiny.gguf", ServerConfig(port=8091, ctx_size=256)).state
+    'ready'
+    """
+
+    def __init__(self, settings: Settings | None = None, *, gpu: GpuProbe | None = None) -> None:
+        self._portal = _LoopThread()
+        try:
+            # Built on the loop thread: its asyncio primitives belong to that loop.
+            self._async = self._portal.call(_build(settings, gpu))
+            self._portal.call(self._async.open())
+        except BaseException:
+            self._portal.stop()
+            raise
+        self._closed = False
+
+    @property
+    def settings(self) -> Settings:
+        """The settings in use."""
+        return self._async.settings
+
+    @property
+    def aio(self) -> AsyncLlamaSwitch:
+        """The async API underneath (its coroutines must run on this object's loop)."""
+        return self._async
+
+    def close(self) -> None:
+        """Stop every server and benchmark this object started, then the loop thread."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._portal.call(self._async.close())
+        finally:
+            self._portal.stop()
+
+    def __enter__(self) -> LlamaSwitch:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- models ---------------------------------------------------------------------------
+
+    def list_models(self) -> list[ModelInfo]:
+        """See :meth:`AsyncLlamaSwitch.list_models`."""
+        return self._portal.call(self._async.list_models())
+
+    def switch(
+        self, model: str, config: ServerConfig | None = None, *, wait: bool = True
+    ) -> ServerStatus:
+        """See :meth:`AsyncLlamaSwitch.switch`."""
+        return self._portal.call(self._async.switch(model, config, wait=wait))
+
+    def start(
+        self, model: str, config: ServerConfig | None = None, *, wait: bool = True
+    ) -> ServerStatus:
+        """See :meth:`AsyncLlamaSwitch.start`."""
+        return self._portal.call(self._async.start(model, config, wait=wait))
+
+    def stop(self, model: str | None = None, *, port: int | None = None) -> list[ServerStatus]:
+        """See :meth:`AsyncLlamaSwitch.stop`."""
+        return self._portal.call(self._async.stop(model, port=port))
+
+    @overload
+    def status(self) -> list[ServerStatus]: ...
+    @overload
+    def status(self, model: str) -> ServerStatus: ...
+    @overload
+    def status(self, model: None = None, *, port: int) -> ServerStatus: ...
+
+    def status(
+        self, model: str | None = None, *, port: int | None = None
+    ) -> list[ServerStatus] | ServerStatus:
+        """See :meth:`AsyncLlamaSwitch.status`."""
+        return self._portal.call(self._async.status(model, port=port))  # type: ignore[call-overload]
+
+    def logs(
+        self, model: str | None = None, *, port: int | None = None, lines: int = 100
+    ) -> list[str]:
+        """See :meth:`AsyncLlamaSwitch.logs`."""
+        return self._portal.call(self._async.logs(model, port=port, lines=lines))
+
+    # -- benchmarks -----------------------------------------------------------------------
+
+    def submit_benchmark(
+        self, model: str, config: BenchConfig | None = None, *, timeout_s: float | None = None
+    ) -> str:
+        """See :meth:`AsyncLlamaSwitch.submit_benchmark`."""
+        return self._portal.call(self._async.submit_benchmark(model, config, timeout_s=timeout_s))
+
+    def benchmark_status(self, task_id: str) -> BenchTask:
+        """See :meth:`AsyncLlamaSwitch.benchmark_status`."""
+        return self._portal.call(self._async.benchmark_status(task_id))
+
+    def wait_benchmark(self, task_id: str, timeout_s: float | None = None) -> BenchTask:
+        """See :meth:`AsyncLlamaSwitch.wait_benchmark`."""
+        return self._portal.call(self._async.wait_benchmark(task_id, timeout_s))
+
+    def cancel_benchmark(self, task_id: str) -> BenchTask:
+        """See :meth:`AsyncLlamaSwitch.cancel_benchmark`."""
+        return self._portal.call(self._async.cancel_benchmark(task_id))
+
+    def list_benchmarks(
+        self,
+        *,
+        model: str | None = None,
+        state: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 50,
+    ) -> list[BenchTask]:
+        """See :meth:`AsyncLlamaSwitch.list_benchmarks`."""
+        return self._portal.call(self._async.list_benchmarks(
+            model=model, state=state, since=since, until=until, limit=limit))  # fmt: skip
+
+    def compare_benchmarks(self, task_ids: Sequence[str]) -> Comparison:
+        """See :meth:`AsyncLlamaSwitch.compare_benchmarks`."""
+        return self._portal.call(self._async.compare_benchmarks(task_ids))
+
+    def import_benchmark(
+        self, text: str, fmt: str = "json", *, model: str | None = None
+    ) -> BenchTask:
+        """See :meth:`AsyncLlamaSwitch.import_benchmark`."""
+        return self._portal.call(self._async.import_benchmark(text, fmt, model=model))
+
+
+async def _build(settings: Settings | None, gpu: GpuProbe | None) -> AsyncLlamaSwitch:
+    return AsyncLlamaSwitch(settings, gpu=gpu)

@@ -1,0 +1,194 @@
+"""Helpers for testing code that drives llama.cpp: tiny real models.
+
+:func:`write_tiny_model` writes a real llama-architecture GGUF file of about half a
+megabyte that both llama.cpp generations load in a blink: ``llama-server`` answers
+``/health`` 200 within a fraction of a second and serves ``/completion``, ``llama-bench``
+finishes a short run in tens of milliseconds. Its output is gibberish: the weights are
+small random numbers. It needs the ``gguf`` and ``numpy`` packages (installed with
+llamaswitch).
+
+>>> from pathlib import Path
+>>> import tempfile
+>>> folder = Path(tempfile.mkdtemp())
+>>> path = write_tiny_model(folder / "tiny.gguf", name="tiny", seed=1)
+>>> path.stat().st_size > 100_000
+True
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import attrs
+
+__all__ = ["DEMO_MODELS", "TinyModelSpec", "write_demo_models", "write_tiny_model"]
+
+# A handful of ordinary pieces after the control and byte tokens, so that text tokenizes
+# into something other than raw bytes.
+_PIECES = (
+    "▁", "▁the", "▁a", "▁is", "▁of", "▁and", "▁to", "▁in", "▁llama", "▁model",
+    "e", "t", "a", "o", "i", "n", "s", "h", "r", "l",
+)  # fmt: skip
+
+
+@attrs.frozen(kw_only=True)
+class TinyModelSpec:
+    """The shape of a tiny model; every knob is a GGUF header field llama.cpp reads."""
+
+    name: str = "tiny"
+    embedding_length: int = 64
+    block_count: int = 2
+    context_length: int = 256
+    feed_forward_length: int = 128
+    head_count: int = 4
+    head_count_kv: int = 4
+    seed: int = 0
+
+    @property
+    def vocab_size(self) -> int:
+        """Tokens in the vocabulary: 3 control tokens, 256 byte tokens, the pieces."""
+        return 3 + 256 + len(_PIECES)
+
+    @property
+    def parameter_count(self) -> int:
+        """Parameters written (every tensor element), as llama.cpp would count them."""
+        e, f, v = self.embedding_length, self.feed_forward_length, self.vocab_size
+        kv = e // self.head_count * self.head_count_kv
+        per_block = e + e * e + 2 * e * kv + e * e + e + 3 * e * f
+        return 2 * v * e + e + self.block_count * per_block
+
+
+def write_tiny_model(
+    path: str | os.PathLike[str],
+    *,
+    name: str = "tiny",
+    embedding_length: int = 64,
+    block_count: int = 2,
+    context_length: int = 256,
+    feed_forward_length: int = 128,
+    head_count: int = 4,
+    head_count_kv: int = 4,
+    seed: int = 0,
+) -> Path:
+    """Write a tiny real llama-architecture GGUF model to ``path`` and return the path.
+
+    The file is deterministic for a given set of arguments: the same seed writes the same
+    bytes. ``name`` goes into ``general.name``. ``embedding_length`` must be a multiple of
+    ``head_count``, and ``head_count`` of ``head_count_kv``. Parent folders are created.
+    """
+    spec = TinyModelSpec(
+        name=name,
+        embedding_length=embedding_length,
+        block_count=block_count,
+        context_length=context_length,
+        feed_forward_length=feed_forward_length,
+        head_count=head_count,
+        head_count_kv=head_count_kv,
+        seed=seed,
+    )
+    _check(spec)
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _write(spec, target)
+    return target
+
+
+#: The demo folder's models: file name -> display name, seed and block count.
+DEMO_MODELS: dict[str, tuple[str, int, int]] = {
+    "tiny-chat.gguf": ("tiny chat (demo)", 1, 2),
+    "tiny-code.gguf": ("tiny code (demo)", 2, 1),
+}
+
+
+def write_demo_models(folder: str | os.PathLike[str]) -> list[Path]:
+    """Write the demo models into ``folder`` (files already there are kept as they are)."""
+    target = Path(folder)
+    written = []
+    for file_name, (name, seed, blocks) in DEMO_MODELS.items():
+        path = target / file_name
+        if not path.exists():
+            write_tiny_model(path, name=name, seed=seed, block_count=blocks)
+        written.append(path)
+    return written
+
+
+def _check(spec: TinyModelSpec) -> None:
+    for field in ("embedding_length", "block_count", "context_length", "feed_forward_length",
+                  "head_count", "head_count_kv"):  # fmt: skip
+        if getattr(spec, field) < 1:
+            raise ValueError(f"{field} must be >= 1, got {getattr(spec, field)}")
+    if spec.embedding_length % spec.head_count:
+        raise ValueError("embedding_length must be a multiple of head_count")
+    if spec.head_count % spec.head_count_kv:
+        raise ValueError("head_count must be a multiple of head_count_kv")
+    if (spec.embedding_length // spec.head_count) % 2:
+        raise ValueError("embedding_length / head_count (the head size) must be even for RoPE")
+
+
+def _write(spec: TinyModelSpec, target: Path) -> None:
+    # Imported here: gguf pulls in numpy, which most of llamaswitch never needs.
+    import gguf
+    import numpy as np
+
+    rng = np.random.default_rng(spec.seed)
+    e, f = spec.embedding_length, spec.feed_forward_length
+    head_dim = e // spec.head_count
+    kv = head_dim * spec.head_count_kv
+
+    tokens = ["<unk>", "<s>", "</s>", *(f"<0x{b:02X}>" for b in range(256)), *_PIECES]
+    types = [
+        gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL,
+        *([gguf.TokenType.BYTE] * 256), *([gguf.TokenType.NORMAL] * len(_PIECES)),
+    ]  # fmt: skip
+    scores = [0.0, 0.0, 0.0, *([0.0] * 256), *(-float(i) for i in range(1, len(_PIECES) + 1))]
+    vocab = len(tokens)
+
+    writer = gguf.GGUFWriter(str(target), "llama")
+    try:
+        writer.add_name(spec.name)
+        writer.add_context_length(spec.context_length)
+        writer.add_embedding_length(e)
+        writer.add_block_count(spec.block_count)
+        writer.add_feed_forward_length(f)
+        writer.add_head_count(spec.head_count)
+        writer.add_head_count_kv(spec.head_count_kv)
+        writer.add_rope_dimension_count(head_dim)
+        writer.add_layer_norm_rms_eps(1e-5)
+        writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+        writer.add_vocab_size(vocab)
+
+        writer.add_tokenizer_model("llama")
+        writer.add_token_list(tokens)
+        writer.add_token_scores(scores)
+        writer.add_token_types(types)
+        writer.add_unk_token_id(0)
+        writer.add_bos_token_id(1)
+        writer.add_eos_token_id(2)
+        writer.add_add_bos_token(True)
+        writer.add_add_eos_token(False)
+
+        def weight(*shape: int) -> np.ndarray:
+            return (rng.standard_normal(shape) * 0.02).astype(np.float32)
+
+        ones = np.ones(e, dtype=np.float32)
+        # numpy shapes are (rows, cols) = (out, in); GGUF stores them reversed.
+        writer.add_tensor("token_embd.weight", weight(vocab, e))
+        writer.add_tensor("output_norm.weight", ones)
+        writer.add_tensor("output.weight", weight(vocab, e))
+        for i in range(spec.block_count):
+            writer.add_tensor(f"blk.{i}.attn_norm.weight", ones)
+            writer.add_tensor(f"blk.{i}.attn_q.weight", weight(e, e))
+            writer.add_tensor(f"blk.{i}.attn_k.weight", weight(kv, e))
+            writer.add_tensor(f"blk.{i}.attn_v.weight", weight(kv, e))
+            writer.add_tensor(f"blk.{i}.attn_output.weight", weight(e, e))
+            writer.add_tensor(f"blk.{i}.ffn_norm.weight", ones)
+            writer.add_tensor(f"blk.{i}.ffn_gate.weight", weight(f, e))
+            writer.add_tensor(f"blk.{i}.ffn_up.weight", weight(f, e))
+            writer.add_tensor(f"blk.{i}.ffn_down.weight", weight(e, f))
+
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+    finally:
+        writer.close()
