@@ -162,10 +162,17 @@ class AsyncLlamaSwitch:
         Whatever llamaswitch runs on that port is stopped first. With ``wait`` (default)
         it returns once the server answers ``/health`` 200; without, once the process
         started (state ``starting``). Returns at once if the same model with the same
-        config is already ready there.
+        config is already ready there. Of concurrent switches on one port the last call
+        wins; calls it overtook raise :class:`~llamaswitch.SupersededError` (or return,
+        if their server became ready first) and never leave a process behind.
         """
+        supervisor = self.supervisor
+        # The ticket is taken before the first await: of concurrent switches on one port
+        # the last call wins, not whichever model reference resolved last (resolving runs
+        # in a worker thread).
+        ticket = supervisor.ticket(supervisor.port_for(config))
         info = await self.resolve_model(model)
-        return await self.supervisor.switch(info, config, wait=wait)
+        return await supervisor.switch(info, config, wait=wait, ticket=ticket)
 
     async def start(
         self, model: str, config: ServerConfig | None = None, *, wait: bool = True

@@ -149,7 +149,7 @@ class LlamaSwitch:
         self, model: str | None = None, *, port: int | None = None
     ) -> list[ServerStatus] | ServerStatus:
         """See :meth:`AsyncLlamaSwitch.status`."""
-        return self._portal.call(self._async.status(model, port=port))  # type: ignore[call-overload]
+        return self._portal.call(self._async.status(model, port=port))  # type: ignore[arg-type]
 
     def logs(
         self, model: str | None = None, *, port: int | None = None, lines: int = 100

@@ -1,0 +1,608 @@
+"""Child processes that never outlive their manager and never fill a pipe.
+
+:class:`ChildProcess` spawns one program (llama-server) so that:
+
+- it runs in its **own process group** (its own session on POSIX,
+  ``CREATE_NEW_PROCESS_GROUP`` on Windows), so stopping it reaches anything it started and
+  a Ctrl-C in the manager's terminal does not hit it twice;
+- on Linux it gets the **parent-death signal** (``prctl(PR_SET_PDEATHSIG, SIGKILL)``):
+  when the manager dies, even by SIGKILL, the kernel kills the child. The signal fires
+  when the *thread* that forked the child exits (see FIELD_NOTES), so children must be
+  spawned from a thread that lives as long as the manager: the event-loop thread, which
+  is where :meth:`ChildProcess.spawn` runs;
+- its output (stdout and stderr together) is **drained continuously** by the event loop
+  into an :class:`OutputLog`: a bounded ring of recent lines plus a rotating log file;
+- it is **stopped** with SIGTERM to the group, a grace period, then SIGKILL, and always
+  reaped (on Windows: the process tree is terminated through psutil).
+
+:class:`ChildRegistry` records every child (pid, create time, port, argv, and the manager
+that owns it) in ``state_dir/children.json``. On the next start a manager stops the
+children of managers that are gone (a crash, a SIGKILL, a power cut on platforms without
+a parent-death signal), after checking by create time that a recorded pid still is the
+same process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import ctypes.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import attrs
+import psutil
+
+__all__ = ["ChildProcess", "ChildRecord", "ChildRegistry", "OutputLog"]
+
+_IS_WINDOWS = sys.platform == "win32"
+_IS_LINUX = sys.platform.startswith("linux")
+_PR_SET_PDEATHSIG = 1
+# A line longer than this without a newline is cut, so one runaway line cannot hold
+# unbounded memory.
+_MAX_LINE_BYTES = 64 * 1024
+# How long to wait, after the process exited, for the rest of its output: a grandchild
+# that kept the pipe open must not hold a stop forever.
+_DRAIN_TIMEOUT_S = 1.0
+# psutil derives create_time from boot time and clock ticks; allow for rounding.
+_CREATE_TIME_TOLERANCE_S = 0.05
+# Output reaches the log file at most this long after it was printed.
+_FLUSH_DELAY_S = 0.1
+
+
+# -- output --------------------------------------------------------------------------------
+
+
+class OutputLog:
+    """A child's output: the last ``max_lines`` lines in memory and a rotating log file.
+
+    Bytes are written to the file as they arrive (so the file holds everything, partial
+    lines included); lines are decoded as UTF-8 (invalid bytes replaced) for the ring.
+    When the file grows past ``max_bytes`` it is renamed ``NAME.1`` (older ones shift to
+    ``NAME.2``...; ``backups`` are kept) and a new one is started.
+    """
+
+    def __init__(
+        self,
+        path: Path | None,
+        *,
+        max_lines: int = 1000,
+        max_bytes: int = 5 * 1024 * 1024,
+        backups: int = 2,
+    ) -> None:
+        self.path = path
+        self._lines: deque[str] = deque(maxlen=max_lines)
+        self._partial = bytearray()
+        self._max_bytes = max_bytes
+        self._backups = backups
+        self._file: IO[bytes] | None = None
+        self._size = 0
+        self.file_error: str | None = None
+
+    def _open(self) -> IO[bytes] | None:
+        if self._file is None and self.path is not None and self.file_error is None:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._file = self.path.open("ab")
+                self._size = self._file.tell()
+            except OSError as exc:
+                # A log file that cannot be written must not stop the server; the ring
+                # buffer still has the output.
+                self.file_error = f"{type(exc).__name__}: {exc}"
+        return self._file
+
+    def _rotate(self) -> None:
+        assert self.path is not None  # noqa: S101 - only called with a file open
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        try:
+            for index in range(self._backups, 0, -1):
+                older = self.path.with_name(f"{self.path.name}.{index}")
+                newer = (
+                    self.path.with_name(f"{self.path.name}.{index - 1}") if index > 1 else self.path
+                )
+                if newer.exists():
+                    os.replace(newer, older)
+        except OSError as exc:
+            self.file_error = f"{type(exc).__name__}: {exc}"
+        self._size = 0
+
+    def _write(self, data: bytes) -> None:
+        file = self._open()
+        if file is None:
+            return
+        try:
+            # Buffered: the child's process flushes it shortly after (see _ChildProtocol);
+            # a write syscall per line would cost the loop while a server loads.
+            file.write(data)
+        except OSError as exc:
+            self.file_error = f"{type(exc).__name__}: {exc}"
+            return
+        self._size += len(data)
+        if self._size >= self._max_bytes and self._backups > 0:
+            self._rotate()
+
+    def feed(self, data: bytes) -> None:
+        """Take a chunk of output."""
+        self._write(data)
+        self._partial += data
+        if b"\n" not in data and len(self._partial) < _MAX_LINE_BYTES:
+            return
+        *complete, rest = bytes(self._partial).split(b"\n")
+        for raw in complete:
+            self._lines.append(raw.rstrip(b"\r").decode("utf-8", errors="replace"))
+        if len(rest) >= _MAX_LINE_BYTES:
+            self._lines.append(rest.decode("utf-8", errors="replace"))
+            rest = b""
+        self._partial = bytearray(rest)
+
+    def note(self, text: str) -> None:
+        """Add a line of llamaswitch's own (``=== started ...``) to the file and the ring."""
+        self.flush_partial()
+        self._write(f"{text}\n".encode())
+        self._lines.append(text)
+        self.flush()
+
+    def flush(self) -> None:
+        """Write buffered output to the log file."""
+        if self._file is not None:
+            try:
+                self._file.flush()
+            except OSError as exc:
+                self.file_error = f"{type(exc).__name__}: {exc}"
+
+    def flush_partial(self) -> None:
+        """Move an unfinished last line into the ring (at exit)."""
+        if self._partial:
+            self._lines.append(bytes(self._partial).decode("utf-8", errors="replace"))
+            self._partial.clear()
+
+    def tail(self, lines: int) -> list[str]:
+        """The last ``lines`` lines (all kept when ``lines`` exceeds them)."""
+        if lines <= 0:
+            return []
+        kept = len(self._lines)
+        start = max(0, kept - lines)
+        return [self._lines[i] for i in range(start, kept)]
+
+    def close(self) -> None:
+        """Close the file (the ring stays readable)."""
+        self.flush_partial()
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
+            self._file = None
+
+
+# -- the child -----------------------------------------------------------------------------
+
+
+def _load_prctl() -> Callable[..., int] | None:
+    """libc's prctl, resolved before any fork (a child must not load libraries)."""
+    if not _IS_LINUX:
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        prctl: Callable[..., int] = libc.prctl
+    except (OSError, AttributeError):
+        return None
+    return prctl
+
+
+_PRCTL = _load_prctl()
+
+
+def _pdeathsig_preexec(parent_pid: int) -> Callable[[], None] | None:
+    """The function run in the child between fork and exec on Linux."""
+    prctl = _PRCTL
+    if prctl is None:
+        return None
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        # The parent may have died between fork and prctl: then no signal will ever
+        # come, and the child would run orphaned.
+        if os.getppid() != parent_pid:
+            os._exit(1)
+
+    return preexec
+
+
+class _ChildProtocol(asyncio.SubprocessProtocol):
+    """Feeds output into the log as it arrives; reports exit and end of output."""
+
+    def __init__(
+        self,
+        output: OutputLog,
+        on_output: Callable[[bytes], None] | None,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.output = output
+        self.on_output = on_output
+        self._loop = loop
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self.exited: asyncio.Future[None] = loop.create_future()
+        self.drained: asyncio.Future[None] = loop.create_future()
+
+    def pipe_data_received(self, fd: int, data: bytes | str) -> None:
+        chunk = data if isinstance(data, bytes) else data.encode()
+        self.output.feed(chunk)
+        if self._flush_handle is None:
+            self._flush_handle = self._loop.call_later(_FLUSH_DELAY_S, self._flush)
+        if self.on_output is not None:
+            self.on_output(chunk)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        self.output.flush()
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if not self.drained.done():
+            self.drained.set_result(None)
+
+    def process_exited(self) -> None:
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+
+class ChildProcess:
+    """A running (or finished) child process; build it with :meth:`spawn`."""
+
+    def __init__(
+        self,
+        transport: asyncio.SubprocessTransport,
+        protocol: _ChildProtocol,
+        argv: Sequence[str],
+        output: OutputLog,
+    ) -> None:
+        self._transport = transport
+        self._protocol = protocol
+        self.argv = list(argv)
+        self.output = output
+        self.pid: int = transport.get_pid()
+        #: Wall-clock time of the spawn (seconds since the epoch).
+        self.started_at = time.time()
+        #: ``time.monotonic()`` at the spawn.
+        self.started_monotonic = time.monotonic()
+        self._closed = False
+
+    @classmethod
+    async def spawn(
+        cls,
+        argv: Sequence[str],
+        *,
+        output: OutputLog,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        on_output: Callable[[bytes], None] | None = None,
+    ) -> ChildProcess:
+        """Start ``argv`` (a list, never a shell) in its own process group.
+
+        Must run on the event-loop thread, which must live as long as the child (Linux's
+        parent-death signal is tied to the forking thread). ``on_output`` is called on
+        the loop with each chunk of output (the supervisor looks for readiness hints).
+        """
+        loop = asyncio.get_running_loop()
+        protocol = _ChildProtocol(output, on_output, loop)
+        kwargs: dict[str, Any] = {}
+        if _IS_WINDOWS:
+            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined,unused-ignore]
+        else:
+            kwargs["start_new_session"] = True
+            preexec = _pdeathsig_preexec(os.getpid())
+            if preexec is not None:
+                kwargs["preexec_fn"] = preexec
+        transport, _ = await loop.subprocess_exec(
+            lambda: protocol,
+            *argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            **kwargs,
+        )
+        return cls(transport, protocol, argv, output)
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit code (negative: killed by that signal on POSIX), None while running."""
+        return self._transport.get_returncode()
+
+    @property
+    def running(self) -> bool:
+        """Whether the process has not exited yet."""
+        return self.returncode is None
+
+    async def wait(self) -> int:
+        """Wait for the exit and the end of its output; returns the exit code."""
+        await asyncio.shield(self._protocol.exited)
+        if not self._protocol.drained.done():
+            await asyncio.wait({self._protocol.drained}, timeout=_DRAIN_TIMEOUT_S)
+        self._close()
+        code = self.returncode
+        assert code is not None  # noqa: S101 - exited
+        return code
+
+    async def _exited_within(self, seconds: float) -> bool:
+        if self._protocol.exited.done():
+            return True
+        try:
+            async with asyncio.timeout(max(seconds, 0.0)):
+                await asyncio.shield(self._protocol.exited)
+        except TimeoutError:
+            return False
+        return True
+
+    def _close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.output.flush_partial()
+            self.output.flush()
+            # Closing the transport releases the pipes; it would kill a running process,
+            # but this is only reached after the exit.
+            self._transport.close()
+
+    def send_signal(self, sig: int) -> None:
+        """Send ``sig`` to the child's process group (to the child alone if that fails)."""
+        if self.returncode is not None:
+            # Reaped: the pid (and group id) may belong to someone else by now.
+            return
+        if _IS_WINDOWS:
+            with contextlib.suppress(OSError):
+                os.kill(self.pid, sig)
+            return
+        try:
+            os.killpg(self.pid, sig)
+        except ProcessLookupError:
+            pass
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        """Kill the child (and its group) at once, without waiting."""
+        if _IS_WINDOWS:
+            _terminate_tree(self.pid, 0.0)
+        else:
+            self.send_signal(signal.SIGKILL)
+
+    async def stop(self, grace_s: float, *, repeat_after_s: float | None = None) -> int:
+        """SIGTERM to the group, up to ``grace_s`` to exit, then SIGKILL; always reaped.
+
+        With ``repeat_after_s``, a second SIGTERM follows after that long if the process
+        still runs: llama-server exits at once on a second interrupt, and needs it when
+        the first one arrives in the moment between its signal handler being installed
+        and its main loop starting (the loop then resets the stop flag and runs on).
+        On Windows the process tree is terminated through psutil. Returns the exit code.
+        """
+        if self.returncode is None:
+            if _IS_WINDOWS:
+                await asyncio.to_thread(_terminate_tree, self.pid, grace_s)
+            else:
+                deadline = time.monotonic() + grace_s
+                self.send_signal(signal.SIGTERM)
+                repeat = repeat_after_s is not None and repeat_after_s < grace_s
+                if repeat and not await self._exited_within(repeat_after_s or 0.0):
+                    self.send_signal(signal.SIGTERM)
+                if not await self._exited_within(deadline - time.monotonic()):
+                    self.send_signal(signal.SIGKILL)
+        return await self.wait()
+
+
+def _terminate_tree(pid: int, grace_s: float) -> None:
+    """Terminate a process and its descendants (Windows has no process groups to signal)."""
+    try:
+        parent = psutil.Process(pid)
+        procs = [parent, *parent.children(recursive=True)]
+    except psutil.Error:
+        return
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+    _, alive = psutil.wait_procs(procs, timeout=grace_s)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=5.0)
+
+
+# -- the registry of children --------------------------------------------------------------
+
+
+@attrs.frozen
+class ChildRecord:
+    """One child as recorded in ``children.json``."""
+
+    pid: int
+    create_time: float
+    port: int | None
+    argv: tuple[str, ...]
+    manager_pid: int
+    manager_create_time: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """The file's shape."""
+        return {"pid": self.pid, "create_time": self.create_time, "port": self.port,
+                "argv": list(self.argv), "manager_pid": self.manager_pid,
+                "manager_create_time": self.manager_create_time}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ChildRecord:
+        """Read one entry (``KeyError``/``TypeError``/``ValueError`` if malformed)."""
+        port = data.get("port")
+        return cls(
+            pid=int(data["pid"]),
+            create_time=float(data["create_time"]),
+            port=None if port is None else int(port),
+            argv=tuple(str(a) for a in data.get("argv", ())),
+            manager_pid=int(data.get("manager_pid", 0)),
+            manager_create_time=float(data.get("manager_create_time", 0.0)),
+        )
+
+
+def _same_process(pid: int, create_time: float) -> psutil.Process | None:
+    """The process ``pid`` if it still is the one created at ``create_time``."""
+    if pid <= 0:
+        return None
+    try:
+        proc = psutil.Process(pid)
+        if abs(proc.create_time() - create_time) > _CREATE_TIME_TOLERANCE_S:
+            return None  # the pid was reused by another process
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+    except psutil.Error:
+        return None
+    return proc
+
+
+class ChildRegistry:
+    """``children.json``: which processes which manager started.
+
+    Every method blocks (file I/O, psutil): call them off the event loop. Writes are
+    atomic (a temporary file renamed over the old one) and, on POSIX, serialised across
+    processes with an ``flock`` on ``children.json.lock``, since several managers (a
+    script and the REST server) may share one state folder.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        me = psutil.Process()
+        self.manager_pid = me.pid
+        self.manager_create_time = me.create_time()
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if _IS_WINDOWS:
+                yield
+                return
+            import fcntl
+
+            with open(self.path.with_name(self.path.name + ".lock"), "a+b") as lock_file:
+                fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(lock_file.fileno(), fcntl.LOCK_UN)
+
+    def _read(self) -> list[ChildRecord]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError):
+            return []  # a damaged file is replaced on the next write
+        entries = data.get("children", []) if isinstance(data, dict) else []
+        records = []
+        for entry in entries if isinstance(entries, list) else []:
+            with contextlib.suppress(KeyError, TypeError, ValueError, AttributeError):
+                records.append(ChildRecord.from_dict(entry))
+        return records
+
+    def _write(self, records: Sequence[ChildRecord]) -> None:
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+        tmp.write_text(
+            json.dumps({"format": 1, "children": [r.to_dict() for r in records]}, indent=1),
+            encoding="utf-8",
+        )
+        os.replace(tmp, self.path)
+
+    def records(self) -> list[ChildRecord]:
+        """Every recorded child."""
+        with self._locked():
+            return self._read()
+
+    def add(self, pid: int, *, port: int | None, argv: Sequence[str]) -> ChildRecord | None:
+        """Record a child of this manager (None if it already exited)."""
+        try:
+            create_time = psutil.Process(pid).create_time()
+        except psutil.Error:
+            return None
+        record = ChildRecord(pid, create_time, port, tuple(argv), self.manager_pid,
+                             self.manager_create_time)  # fmt: skip
+        with self._locked():
+            records = [r for r in self._read() if r.pid != pid]
+            records.append(record)
+            self._write(records)
+        return record
+
+    def remove(self, pid: int) -> None:
+        """Forget a child (reaped)."""
+        with self._locked():
+            records = self._read()
+            kept = [r for r in records if r.pid != pid]
+            if len(kept) != len(records):
+                self._write(kept)
+
+    def _is_mine(self, record: ChildRecord) -> bool:
+        return (record.manager_pid == self.manager_pid
+                and abs(record.manager_create_time - self.manager_create_time)
+                <= _CREATE_TIME_TOLERANCE_S)  # fmt: skip
+
+    def stop_survivors(self, grace_s: float) -> list[ChildRecord]:
+        """Stop the recorded children of managers that are gone; returns those stopped.
+
+        A record is dropped without touching anything when its pid is gone or now belongs
+        to another process (create time differs). Children of a manager that is still
+        running (another llamaswitch sharing this state folder) are left alone.
+        """
+        with self._locked():
+            records = self._read()
+            survivors: list[tuple[ChildRecord, psutil.Process]] = []
+            kept: list[ChildRecord] = []
+            for record in records:
+                if self._is_mine(record):
+                    kept.append(record)
+                    continue
+                if _same_process(record.manager_pid, record.manager_create_time) is not None:
+                    kept.append(record)  # its manager still runs and looks after it
+                    continue
+                proc = _same_process(record.pid, record.create_time)
+                if proc is not None:
+                    survivors.append((record, proc))
+            _stop_foreign(([proc for _, proc in survivors]), grace_s)
+            if len(kept) != len(records):
+                self._write(kept)
+        return [record for record, _ in survivors]
+
+
+def _stop_foreign(procs: Sequence[psutil.Process], grace_s: float) -> None:
+    """Stop processes that are not our children (no waitpid): group SIGTERM, then SIGKILL."""
+    if not procs:
+        return
+    if _IS_WINDOWS:
+        for proc in procs:
+            _terminate_tree(proc.pid, grace_s)
+        return
+    for proc in procs:
+        _signal_foreign(proc, signal.SIGTERM)
+    _, alive = psutil.wait_procs(procs, timeout=grace_s)
+    for proc in alive:
+        _signal_foreign(proc, signal.SIGKILL)
+    psutil.wait_procs(alive, timeout=5.0)
+
+
+def _signal_foreign(proc: psutil.Process, sig: int) -> None:
+    try:
+        # Our children lead their own group (start_new_session); signal the group so that
+        # anything they started goes too, but never a group they merely belong to.
+        if os.getpgid(proc.pid) == proc.pid:
+            os.killpg(proc.pid, sig)
+        else:
+            proc.send_signal(sig)
+    except (OSError, psutil.Error):
+        pass

@@ -1,0 +1,1061 @@
+"""The server supervisor: llama-server processes keyed by port, run without races.
+
+:class:`ServerSupervisor` is what :class:`~llamaswitch.AsyncLlamaSwitch` uses to switch,
+start, stop and report model servers. Its rules:
+
+- **Servers are keyed by port.** ``switch`` replaces whatever llamaswitch runs on a port;
+  ``start`` adds a server on a free port of the model port range.
+- **One operation per port at a time**: an ``asyncio.Lock`` per port covers "stop the old
+  server, reap it, check the port, spawn the new one", so a start never races the stop
+  before it. Each request takes a ticket (a per-port generation number) when it is made;
+  a request overtaken by a later one on the same port fails with
+  :class:`~llamaswitch._errors.SupersededError` instead of starting anything, and a
+  server still starting when a later request replaces it fails its waiters the same way.
+  Concurrent switches therefore end with exactly one server, the last request's.
+- **Readiness** is ``GET /health`` == 200, polled from the first milliseconds: at once
+  whenever the server prints something (its log lines are hints, ``/health`` is the
+  truth), else on a timer backing off from 5 ms to 250 ms. An exit before ready is a
+  :class:`~llamaswitch._errors.ServerStartError` with the exit code and the last 40 log
+  lines; no answer within ``ready_timeout_s`` kills it
+  (:class:`~llamaswitch._errors.ReadinessTimeoutError`).
+- **States** (:class:`ServerState`) change only along the allowed transitions, and each
+  change is published as a ``server``/``state`` event::
+
+      starting -> ready | failed | stopping        ready -> stopping | crashed
+      stopping -> stopped                          crashed | failed -> starting | stopped
+
+- **Crash watch**: an exit after ready turns the server ``crashed`` as soon as the
+  process is reaped (milliseconds), with exit code, time and log tail; with
+  ``restart="on-failure"`` a non-zero exit is followed by restarts with exponential
+  backoff, at most ``restart_max`` in a row.
+- **Never an orphan**: children are spawned from the event-loop thread with Linux's
+  parent-death signal and recorded in ``state_dir/children.json``; :meth:`open` stops the
+  survivors of a manager that died, :meth:`close` stops every server.
+
+Blocking calls (psutil, NVML, the registry file) run in worker threads; resource figures
+(RSS, CPU, VRAM) are sampled at most every ``sample_ttl_s`` and shared by all callers, so
+``status`` stays cheap however often it is asked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import enum
+import errno
+import ipaddress
+import os
+import shlex
+import socket
+import struct
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import attrs
+import psutil
+
+from llamaswitch._binaries import BinaryInfo
+from llamaswitch._capabilities import BinaryKind
+from llamaswitch._catalog import ModelInfo
+from llamaswitch._errors import (
+    PortInUseError,
+    ReadinessTimeoutError,
+    ReservedPortError,
+    ServerNotFoundError,
+    ServerStartError,
+    SupersededError,
+)
+from llamaswitch._events import EventBus
+from llamaswitch._gpu import GpuProbe
+from llamaswitch._process import ChildProcess, ChildRegistry, OutputLog
+from llamaswitch._server_config import ServerConfig
+from llamaswitch._settings import Settings
+
+__all__ = ["ServerState", "ServerStatus", "ServerSupervisor"]
+
+_DEFAULT_HOST = "127.0.0.1"
+_LOG_TAIL_LINES = 40
+_POLL_FIRST_S = 0.005
+_POLL_MAX_S = 0.25
+_POLL_GROWTH = 1.5
+# Output-triggered polls closer together than this are merged: a loading server prints
+# dozens of lines in a burst.
+_POLL_MIN_GAP_S = 0.001
+_HEALTH_TIMEOUT_S = 2.0
+# struct linger {l_onoff=1, l_linger=0}: close() sends RST (two u_shorts on Windows).
+_LINGER_RESET = struct.pack("HH" if sys.platform == "win32" else "ii", 1, 0)
+# A llama-server that ignored SIGTERM this long gets a second one (see ChildProcess.stop).
+_SIGTERM_AGAIN_S = 1.0
+# Log lines after which /health is likely 200 (legacy: "model loaded" after the state is
+# set; current: "model loaded", then "listening on"). Only hints: a poll confirms. Not
+# every line: legacy logs each /health request, and polling on those would feed itself.
+_READY_HINTS = (b"model loaded", b"listening", b"all slots are idle")
+_CONNECT_TEST_S = 0.5
+# A server that stayed ready this long before crashing starts a fresh series of restarts.
+_RESTART_RESET_AFTER_S = 60.0
+_RESTART_BACKOFF_MAX_S = 30.0
+_MIB = 1024 * 1024
+
+
+class ServerState(enum.StrEnum):
+    """Where a model server is in its life."""
+
+    STARTING = "starting"
+    READY = "ready"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    #: Exited (or was killed by the readiness timeout) before it became ready.
+    FAILED = "failed"
+    #: Exited on its own after it was ready.
+    CRASHED = "crashed"
+
+
+_TRANSITIONS: Mapping[ServerState | None, frozenset[ServerState]] = {
+    None: frozenset({ServerState.STARTING}),
+    ServerState.STARTING: frozenset({ServerState.READY, ServerState.FAILED, ServerState.STOPPING}),
+    ServerState.READY: frozenset({ServerState.STOPPING, ServerState.CRASHED}),
+    ServerState.STOPPING: frozenset({ServerState.STOPPED}),
+    ServerState.CRASHED: frozenset({ServerState.STARTING, ServerState.STOPPED}),
+    ServerState.FAILED: frozenset({ServerState.STARTING, ServerState.STOPPED}),
+    ServerState.STOPPED: frozenset(),
+}
+_ALIVE = frozenset({ServerState.STARTING, ServerState.READY})
+
+
+def _iso(timestamp: float | None) -> str | None:
+    """ISO 8601 UTC with a ``Z``, to the second, as the seed's ``start_time``."""
+    if timestamp is None:
+        return None
+    return (
+        datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    )
+
+
+@attrs.frozen(kw_only=True)
+class ServerStatus:
+    """A snapshot of one model server.
+
+    The first seven fields are the seed API's (``running`` through ``vram_usage``);
+    :meth:`to_dict` gives the wire shape. ``vram_usage`` is in MiB and None without an
+    NVIDIA GPU (or driver); ``rss_mib``, ``cpu_percent`` and the VRAM figures are sampled at
+    most every ``sample_ttl_s`` (0.5 s by default).
+    """
+
+    running: bool
+    #: The model's file name (``ModelInfo.name``), as the model list shows it.
+    model_name: str
+    model_path: str
+    port: int
+    #: When the current process was started, ISO 8601 UTC (``2026-01-01T00:00:00Z``).
+    start_time: str | None
+    process_id: int | None
+    vram_usage: int | None
+    state: ServerState
+    host: str
+    url: str
+    #: Seconds from spawn to the first ``/health`` 200.
+    ready_after_s: float | None
+    rss_mib: float | None
+    cpu_percent: float | None
+    exit_code: int | None
+    #: When the process exited (failed, crashed, stopped), ISO 8601 UTC.
+    exited_at: str | None
+    error: str | None
+    config: Mapping[str, Any]
+    argv: tuple[str, ...]
+    binary_version: str
+    vram_per_gpu_mib: Mapping[int, int] | None
+    #: How many times the restart policy brought this server back.
+    restarts: int
+    #: The last log lines when the server failed or crashed (empty otherwise).
+    log_tail: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON wire shape: the seed's fields first, then llamaswitch's."""
+        return {
+            "running": self.running,
+            "model_name": self.model_name,
+            "model_path": self.model_path,
+            "port": self.port,
+            "start_time": self.start_time,
+            "process_id": self.process_id,
+            "vram_usage": self.vram_usage,
+            "state": str(self.state),
+            "host": self.host,
+            "url": self.url,
+            "ready_after_s": self.ready_after_s,
+            "rss_mib": self.rss_mib,
+            "cpu_percent": self.cpu_percent,
+            "exit_code": self.exit_code,
+            "exited_at": self.exited_at,
+            "error": self.error,
+            "config": dict(self.config),
+            "argv": list(self.argv),
+            "binary_version": self.binary_version,
+            "vram_per_gpu_mib": None
+            if self.vram_per_gpu_mib is None
+            else {str(k): v for k, v in self.vram_per_gpu_mib.items()},
+            "restarts": self.restarts,
+            "log_tail": list(self.log_tail),
+        }
+
+
+@attrs.frozen
+class _Sample:
+    rss_mib: float | None
+    cpu_percent: float | None
+    vram_mib: int | None
+    vram_per_gpu_mib: Mapping[int, int] | None
+
+
+class _Wakeup:
+    """A resettable wake-up for the readiness poll (output, exit, stop, or a timer)."""
+
+    def __init__(self) -> None:
+        self._waiter: asyncio.Future[bool] | None = None
+        self._pending = False
+
+    def set(self) -> None:
+        self._pending = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(True)
+
+    async def wait(self, timeout_s: float) -> bool:
+        """Wait until :meth:`set` or the timeout; True when woken by :meth:`set`."""
+        if self._pending:
+            self._pending = False
+            return True
+        loop = asyncio.get_running_loop()
+        self._waiter = loop.create_future()
+        handle = loop.call_later(timeout_s, _resolve, self._waiter, False)
+        try:
+            return await self._waiter
+        finally:
+            handle.cancel()
+            self._waiter = None
+            self._pending = False
+
+
+def _resolve(future: asyncio.Future[bool], value: bool) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+@attrs.define(eq=False)
+class _Server:
+    """The supervisor's mutable record of one port's server (across restarts)."""
+
+    port: int
+    host: str
+    model: ModelInfo
+    config: ServerConfig
+    binary: BinaryInfo
+    argv: list[str]
+    env: dict[str, str]
+    output: OutputLog
+    state: ServerState | None = None
+    process: ChildProcess | None = None
+    ps_process: psutil.Process | None = None
+    ready_after_s: float | None = None
+    ready_since: float | None = None
+    exit_code: int | None = None
+    exited_at: float | None = None
+    error: str | None = None
+    restarts: int = 0
+    restart_streak: int = 0
+    attempt: asyncio.Future[None] | None = None
+    wake: _Wakeup = attrs.field(factory=_Wakeup)
+    sample: _Sample | None = None
+    sampled_at: float = 0.0
+    restart_task: asyncio.Task[None] | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.state in _ALIVE
+
+    def same_as(self, model: ModelInfo, config: ServerConfig, binary: BinaryInfo) -> bool:
+        return (self.model.path == model.path and self.config == config
+                and self.binary.path == binary.path)  # fmt: skip
+
+    def hint(self, chunk: bytes) -> None:
+        """Wake the readiness poll when the output says the server may be ready."""
+        if any(word in chunk for word in _READY_HINTS):
+            self.wake.set()
+
+    def matches(self, reference: str) -> bool:
+        """Whether a model reference (as users write it) names this server's model."""
+        text = reference.replace("\\", "/").removeprefix("./")
+        names = {self.model.name, self.model.relative_path, str(self.model.path),
+                 Path(self.model.name).stem}  # fmt: skip
+        if self.model.display_name:
+            names.add(self.model.display_name)
+        if self.config.alias:
+            names.add(self.config.alias)
+        return text in names or reference in names
+
+
+def _connect_host(host: str) -> str:
+    """Where to reach a server listening on ``host`` (wildcards mean this machine)."""
+    if host in ("0.0.0.0", ""):  # noqa: S104 - a listen address, not a bind
+        return "127.0.0.1"
+    if host == "::":
+        return "::1"
+    return host
+
+
+def _url(host: str, port: int) -> str:
+    shown = _connect_host(host)
+    return f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
+
+
+async def _health(host: str, port: int) -> int | None:
+    """The status code of ``GET /health``, None when nothing answers.
+
+    Raw HTTP/1.1 over ``asyncio.open_connection``: the library has no HTTP client
+    dependency, and a status line is all readiness needs. The connection is reset
+    (SO_LINGER 0) rather than closed: a normal close leaves it in TIME_WAIT for 60 s on
+    whichever side closed first, often the server's (it closes after a 503), and a
+    server-side TIME_WAIT of a build that set SO_REUSEADDR keeps a build that binds with
+    SO_REUSEPORT only (legacy) off the port.
+    """
+    try:
+        async with asyncio.timeout(_HEALTH_TIMEOUT_S):
+            reader, writer = await asyncio.open_connection(host, port)
+    except (OSError, TimeoutError):
+        return None
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+    try:
+        async with asyncio.timeout(_HEALTH_TIMEOUT_S):
+            writer.write(f"GET /health HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+            line = await reader.readline()
+        parts = line.split()
+        return int(parts[1]) if len(parts) >= 2 and parts[0].startswith(b"HTTP/") else None
+    except (OSError, TimeoutError, ValueError):
+        return None
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError, TimeoutError):
+            async with asyncio.timeout(_HEALTH_TIMEOUT_S):
+                await writer.wait_closed()
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _bind_free(host: str, port: int) -> bool:
+    """Whether a listening socket can bind ``host:port`` now (False: address in use)."""
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)  # fmt: skip
+    except OSError:
+        infos = [(socket.AF_INET, socket.SOCK_STREAM, 0, "", (host, port))]
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        if sys.platform == "win32":
+            # Windows' SO_REUSEADDR lets a bind steal a port in use; this option is the
+            # check we want there.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)  # type: ignore[attr-defined,unused-ignore]
+        else:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            if exc.errno not in (errno.EADDRINUSE, getattr(errno, "WSAEADDRINUSE", -1)):
+                raise
+            return False
+    return True
+
+
+def _port_free(host: str, port: int) -> bool:
+    """Whether nothing listens on ``host:port`` (a bind test, then a connect test).
+
+    The bind uses SO_REUSEADDR, so sockets in TIME_WAIT do not count. They can still
+    make it fail: llama-server's HTTP library sets SO_REUSEPORT rather than SO_REUSEADDR,
+    and Linux lets only a SO_REUSEPORT socket share a port with the TIME_WAIT connections
+    of another. Binding with SO_REUSEPORT ourselves would not do either: it succeeds next
+    to any listener of the same user that set it too (two llama-servers on one port).
+    So a failed bind is followed by a connect: refused means no listener, hence free for
+    llama-server; accepted (or no answer) means in use.
+    """
+    if _bind_free(host, port):
+        return True
+    try:
+        with socket.create_connection((_connect_host(host), port), timeout=_CONNECT_TEST_S):
+            return False
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+
+
+def _port_holder(port: int) -> str | None:
+    """``name (pid N)`` of the process listening on ``port``, when the OS tells us."""
+    try:
+        connections = psutil.net_connections(kind="inet")
+    except (psutil.Error, OSError):
+        return None
+    for conn in connections:
+        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
+            if conn.pid is None:
+                return None
+            try:
+                return f"{psutil.Process(conn.pid).name()} (pid {conn.pid})"
+            except psutil.Error:
+                return f"pid {conn.pid}"
+    return None
+
+
+class ServerSupervisor:
+    """Runs llama-server processes for the async API (see the module docstring).
+
+    ``binary`` returns the identified llama-server; ``gpu`` answers VRAM questions;
+    ``events`` receives ``server``/``state`` events. The restart policy's backoff starts at
+    ``restart_backoff_s`` and doubles per attempt (at most 30 s); at most ``restart_max``
+    restarts follow one another before the server is left ``failed``/``crashed``.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        binary: Callable[[BinaryKind], Awaitable[BinaryInfo]],
+        gpu: GpuProbe,
+        events: EventBus,
+        restart_backoff_s: float = 0.5,
+        restart_max: int = 5,
+        sample_ttl_s: float = 0.5,
+        log_lines: int = 1000,
+    ) -> None:
+        self.settings = settings
+        self._binary = binary
+        self._gpu = gpu
+        self._events = events
+        self.restart_backoff_s = restart_backoff_s
+        self.restart_max = restart_max
+        self.sample_ttl_s = sample_ttl_s
+        self._log_lines = log_lines
+        self._servers: dict[int, _Server] = {}
+        self._locks: dict[int, asyncio.Lock] = {}
+        self._generations: dict[int, int] = {}
+        self._reserved: set[int] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._registry = ChildRegistry(settings.state_dir / "children.json")
+        # One worker, so registry writes happen in the order they were asked for (an
+        # "add" is never overtaken by the "remove" of the same child).
+        self._registry_worker = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="llamaswitch-registry"
+        )
+        self._registry_ops: set[asyncio.Future[Any]] = set()
+        self._sampling: asyncio.Future[None] | None = None
+        self._closed = False
+        #: Survivors of a previous manager stopped by :meth:`open` (pid, port, argv).
+        self.survivors_stopped: list[dict[str, Any]] = []
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Prepare the state folder and stop survivors of a manager that died."""
+        logs = self.settings.logs_dir
+        await asyncio.to_thread(logs.mkdir, parents=True, exist_ok=True)
+        stopped = await asyncio.to_thread(
+            self._registry.stop_survivors, self.settings.stop_timeout_s
+        )
+        self.survivors_stopped = [
+            {"pid": r.pid, "port": r.port, "argv": list(r.argv)} for r in stopped
+        ]
+
+    async def close(self) -> None:
+        """Stop every server (SIGTERM, grace, SIGKILL) and finish background work."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self.stop(None)
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+            if self._registry_ops:
+                await asyncio.gather(*self._registry_ops, return_exceptions=True)
+            self._registry_worker.shutdown(wait=True)
+            for server in self._servers.values():
+                server.output.close()
+
+    # -- requests -------------------------------------------------------------------------
+
+    def port_for(self, config: ServerConfig | None) -> int:
+        """The port ``switch`` uses for ``config``."""
+        if config is not None and config.port is not None:
+            return config.port
+        return self.settings.model_port
+
+    def ticket(self, port: int) -> int:
+        """Register a request on ``port`` now; earlier requests there become superseded.
+
+        The API takes the ticket when a call is made, before any await, so that "the
+        last request" is the last call, not whichever finished resolving first.
+        """
+        generation = self._generations.get(port, 0) + 1
+        self._generations[port] = generation
+        return generation
+
+    async def switch(
+        self,
+        info: ModelInfo,
+        config: ServerConfig | None = None,
+        *,
+        wait: bool = True,
+        ticket: int | None = None,
+    ) -> ServerStatus:
+        """Serve ``info`` on the config's port (default: the default model port),
+        replacing what llamaswitch runs there; returns at once if that is the same model
+        with the same config, ready. See :meth:`AsyncLlamaSwitch.switch`."""
+        config = self._effective(config)
+        port = self.port_for(config)
+        if ticket is None:
+            ticket = self.ticket(port)
+        return await self._launch(info, config, port, ticket=ticket, wait=wait, replace=True)
+
+    async def start(
+        self, info: ModelInfo, config: ServerConfig | None = None, *, wait: bool = True
+    ) -> ServerStatus:
+        """Serve ``info`` alongside the others: on the config's port, else on a free port
+        of the model port range."""
+        config = self._effective(config)
+        host = config.host or _DEFAULT_HOST
+        if config.port is not None:
+            port = config.port
+            self._check_reserved(port)
+            running = self._servers.get(port)
+            if running is not None and running.alive:
+                raise PortInUseError(
+                    port, host, f"llamaswitch's own server for {running.model.name}; "
+                    "use switch to replace it"
+                )  # fmt: skip
+            self._reserved.add(port)
+        else:
+            port = await self._pick_port(host)  # reserved for us
+        try:
+            ticket = self.ticket(port)
+            return await self._launch(info, config, port, ticket=ticket, wait=wait,
+                                      replace=False)  # fmt: skip
+        finally:
+            self._reserved.discard(port)
+
+    async def stop(
+        self, model: str | None = None, *, port: int | None = None
+    ) -> list[ServerStatus]:
+        """Stop the server on ``port``, the servers of ``model``, or every server.
+
+        Failed and crashed records are cleared too. Returns the final statuses
+        (``stopped``); ``ServerNotFoundError`` when nothing matches a name or port.
+        """
+        if port is not None:
+            if port not in self._servers:
+                raise ServerNotFoundError(self._not_found(f"port {port}"))
+            ports = [port]
+        elif model is not None:
+            ports = sorted(p for p, s in self._servers.items() if s.matches(model))
+            if not ports:
+                raise ServerNotFoundError(self._not_found(f"model {model!r}"))
+        else:
+            ports = sorted(self._servers)
+        tickets = {p: self.ticket(p) for p in ports}
+        results = await asyncio.gather(*(self._stop_port(p, tickets[p]) for p in ports))
+        return [status for status in results if status is not None]
+
+    async def status_all(self) -> list[ServerStatus]:
+        """Every server llamaswitch runs (and failed/crashed ones not yet cleared)."""
+        servers = [self._servers[p] for p in sorted(self._servers)]
+        await self._refresh_samples(servers)
+        return [self._status(s) for s in servers]
+
+    async def status_one(
+        self, model: str | None = None, *, port: int | None = None
+    ) -> ServerStatus:
+        """The server on ``port``, or the first (lowest port) serving ``model``."""
+        server = self._find(model, port)
+        await self._refresh_samples([server])
+        return self._status(server)
+
+    async def logs(
+        self, model: str | None = None, *, port: int | None = None, lines: int = 100
+    ) -> list[str]:
+        """The last ``lines`` lines the server printed (its log file holds more)."""
+        return self._find(model, port).output.tail(lines)
+
+    def running_servers(self) -> list[dict[str, Any]]:
+        """The servers running now, JSON-friendly and short (benchmark records use it)."""
+        # A snapshot first: callers may run on another thread than the loop's.
+        servers = list(self._servers.values())
+        return [
+            {"port": s.port, "model_name": s.model.name, "model_path": str(s.model.path),
+             "state": str(s.state), "process_id": s.process.pid if s.process else None,
+             "binary_version": s.binary.version}
+            for s in sorted(servers, key=lambda s: s.port) if s.alive
+        ]  # fmt: skip
+
+    def log_path(self, port: int) -> Path:
+        """The rotating log file of the server on ``port``."""
+        return self.settings.logs_dir / f"server-{port}.log"
+
+    # -- launching ------------------------------------------------------------------------
+
+    def _effective(self, config: ServerConfig | None) -> ServerConfig:
+        return (config or ServerConfig()).with_defaults(gpu_layers=self.settings.gpu_layers)
+
+    def _check_reserved(self, port: int) -> None:
+        if port == self.settings.server_port:
+            raise ReservedPortError(
+                f"port {port} is SERVER_PORT, the REST API's own; choose another port"
+            )
+
+    async def _pick_port(self, host: str) -> int:
+        """The first free port of the model range, added to ``_reserved``.
+
+        Reserved before it is tested, so that concurrent starts never pick the same one.
+        """
+        low, high = self.settings.model_ports
+        for port in range(low, high + 1):
+            if port in self._servers or port in self._reserved or port == self.settings.server_port:
+                continue
+            self._reserved.add(port)
+            with contextlib.suppress(ServerStartError):
+                if await self._port_free(host, port):
+                    return port
+            self._reserved.discard(port)
+        raise PortInUseError(low, host, f"other processes: no free port in {low}-{high} "
+                             "(LLAMASWITCH_MODEL_PORTS)")  # fmt: skip
+
+    async def _port_free(self, host: str, port: int) -> bool:
+        try:
+            # Binding an address literal never blocks: test it here, saving a thread
+            # trip on every switch. Names (DNS) and the connect test go to a thread.
+            if _is_address(host) and _bind_free(host, port):
+                return True
+            return await asyncio.to_thread(_port_free, host, port)
+        except OSError as exc:
+            raise ServerStartError(f"cannot listen on {host}:{port}: {exc}", exit_code=None,
+                                   log_tail=()) from exc  # fmt: skip
+
+    def _lock(self, port: int) -> asyncio.Lock:
+        lock = self._locks.get(port)
+        if lock is None:
+            lock = self._locks[port] = asyncio.Lock()
+        return lock
+
+    def _superseded(self, port: int, ticket: int) -> bool:
+        return self._generations.get(port, 0) != ticket
+
+    async def _launch(
+        self,
+        info: ModelInfo,
+        config: ServerConfig,
+        port: int,
+        *,
+        ticket: int,
+        wait: bool,
+        replace: bool,
+    ) -> ServerStatus:
+        if self._closed:
+            raise RuntimeError("the supervisor is closed")
+        self._check_reserved(port)
+        host = config.host or _DEFAULT_HOST
+        binary = await self._binary("llama-server")
+        # Built before anything is stopped: an option the binary cannot honour must not
+        # cost the user the server that runs now.
+        argv = [str(binary.path), *config.to_argv(binary, info.path, host, port)]
+        async with self._lock(port):
+            if self._superseded(port, ticket):
+                raise SupersededError(f"a later request for port {port} overtook this one")
+            current = self._servers.get(port)
+            server: _Server | None = None
+            if current is not None:
+                if replace and current.alive and current.same_as(info, config, binary):
+                    server = current
+                elif not replace and current.alive:
+                    raise PortInUseError(port, host, f"llamaswitch's own server for "
+                                         f"{current.model.name}")  # fmt: skip
+                else:
+                    await self._stop_server(current, why="replaced by a later request")
+                    if self._superseded(port, ticket):
+                        raise SupersededError(f"a later request for port {port} overtook this one")
+            if server is None:
+                if not await self._port_free(host, port):
+                    holder = await asyncio.to_thread(_port_holder, port)
+                    raise PortInUseError(port, host, holder)
+                server = _Server(
+                    port=port, host=host, model=info, config=config, binary=binary, argv=argv,
+                    env={**os.environ, **config.env},
+                    output=OutputLog(self.log_path(port), max_lines=self._log_lines),
+                )  # fmt: skip
+                self._servers[port] = server
+                await self._spawn(server)
+        if wait:
+            await self._wait_ready(server)
+        return self._status(server)
+
+    async def _spawn(self, server: _Server) -> None:
+        """Start the server's process (state ``starting``); readiness runs as a task."""
+        server.output.note(
+            f"=== llamaswitch {datetime.now(UTC).isoformat(timespec='seconds')}: "
+            f"starting {shlex.join(server.argv)}"
+        )
+        try:
+            proc = await ChildProcess.spawn(
+                server.argv, output=server.output, env=server.env, on_output=server.hint
+            )
+        except OSError as exc:
+            server.output.note(f"=== spawn failed: {exc}")
+            if server.state is None:
+                del self._servers[server.port]
+            else:
+                server.error = f"cannot start {server.argv[0]}: {exc}"
+                self._set_state(server, ServerState.STARTING)
+                self._set_state(server, ServerState.FAILED)
+            raise ServerStartError(f"cannot start {server.argv[0]}: {exc}", exit_code=None,
+                                   log_tail=()) from exc  # fmt: skip
+        server.process = proc
+        server.ps_process = None
+        server.sample = None
+        server.ready_after_s = server.ready_since = None
+        server.exit_code = server.exited_at = None
+        server.error = None
+        server.wake = _Wakeup()
+        server.attempt = asyncio.get_running_loop().create_future()
+        # Nobody may await a background start (wait=False); its failure is recorded in
+        # the status and an event, so the future's exception counts as seen.
+        server.attempt.add_done_callback(_consume)
+        self._set_state(server, ServerState.STARTING)
+        self._registry_call(self._registry.add, proc.pid, port=server.port, argv=server.argv)
+        self._track(self._readiness(server, proc))
+        self._track(self._watch_exit(server, proc))
+
+    async def _wait_ready(self, server: _Server) -> None:
+        attempt = server.attempt
+        assert attempt is not None  # noqa: S101 - set by _spawn
+        await asyncio.shield(attempt)
+
+    async def _readiness(self, server: _Server, proc: ChildProcess) -> None:
+        attempt = server.attempt
+        assert attempt is not None  # noqa: S101 - set by _spawn
+        host = _connect_host(server.host)
+        deadline = proc.started_monotonic + self.settings.ready_timeout_s
+        delay = _POLL_FIRST_S
+        last_poll = 0.0
+        while True:
+            if server.process is not proc or server.state is not ServerState.STARTING:
+                attempt.set_exception(SupersededError(
+                    f"the server for {server.model.name} on port {server.port} was stopped "
+                    "by a later request before it became ready"))  # fmt: skip
+                return
+            if proc.returncode is not None:
+                await self._start_failed(server, proc, attempt)
+                return
+            gap = _POLL_MIN_GAP_S - (time.monotonic() - last_poll)
+            if gap > 0:
+                await asyncio.sleep(gap)
+                continue
+            last_poll = time.monotonic()
+            code = await _health(host, server.port)
+            if code == 200 and server.process is proc and server.state is ServerState.STARTING:
+                server.ready_after_s = round(time.monotonic() - proc.started_monotonic, 4)
+                server.ready_since = time.monotonic()
+                self._set_state(server, ServerState.READY)
+                attempt.set_result(None)
+                # Sampled in the background: the caller waiting for ready should not
+                # wait for psutil and NVML too; the next status() has the figures.
+                self._track(self._refresh_samples([server]))
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                await self._start_timed_out(server, proc, attempt)
+                return
+            woken = await server.wake.wait(min(delay, remaining))
+            # After a readiness hint, poll fast again; slower and slower while quiet.
+            delay = _POLL_FIRST_S if woken else min(delay * _POLL_GROWTH, _POLL_MAX_S)
+
+    async def _start_failed(
+        self, server: _Server, proc: ChildProcess, attempt: asyncio.Future[None]
+    ) -> None:
+        code = await proc.wait()
+        if server.process is not proc or server.state is not ServerState.STARTING:
+            attempt.set_exception(SupersededError(
+                f"the server for {server.model.name} on port {server.port} was stopped by a "
+                "later request before it became ready"))  # fmt: skip
+            return
+        tail = server.output.tail(_LOG_TAIL_LINES)
+        server.exit_code = code
+        server.exited_at = time.time()
+        server.error = (f"llama-server exited with code {code} before it became ready "
+                        f"(model {server.model.name}, port {server.port})")  # fmt: skip
+        if any("couldn't bind" in line for line in tail):
+            server.error += (
+                f"; it could not bind port {server.port}, which no process listens on: "
+                "connections closed in the last minute (TIME_WAIT) by a server with other "
+                "socket options hold it; it is free again within 60 s, or use another port"
+            )
+        self._set_state(server, ServerState.FAILED)
+        attempt.set_exception(ServerStartError(server.error, exit_code=code, log_tail=tail))
+
+    async def _start_timed_out(
+        self, server: _Server, proc: ChildProcess, attempt: asyncio.Future[None]
+    ) -> None:
+        proc.kill()
+        code = await proc.wait()
+        server.exit_code = code
+        server.exited_at = time.time()
+        server.error = (f"llama-server did not answer /health within "
+                        f"{self.settings.ready_timeout_s:g} s (LLAMASWITCH_READY_TIMEOUT_S) "
+                        "and was killed")  # fmt: skip
+        if server.process is proc and server.state is ServerState.STARTING:
+            self._set_state(server, ServerState.FAILED)
+        attempt.set_exception(ReadinessTimeoutError(server.error))
+
+    async def _watch_exit(self, server: _Server, proc: ChildProcess) -> None:
+        """Reap the process when it exits; an exit after ready is a crash."""
+        code = await proc.wait()
+        self._registry_call(self._registry.remove, proc.pid)
+        server.wake.set()  # the readiness poll notices at once
+        if server.process is not proc or server.state is not ServerState.READY:
+            return
+        server.exit_code = code
+        server.exited_at = time.time()
+        server.error = (f"llama-server exited on its own with code {code} after it was ready "
+                        f"(model {server.model.name}, port {server.port})")  # fmt: skip
+        if server.ready_since is not None and (
+            time.monotonic() - server.ready_since >= _RESTART_RESET_AFTER_S
+        ):
+            server.restart_streak = 0
+        self._set_state(server, ServerState.CRASHED)
+        if server.config.restart == "on-failure" and code != 0:
+            self._schedule_restart(server)
+
+    # -- restarts -------------------------------------------------------------------------
+
+    def _schedule_restart(self, server: _Server) -> None:
+        if server.restart_streak >= self.restart_max:
+            server.error = f"{server.error}; gave up after {server.restart_streak} restarts"
+            self._emit(server, previous=server.state)
+            return
+        delay = min(self.restart_backoff_s * 2**server.restart_streak, _RESTART_BACKOFF_MAX_S)
+        server.restart_streak += 1
+        generation = self._generations.get(server.port, 0)
+        server.restart_task = self._track(self._restart(server, delay, generation))
+
+    async def _restart(self, server: _Server, delay_s: float, generation: int) -> None:
+        await asyncio.sleep(delay_s)
+        async with self._lock(server.port):
+            if (self._closed or self._superseded(server.port, generation)
+                    or self._servers.get(server.port) is not server
+                    or server.state not in (ServerState.CRASHED, ServerState.FAILED)):  # fmt: skip
+                return
+            if not await self._port_free(server.host, server.port):
+                holder = await asyncio.to_thread(_port_holder, server.port)
+                refused = PortInUseError(server.port, server.host, holder)
+                server.error = f"{server.error}; not restarted: {refused}"
+                self._emit(server, previous=server.state)
+                return
+            server.restarts += 1
+            try:
+                await self._spawn(server)
+            except ServerStartError:
+                return
+        try:
+            await self._wait_ready(server)
+        except SupersededError:
+            return
+        except (ServerStartError, ReadinessTimeoutError):
+            if self._servers.get(server.port) is server and server.state is ServerState.FAILED:
+                self._schedule_restart(server)
+
+    # -- stopping -------------------------------------------------------------------------
+
+    async def _stop_port(self, port: int, ticket: int) -> ServerStatus | None:
+        async with self._lock(port):
+            server = self._servers.get(port)
+            if server is None:
+                return None
+            await self._stop_server(server, why="stopped")
+            del ticket  # a stop always proceeds; the ticket only supersedes what came before
+            return self._status(server)
+
+    async def _stop_server(self, server: _Server, *, why: str) -> None:
+        """Stop and reap ``server``'s process and drop it from the table (lock held)."""
+        if server.restart_task is not None:
+            server.restart_task.cancel()
+            server.restart_task = None
+        proc = server.process
+        if server.alive and proc is not None:
+            self._set_state(server, ServerState.STOPPING)
+            server.wake.set()  # a readiness poll in progress fails its waiters now
+            code = await proc.stop(self.settings.stop_timeout_s, repeat_after_s=_SIGTERM_AGAIN_S)
+            server.exit_code = code
+            server.exited_at = time.time()
+            self._set_state(server, ServerState.STOPPED)
+        elif server.state in (ServerState.CRASHED, ServerState.FAILED):
+            if proc is not None:
+                await proc.wait()
+            self._set_state(server, ServerState.STOPPED)
+        if self._servers.get(server.port) is server:
+            del self._servers[server.port]
+        server.output.note(f"=== llamaswitch: {why}")
+        server.output.close()
+
+    # -- status ---------------------------------------------------------------------------
+
+    def _find(self, model: str | None, port: int | None) -> _Server:
+        if port is not None:
+            server = self._servers.get(port)
+            if server is None or (model is not None and not server.matches(model)):
+                raise ServerNotFoundError(self._not_found(f"port {port}"))
+            return server
+        if model is None:
+            raise ServerNotFoundError("name a model or a port")
+        for p in sorted(self._servers):
+            if self._servers[p].matches(model):
+                return self._servers[p]
+        raise ServerNotFoundError(self._not_found(f"model {model!r}"))
+
+    def _not_found(self, what: str) -> str:
+        running = ", ".join(f"{s.model.name} on port {p}" for p, s in sorted(self._servers.items()))
+        return f"no llamaswitch server for {what}" + (f" (running: {running})" if running else "")
+
+    async def _refresh_samples(self, servers: Iterable[_Server]) -> None:
+        """Sample RSS, CPU and VRAM of ``servers`` unless a recent sample exists.
+
+        One worker-thread trip samples every live server at once, and concurrent callers
+        share it: thousands of status calls a second cost a couple of samples.
+        """
+        now = time.monotonic()
+        stale = [s for s in servers if s.alive and now - s.sampled_at >= self.sample_ttl_s]
+        if not stale:
+            return
+        if self._sampling is None or self._sampling.done():
+            targets = [s for s in self._servers.values() if s.alive and s.process is not None]
+            self._sampling = asyncio.ensure_future(self._sample(targets))
+        await asyncio.shield(self._sampling)
+
+    async def _sample(self, servers: Sequence[_Server]) -> None:
+        jobs = [(s.process.pid if s.process else 0, s.ps_process) for s in servers]
+        results = await asyncio.to_thread(self._sample_blocking, jobs)
+        now = time.monotonic()
+        for server, (ps_process, sample) in zip(servers, results, strict=True):
+            server.ps_process = ps_process
+            server.sample = sample
+            server.sampled_at = now
+
+    def _sample_blocking(
+        self, jobs: Sequence[tuple[int, psutil.Process | None]]
+    ) -> list[tuple[psutil.Process | None, _Sample]]:
+        vram = self._gpu.vram_by_pid([pid for pid, _ in jobs]) if jobs else {}
+        gpu = self._gpu.available
+        results = []
+        for pid, known in jobs:
+            ps_process = known
+            rss = cpu = None
+            try:
+                if ps_process is None or ps_process.pid != pid:
+                    ps_process = psutil.Process(pid)
+                with ps_process.oneshot():
+                    rss = round(ps_process.memory_info().rss / _MIB, 1)
+                    # The first call of a Process object answers 0.0; later ones measure
+                    # since the previous call (the object is kept per server).
+                    cpu = ps_process.cpu_percent(None)
+            except psutil.Error:
+                ps_process = None
+            used = vram.get(pid)
+            results.append((ps_process, _Sample(
+                rss_mib=rss, cpu_percent=cpu,
+                vram_mib=(used.total_mib if used else 0) if gpu else None,
+                vram_per_gpu_mib=(dict(used.per_gpu_mib) if used else {}) if gpu else None,
+            )))  # fmt: skip
+        return results
+
+    def _status(self, server: _Server) -> ServerStatus:
+        proc = server.process
+        sample = server.sample if server.alive else None
+        failed = server.state in (ServerState.FAILED, ServerState.CRASHED)
+        return ServerStatus(
+            running=server.alive,
+            model_name=server.model.name,
+            model_path=str(server.model.path),
+            port=server.port,
+            start_time=_iso(proc.started_at) if proc else None,
+            process_id=proc.pid if proc and server.alive else None,
+            vram_usage=sample.vram_mib if sample else None,
+            state=server.state or ServerState.STARTING,
+            host=server.host,
+            url=_url(server.host, server.port),
+            ready_after_s=server.ready_after_s,
+            rss_mib=sample.rss_mib if sample else None,
+            cpu_percent=sample.cpu_percent if sample else None,
+            exit_code=server.exit_code,
+            exited_at=_iso(server.exited_at),
+            error=server.error,
+            config=server.config.to_dict(),
+            argv=tuple(server.argv),
+            binary_version=server.binary.version,
+            vram_per_gpu_mib=sample.vram_per_gpu_mib if sample else None,
+            restarts=server.restarts,
+            log_tail=tuple(server.output.tail(_LOG_TAIL_LINES)) if failed else (),
+        )
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _set_state(self, server: _Server, state: ServerState) -> None:
+        previous = server.state
+        if state not in _TRANSITIONS[previous]:
+            raise RuntimeError(
+                f"server on port {server.port}: {previous} -> {state} is not allowed"
+            )
+        server.state = state
+        self._emit(server, previous=previous)
+
+    def _emit(self, server: _Server, *, previous: ServerState | None) -> None:
+        proc = server.process
+        self._events.emit(
+            "server", "state",
+            port=server.port, model_name=server.model.name, model_path=str(server.model.path),
+            state=str(server.state), previous=None if previous is None else str(previous),
+            pid=proc.pid if proc else None, exit_code=server.exit_code, error=server.error,
+            restarts=server.restarts, ready_after_s=server.ready_after_s,
+        )  # fmt: skip
+
+    def _track(self, coro: Awaitable[None]) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _registry_call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._registry_worker, lambda: fn(*args, **kwargs))
+        self._registry_ops.add(future)
+        future.add_done_callback(self._registry_done)
+
+    def _registry_done(self, future: asyncio.Future[Any]) -> None:
+        self._registry_ops.discard(future)
+        if not future.cancelled() and future.exception() is not None:
+            # The record is a safety net; a state folder that cannot be written must not
+            # stop servers from running. The next open() cleans what it can.
+            pass
+
+
+def _consume(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()

@@ -1,0 +1,986 @@
+"""The server supervisor against real llama-server builds of both generations.
+
+Each test gets its own state folder and ports picked free at run time. A small fake
+llama-server (a Python script answering ``--help`` with a captured help text) stands in
+only where a real one cannot be made to misbehave on demand: hanging before ready,
+ignoring SIGTERM. The autouse fixture in conftest fails any test that leaves a llama.cpp
+process behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import re
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, TypeVar
+
+import psutil
+import pytest
+
+from llamaswitch import AsyncLlamaSwitch, LlamaSwitch, ServerConfig, Settings
+from llamaswitch._errors import (
+    ModelNotFoundError,
+    ModelPathError,
+    PortInUseError,
+    ReadinessTimeoutError,
+    ReservedPortError,
+    ServerNotFoundError,
+    ServerStartError,
+    SupersededError,
+    UnsupportedOptionError,
+)
+from llamaswitch._events import Event, Subscription
+from llamaswitch._gpu import GpuProbe
+from llamaswitch._process import ChildProcess, ChildRegistry, OutputLog
+from llamaswitch._supervisor import ServerState, ServerStatus, _port_free
+from llamaswitch.testing import write_tiny_model
+
+from .conftest import LlamaBuild, require_build
+
+pytestmark = pytest.mark.real_binary
+
+T = TypeVar("T")
+HELP = Path(__file__).parent / "data" / "help"
+ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+SMALL = {"threads": 1, "ctx_size": 256, "parallel": 1}
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def free_range(size: int = 8) -> tuple[int, int]:
+    """A block of ports, all free now, outside the ephemeral range, for `start`."""
+    for _ in range(200):
+        low = random.randrange(20000, 30000)
+        if all(_port_free("127.0.0.1", p) for p in range(low - 1, low + size)):
+            return low, low + size - 1
+    raise RuntimeError("no free port block")
+
+
+def make_settings(tmp_path: Path, models_dir: Path, server: Path, **extra: Any) -> Settings:
+    low, high = free_range()
+    values: dict[str, Any] = {
+        "models_dir": models_dir, "llama_server_path": server, "state_dir": tmp_path / "state",
+        "model_ports": (low, high), "server_port": low - 1, "stop_timeout_s": 5.0,
+        "ready_timeout_s": 60.0,
+    }  # fmt: skip
+    values.update(extra)
+    return Settings(**values)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, models_dir: Path, llama_build: LlamaBuild) -> Settings:
+    return make_settings(tmp_path, models_dir, llama_build.server.path)
+
+
+def config(port: int, **extra: Any) -> ServerConfig:
+    return ServerConfig(port=port, **{**SMALL, **extra})
+
+
+def llama_servers_on(port: int) -> list[psutil.Process]:
+    """Live llama-server processes whose argv names ``port`` (any parent)."""
+    found = []
+    for proc in psutil.process_iter(["name", "cmdline", "status"]):
+        info = proc.info
+        cmd = info["cmdline"] or []
+        named = (info["name"] or "").startswith("llama-server")
+        on_port = "--port" in cmd and cmd[cmd.index("--port") + 1] == str(port)
+        if named and on_port and info["status"] != "zombie":
+            found.append(proc)
+    return found
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float, step_s: float = 0.01) -> float:
+    """Seconds until ``predicate()`` held; fails the test after ``timeout_s``."""
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start > timeout_s:
+            pytest.fail(f"condition not met within {timeout_s} s")
+        time.sleep(step_s)
+    return time.monotonic() - start
+
+
+async def async_wait_until(
+    predicate: Callable[[], Awaitable[bool]], timeout_s: float, step_s: float = 0.005
+) -> float:
+    start = time.monotonic()
+    while not await predicate():
+        if time.monotonic() - start > timeout_s:
+            pytest.fail(f"condition not met within {timeout_s} s")
+        await asyncio.sleep(step_s)
+    return time.monotonic() - start
+
+
+def completion(url: str) -> dict[str, Any]:
+    body = json.dumps({"prompt": "the llama", "n_predict": 4}).encode()
+    request = urllib.request.Request(f"{url}/completion", data=body,
+                                     headers={"Content-Type": "application/json"})  # fmt: skip
+    with urllib.request.urlopen(request, timeout=30) as response:
+        result: dict[str, Any] = json.loads(response.read())
+    return result
+
+
+def close_by_server(port: int) -> None:
+    """A request the server answers and closes first: its side ends in TIME_WAIT."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        while sock.recv(4096):
+            pass  # until the server's FIN
+
+
+async def drain(events: Subscription) -> list[Event]:
+    """The events received so far."""
+    found = []
+    while True:
+        try:
+            found.append(await events.get(timeout_s=0.02))
+        except TimeoutError:
+            return found
+
+
+# -- 1. switch, answer, switch again, stop -------------------------------------------------
+
+
+def test_switch_serves_then_replaces_then_stops(settings: Settings) -> None:
+    port = free_port()
+
+    async def scenario() -> None:
+        async with AsyncLlamaSwitch(settings) as ls:
+            first = await ls.switch("tiny.gguf", config(port))
+            assert first.state is ServerState.READY
+            assert first.running
+            assert first.model_name == "tiny.gguf"
+            assert first.port == port
+            assert first.url == f"http://127.0.0.1:{port}"
+            assert ISO_UTC.match(first.start_time or "")
+            assert first.ready_after_s is not None
+            assert first.ready_after_s < 30
+            sampled = await ls.status("tiny.gguf")  # resource figures come with status()
+            assert sampled.rss_mib is not None
+            assert sampled.rss_mib > 0
+            assert sampled.cpu_percent is not None
+            assert sampled.vram_usage is None  # no NVIDIA GPU here
+            answer = await asyncio.to_thread(completion, first.url)
+            assert isinstance(answer["content"], str)
+
+            second = await ls.switch("other.gguf", config(port))
+            assert first.process_id is not None
+            assert gone(first.process_id)
+            assert second.state is ServerState.READY
+            assert second.model_name == "other.gguf"
+            assert second.process_id != first.process_id
+            assert [p.pid for p in llama_servers_on(port)] == [second.process_id]
+
+            stopped = await ls.stop()
+            assert [s.state for s in stopped] == [ServerState.STOPPED]
+            assert stopped[0].exit_code is not None
+            assert await ls.status() == []
+            assert llama_servers_on(port) == []
+
+    run(scenario())
+
+
+def test_switch_to_the_same_model_and_config_returns_at_once(settings: Settings) -> None:
+    port = free_port()
+
+    async def scenario() -> None:
+        async with AsyncLlamaSwitch(settings) as ls:
+            first = await ls.switch("tiny.gguf", config(port))
+            started = time.perf_counter()
+            again = await ls.switch("tiny.gguf", config(port))
+            assert time.perf_counter() - started < 0.05
+            assert again.process_id == first.process_id
+            changed = await ls.switch("tiny.gguf", config(port, ctx_size=128))
+            assert changed.process_id != first.process_id
+
+    run(scenario())
+
+
+def test_status_and_logs_by_name_and_port(settings: Settings) -> None:
+    port = free_port()
+
+    async def scenario() -> None:
+        async with AsyncLlamaSwitch(settings) as ls:
+            await ls.switch("tiny.gguf", config(port))
+            by_name = await ls.status("tiny.gguf")
+            assert by_name.port == port
+            assert (await ls.status("tiny")).port == port
+            assert (await ls.status(port=port)).model_name == "tiny.gguf"
+            wire = by_name.to_dict()
+            assert list(wire)[:7] == ["running", "model_name", "model_path", "port",
+                                      "start_time", "process_id", "vram_usage"]  # fmt: skip
+            assert wire["state"] == "ready"
+            assert wire["config"]["ctx_size"] == 256
+            assert wire["argv"][0] == str(settings.llama_server_path)
+            json.dumps(wire)
+            lines = await ls.logs("tiny.gguf", lines=500)
+            assert any("llamaswitch" in line and "starting" in line for line in lines)
+            assert len(lines) > 5
+            assert len(await ls.logs(port=port, lines=3)) == 3
+            log_file = settings.logs_dir / f"server-{port}.log"
+            assert "--ctx-size 256" in log_file.read_text(encoding="utf-8")
+            with pytest.raises(ServerNotFoundError, match=r"tiny\.gguf on port"):
+                await ls.status("other.gguf")
+            with pytest.raises(ServerNotFoundError):
+                await ls.stop(port=port + 1)
+            assert ls.supervisor.running_servers()[0]["port"] == port
+            # Transitions are guarded: a ready server cannot go back to starting.
+            server = ls.supervisor._servers[port]
+            with pytest.raises(RuntimeError, match="ready -> starting is not allowed"):
+                ls.supervisor._set_state(server, ServerState.STARTING)
+
+    run(scenario())
+
+
+def test_state_changes_are_published_as_events(settings: Settings) -> None:
+    port = free_port()
+
+    async def scenario() -> None:
+        async with AsyncLlamaSwitch(settings) as ls:
+            with ls.subscribe() as events:
+                status = await ls.switch("tiny.gguf", config(port))
+                await ls.stop()
+                seen = [e for e in await drain(events) if e.topic == "server"]
+        assert [e.data["state"] for e in seen] == ["starting", "ready", "stopping", "stopped"]
+        assert all(e.data["port"] == port and e.type == "state" for e in seen)
+        assert seen[0].data["pid"] == status.process_id
+
+    run(scenario())
+
+
+def test_start_picks_a_free_port_from_the_range(settings: Settings) -> None:
+    low, _ = settings.model_ports
+
+    async def scenario() -> None:
+        async with AsyncLlamaSwitch(settings) as ls:
+            # Someone else holds the first port of the range: it is skipped.
+            with socket.socket() as holder:
+                holder.bind(("127.0.0.1", low))
+                holder.listen()
+                first = await ls.start("tiny.gguf", ServerConfig(**SMALL))
+                second = await ls.start("other.gguf", ServerConfig(**SMALL))
+            assert first.port == low + 1
+            assert second.port == low + 2
+            assert {s.port for s in await ls.status()} == {low + 1, low + 2}
+            with pytest.raises(PortInUseError, match="llamaswitch's own server"):
+                await ls.start("other.gguf", ServerConfig(port=low + 1, **SMALL))
+
+    run(scenario())
+
+
+def test_a_rich_config_is_accepted_by_the_real_binary(settings: Settings) -> None:
+    port = free_port()
+    rich = ServerConfig(port=port, threads=1, threads_batch=1, ctx_size=256, batch_size=64,
+                        ubatch_size=32, n_gpu_layers=0, flash_attn=False, cache_type_k="f16",
+                        cache_type_v="f16", parallel=1, alias="tiny-alias", no_mmap=True,
+                        extra_args=["--metrics"], env={"LLAMA_ARG_THREADS_HTTP": "2"})  # fmt: skip
+
+    async def scenario() -> None:
+        async with AsyncLlamaSwitch(settings) as ls:
+            status = await ls.switch("tiny.gguf", rich)
+            assert status.state is ServerState.READY
+            assert (await ls.status("tiny-alias")).port == port
+
+    run(scenario())
+
+
+def test_wait_false_returns_starting_and_becomes_ready(settings: Settings) -> None:
+    port = free_port()
+
+    async def scenario() -> None:
+        async with AsyncLlamaSwitch(settings) as ls:
+            status = await ls.switch("tiny.gguf", config(port), wait=False)
+            assert status.state is ServerState.STARTING
+            assert status.process_id is not None
+
+            async def ready() -> bool:
+                return (await ls.status(port=port)).state is ServerState.READY
+
+            await async_wait_until(ready, 30)
+
+    run(scenario())
+
+
+# -- 2. concurrent switches ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spacing_s", [0.0, 0.03])
+def test_concurrent_switches_end_with_one_server_running_the_last_model(
+    settings: Settings, spacing_s: float
+) -> None:
+    """20 switches at once, or 30 ms apart (so that servers are replaced mid-start)."""
+    port = free_port()
+    models = ["tiny.gguf", "other.gguf"]
+
+    async def scenario() -> None:
+        async with AsyncLlamaSwitch(settings) as ls:
+
+            async def switch(i: int) -> ServerStatus:
+                await asyncio.sleep(i * spacing_s)
+                return await ls.switch(models[i % 2], config(port))
+
+            results = await asyncio.gather(*(switch(i) for i in range(20)),
+                                           return_exceptions=True)  # fmt: skip
+            for result in results:
+                assert isinstance(result, ServerStatus | SupersededError), result
+            assert isinstance(results[-1], ServerStatus)
+            assert results[-1].model_name == models[19 % 2]
+            final = await ls.status(port=port)
+            assert final.state is ServerState.READY
+            assert final.model_name == "other.gguf"
+            assert [p.pid for p in llama_servers_on(port)] == [final.process_id]
+            assert len(await ls.status()) == 1
+
+    run(scenario())
+
+
+# -- 3. ports ------------------------------------------------------------------------------------
+
+
+def test_port_held_by_another_process_is_refused_before_spawning(settings: Settings) -> None:
+    async def scenario() -> None:
+        async with AsyncLlamaSwitch(settings) as ls:
+            with socket.socket() as holder:
+                holder.bind(("127.0.0.1", 0))
+                holder.listen()
+                port = holder.getsockname()[1]
+                with pytest.raises(PortInUseError) as caught:
+                    await ls.switch("tiny.gguf", config(port))
+            assert caught.value.port == port
+            if caught.value.holder is not None:  # psutil can name it where /proc allows
+                assert f"pid {os.getpid()}" in caught.value.holder
+            assert psutil.Process().children(recursive=True) == []
+            assert await ls.status() == []
+
+    run(scenario())
+
+
+def test_the_rest_api_port_is_never_handed_out(settings: Settings) -> None:
+    async def scenario() -> None:
+        async with AsyncLlamaSwitch(settings) as ls:
+            with pytest.raises(ReservedPortError):
+                await ls.switch("tiny.gguf", config(settings.server_port))
+
+    run(scenario())
+
+
+# -- 4. bad models -------------------------------------------------------------------------------
+
+
+def test_bad_model_references_are_refused(settings: Settings, tmp_path: Path) -> None:
+    outside = write_tiny_model(tmp_path / "outside.gguf", name="outside")
+
+    async def scenario() -> None:
+        async with AsyncLlamaSwitch(settings) as ls:
+            with pytest.raises(ModelNotFoundError, match=r"tiny\.gguf"):
+                await ls.switch("tiny2.gguf", config(free_port()))
+            with pytest.raises(ModelPathError):
+                await ls.switch("../outside.gguf", config(free_port()))
+            with pytest.raises(ModelPathError):
+                await ls.switch(str(outside), config(free_port()))
+            assert psutil.Process().children(recursive=True) == []
+
+    run(scenario())
+
+
+def test_random_bytes_model_fails_with_llama_cpp_complaint(
+    settings: Settings, models_dir: Path
+) -> None:
+    (models_dir / "garbage.gguf").write_bytes(random.Random(3).randbytes(4096))
+    port = free_port()
+
+    async def scenario() -> None:
+        async with AsyncLlamaSwitch(settings) as ls:
+            listed = {m.name: m for m in await ls.list_models()}
+            assert listed["garbage.gguf"].error
+            with ls.subscribe() as events:
+                with pytest.raises(ServerStartError) as caught:
+                    await ls.switch("garbage.gguf", config(port))
+                states = [e.data["state"] for e in await drain(events)]
+            error = caught.value
+            assert error.exit_code not in (None, 0)
+            tail = "\n".join(error.log_tail)
+            assert "garbage.gguf" in tail
+            assert re.search(r"failed to load|invalid magic|error loading model", tail)
+            assert len(error.log_tail) <= 40
+            status = await ls.status(port=port)
+            assert status.state is ServerState.FAILED
+            assert not status.running
+            assert status.log_tail
+            assert status.exit_code == error.exit_code
+            assert states == ["starting", "failed"]
+            assert llama_servers_on(port) == []
+            # A failed server is replaced by the next switch on its port.
+            assert (await ls.switch("tiny.gguf", config(port))).state is ServerState.READY
+
+    run(scenario())
+
+
+def test_background_start_failure_is_recorded_in_status(
+    settings: Settings, models_dir: Path
+) -> None:
+    (models_dir / "garbage.gguf").write_bytes(b"GGUF" + bytes(100))
+    port = free_port()
+
+    async def scenario() -> None:
+        async with AsyncLlamaSwitch(settings) as ls:
+            status = await ls.switch("garbage.gguf", config(port), wait=False)
+            assert status.state is ServerState.STARTING
+
+            async def failed() -> bool:
+                return (await ls.status(port=port)).state is ServerState.FAILED
+
+            await async_wait_until(failed, 30)
+            assert (await ls.status(port=port)).error
+
+    run(scenario())
+
+
+# -- 5. crash watch ------------------------------------------------------------------------------
+
+
+def test_killed_child_is_crashed_within_a_second(settings: Settings) -> None:
+    port = free_port()
+
+    async def scenario() -> None:
+        async with AsyncLlamaSwitch(settings) as ls:
+            status = await ls.switch("tiny.gguf", config(port))
+            assert status.process_id is not None
+            with ls.subscribe() as events:
+                os.kill(status.process_id, signal.SIGKILL)
+                event = await events.get(timeout_s=1.0)
+
+                async def crashed() -> bool:
+                    return (await ls.status(port=port)).state is ServerState.CRASHED
+
+                assert await async_wait_until(crashed, 1.0) < 1.0
+            assert event.data["state"] == "crashed"
+            assert event.data["exit_code"] == -9
+            after = await ls.status(port=port)
+            assert after.exit_code == -signal.SIGKILL
+            assert ISO_UTC.match(after.exited_at or "")
+            assert after.log_tail
+            assert after.process_id is None
+            assert not after.running
+            await asyncio.sleep(0.3)
+            assert (await ls.status(port=port)).state is ServerState.CRASHED  # restart="no"
+            assert [s.state for s in await ls.stop(port=port)] == [ServerState.STOPPED]
+
+    run(scenario())
+
+
+def test_on_failure_restart_brings_a_killed_server_back(settings: Settings) -> None:
+    port = free_port()
+
+    async def scenario() -> None:
+        async with AsyncLlamaSwitch(settings) as ls:
+            first = await ls.switch("tiny.gguf", config(port, restart="on-failure"))
+            assert first.process_id is not None
+            os.kill(first.process_id, signal.SIGKILL)
+
+            async def back() -> bool:
+                status = await ls.status(port=port)
+                return status.state is ServerState.READY and status.restarts == 1
+
+            await async_wait_until(back, 20)
+            again = await ls.status(port=port)
+            assert again.process_id != first.process_id
+            assert [p.pid for p in llama_servers_on(port)] == [again.process_id]
+
+    run(scenario())
+
+
+# -- 6. never an orphan ----------------------------------------------------------------------------
+
+MANAGER_SCRIPT = textwrap.dedent("""
+    import json, sys, time
+    from llamaswitch import LlamaSwitch, ServerConfig, Settings
+
+    args = json.loads(sys.argv[1])
+    settings = Settings(**args["settings"])
+    ls = LlamaSwitch(settings)
+    status = ls.switch("tiny.gguf", ServerConfig(**args["config"]))
+    print(json.dumps({"pid": status.process_id}), flush=True)
+    time.sleep(600)
+""")
+
+
+def test_child_dies_with_a_manager_killed_by_sigkill(settings: Settings) -> None:
+    port = free_port()
+    arguments = {
+        "settings": {"models_dir": str(settings.models_dir),
+                     "llama_server_path": str(settings.llama_server_path),
+                     "state_dir": str(settings.state_dir),
+                     "model_ports": list(settings.model_ports),
+                     "server_port": settings.server_port},
+        "config": {"port": port, **SMALL},
+    }  # fmt: skip
+    manager = subprocess.Popen(
+        [sys.executable, "-c", MANAGER_SCRIPT, json.dumps(arguments)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert manager.stdout is not None
+        pid = json.loads(manager.stdout.readline())["pid"]
+        assert not gone(pid)
+        records = ChildRegistry(settings.state_dir / "children.json").records()
+        assert [r.pid for r in records] == [pid]
+        manager.send_signal(signal.SIGKILL)
+        manager.wait(5)
+        assert wait_until(lambda: gone(pid), 2.0) < 2.0
+    finally:
+        manager.kill()
+        manager.wait(5)
+
+    # The record outlived its manager; the next manager drops it (nothing left to stop).
+    async def reopen() -> list[dict[str, Any]]:
+        async with AsyncLlamaSwitch(settings) as ls:
+            return ls.supervisor.survivors_stopped
+
+    assert run(reopen()) == []
+    assert ChildRegistry(settings.state_dir / "children.json").records() == []
+
+
+def _dead_manager() -> tuple[int, float]:
+    proc = psutil.Popen([sys.executable, "-c", "pass"])
+    create_time = proc.create_time()
+    proc.wait(10)
+    return proc.pid, create_time
+
+
+def _write_records(state_dir: Path, entries: list[dict[str, Any]]) -> None:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    (state_dir / "children.json").write_text(json.dumps({"format": 1, "children": entries}))
+
+
+@pytest.fixture
+def survivor(settings: Settings) -> Iterator[psutil.Popen]:
+    """A llama-server started outside any manager, as one left behind by a dead one."""
+    port = free_port()
+    assert settings.llama_server_path is not None
+    proc = psutil.Popen(
+        [str(settings.llama_server_path), "-m", str(settings.models_dir / "tiny.gguf"),
+         "--port", str(port), "-c", "256", "-t", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        yield proc
+    finally:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+        proc.wait(10)
+
+
+def test_survivor_of_a_dead_manager_is_stopped_on_the_next_start(
+    settings: Settings, survivor: psutil.Popen
+) -> None:
+    manager_pid, manager_created = _dead_manager()
+    _write_records(settings.state_dir, [{
+        "pid": survivor.pid, "create_time": survivor.create_time(), "port": 1,
+        "argv": survivor.cmdline(), "manager_pid": manager_pid,
+        "manager_create_time": manager_created,
+    }])  # fmt: skip
+
+    async def reopen() -> list[dict[str, Any]]:
+        async with AsyncLlamaSwitch(settings) as ls:
+            return ls.supervisor.survivors_stopped
+
+    stopped = run(reopen())
+    assert [s["pid"] for s in stopped] == [survivor.pid]
+    survivor.wait(5)  # reap it: it is this test's child
+    assert ChildRegistry(settings.state_dir / "children.json").records() == []
+
+
+def test_recorded_pid_reused_by_another_process_is_left_alone(settings: Settings) -> None:
+    manager_pid, manager_created = _dead_manager()
+    other = psutil.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        _write_records(settings.state_dir, [{
+            "pid": other.pid, "create_time": other.create_time() - 100.0, "port": 1,
+            "argv": ["llama-server"], "manager_pid": manager_pid,
+            "manager_create_time": manager_created,
+        }])  # fmt: skip
+
+        async def reopen() -> list[dict[str, Any]]:
+            async with AsyncLlamaSwitch(settings) as ls:
+                return ls.supervisor.survivors_stopped
+
+        assert run(reopen()) == []
+        assert other.is_running()
+        assert other.status() != psutil.STATUS_ZOMBIE
+    finally:
+        other.kill()
+        other.wait(10)
+
+
+def test_children_of_a_live_manager_are_left_alone(
+    settings: Settings, survivor: psutil.Popen
+) -> None:
+    manager = psutil.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        _write_records(settings.state_dir, [{
+            "pid": survivor.pid, "create_time": survivor.create_time(), "port": 1,
+            "argv": survivor.cmdline(), "manager_pid": manager.pid,
+            "manager_create_time": manager.create_time(),
+        }])  # fmt: skip
+
+        async def reopen() -> list[dict[str, Any]]:
+            async with AsyncLlamaSwitch(settings) as ls:
+                return ls.supervisor.survivors_stopped
+
+        assert run(reopen()) == []
+        assert survivor.is_running()
+        assert len(ChildRegistry(settings.state_dir / "children.json").records()) == 1
+    finally:
+        manager.kill()
+        manager.wait(10)
+
+
+def test_port_blocked_by_time_wait_is_explained(tmp_path: Path, models_dir: Path) -> None:
+    """A current build's closed connections (SO_REUSEADDR) block a legacy build
+    (SO_REUSEPORT only) from binding the port for a minute; the error says so."""
+    current, legacy = require_build("current"), require_build("legacy")
+    port = free_port()
+
+    async def scenario() -> None:
+        first = make_settings(tmp_path / "a", models_dir, current.server.path)
+        async with AsyncLlamaSwitch(first) as ls:
+            await ls.switch("tiny.gguf", config(port))
+            await asyncio.to_thread(close_by_server, port)
+        second = make_settings(tmp_path / "b", models_dir, legacy.server.path)
+        async with AsyncLlamaSwitch(second) as ls:
+            with pytest.raises(ServerStartError, match="TIME_WAIT"):
+                await ls.switch("tiny.gguf", config(port))
+
+    run(scenario())
+
+
+# -- 7. options the binary cannot honour -----------------------------------------------------------
+
+
+def test_option_the_legacy_build_cannot_honour_names_its_version(
+    settings: Settings, llama_build: LlamaBuild
+) -> None:
+    port = free_port()
+
+    async def scenario() -> None:
+        async with AsyncLlamaSwitch(settings) as ls:
+            await ls.switch("tiny.gguf", config(port))
+            if llama_build.server.dialect == "current":
+                pytest.skip("the current build supports split_mode=tensor")
+            with pytest.raises(UnsupportedOptionError) as caught:
+                await ls.switch("other.gguf", config(port, split_mode="tensor"))
+            assert llama_build.server.version in str(caught.value)
+            # The server that ran is untouched.
+            assert (await ls.status(port=port)).model_name == "tiny.gguf"
+
+    run(scenario())
+
+
+# -- 10. the sync facade and the async API ---------------------------------------------------------
+
+
+def _comparable(status: ServerStatus) -> dict[str, Any]:
+    wire = status.to_dict()
+    for key in ("start_time", "process_id", "ready_after_s", "rss_mib", "cpu_percent",
+                "exit_code", "exited_at"):  # fmt: skip
+        wire.pop(key)
+    return wire
+
+
+def test_sync_facade_gives_the_same_results_as_the_async_api(settings: Settings) -> None:
+    port = free_port()
+
+    def sync_run() -> dict[str, Any]:
+        with LlamaSwitch(settings) as ls:
+            switched = ls.switch("tiny.gguf", config(port))
+            started = ls.start("other.gguf", ServerConfig(**SMALL))
+            result = {
+                "models": [m.name for m in ls.list_models()],
+                "switched": _comparable(switched),
+                "started": _comparable(started),
+                "status": [_comparable(s) for s in ls.status()],
+                "one": _comparable(ls.status("tiny.gguf")),
+                "logs": bool(ls.logs("tiny.gguf", lines=5)),
+                "stopped": [s.state for s in ls.stop("other.gguf")],
+                "pids": [switched.process_id],
+            }
+        return result
+
+    async def async_run() -> dict[str, Any]:
+        async with AsyncLlamaSwitch(settings) as ls:
+            switched = await ls.switch("tiny.gguf", config(port))
+            started = await ls.start("other.gguf", ServerConfig(**SMALL))
+            result = {
+                "models": [m.name for m in await ls.list_models()],
+                "switched": _comparable(switched),
+                "started": _comparable(started),
+                "status": [_comparable(s) for s in await ls.status()],
+                "one": _comparable(await ls.status("tiny.gguf")),
+                "logs": bool(await ls.logs("tiny.gguf", lines=5)),
+                "stopped": [s.state for s in await ls.stop("other.gguf")],
+                "pids": [switched.process_id],
+            }
+        return result
+
+    sync_result = sync_run()
+    # Leaving the `with` block stopped the server it left running.
+    assert gone(sync_result.pop("pids")[0])
+    async_result = run(async_run())
+    assert gone(async_result.pop("pids")[0])
+    assert sync_result == async_result
+    assert sync_result["stopped"] == [ServerState.STOPPED]
+
+
+def test_closing_stops_every_server_it_started(settings: Settings) -> None:
+    with LlamaSwitch(settings) as ls:
+        pids = [ls.switch("tiny.gguf", config(free_port())).process_id,
+                ls.start("other.gguf", ServerConfig(**SMALL)).process_id]  # fmt: skip
+        assert all(pid is not None and not gone(pid) for pid in pids)
+    assert all(pid is not None and gone(pid) for pid in pids)
+    assert ChildRegistry(settings.state_dir / "children.json").records() == []
+
+
+class FakeNvml:
+    """NVML with two GPUs on which the processes in ``pids`` hold 512 and 256 MiB."""
+
+    def __init__(self) -> None:
+        self.pids: list[int] = []
+
+    def nvmlInit(self) -> None:
+        pass
+
+    def nvmlSystemGetDriverVersion(self) -> str:
+        return "550.54"
+
+    def nvmlDeviceGetCount(self) -> int:
+        return 2
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> int:
+        return index
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle: int) -> list[SimpleNamespace]:
+        used = (512 if handle == 0 else 256) * 1024 * 1024
+        return [SimpleNamespace(pid=pid, usedGpuMemory=used) for pid in self.pids]
+
+    def nvmlDeviceGetGraphicsRunningProcesses(self, handle: int) -> list[SimpleNamespace]:
+        return []
+
+
+def test_vram_per_process_comes_from_nvml(settings: Settings) -> None:
+    """No GPU here: a fake NVML reports the server's memory on two GPUs."""
+    nvml = FakeNvml()
+    port = free_port()
+
+    async def scenario() -> None:
+        async with AsyncLlamaSwitch(settings, gpu=GpuProbe(nvml=nvml)) as ls:
+            status = await ls.switch("tiny.gguf", config(port))
+            status = await ls.status("tiny.gguf")
+            assert status.vram_usage == 0
+            assert status.vram_per_gpu_mib == {}
+            assert status.process_id is not None
+            nvml.pids = [status.process_id]
+            await asyncio.sleep(ls.supervisor.sample_ttl_s)
+            status = await ls.status("tiny.gguf")
+            assert status.vram_usage == 768
+            assert status.to_dict()["vram_per_gpu_mib"] == {"0": 512, "1": 256}
+
+    run(scenario())
+
+
+# -- fakes: what a real binary will not do on demand -----------------------------------------------
+
+FAKE_SERVER = """#!{python}
+import os, signal, sys, time
+if "--help" in sys.argv:
+    sys.stdout.write(open({help!r}).read())
+    sys.exit(0)
+if "--version" in sys.argv:
+    print("version: 1 (8733e0c)")
+    sys.exit(0)
+mode = os.environ.get("FAKE_MODE")
+if mode == "term-twice":
+    # llama-server's own rule: a second interrupt ends it at once.
+    signal.signal(signal.SIGTERM, lambda *_: signal.signal(signal.SIGTERM, lambda *_: os._exit(1)))
+if mode == "ignore-term":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+if mode in ("ignore-term", "term-twice"):
+    import socket
+    port = int(sys.argv[sys.argv.index("--port") + 1])
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", port))
+    server.listen()
+    while True:
+        conn, _ = server.accept()
+        conn.recv(1000)
+        conn.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\n\\r\\n{{}}")
+        conn.close()
+print("fake llama-server: loading forever", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.fixture
+def fake_server(tmp_path: Path) -> Path:
+    path = tmp_path / "fake" / "llama-server"
+    path.parent.mkdir()
+    path.write_text(FAKE_SERVER.format(python=sys.executable,
+                                       help=str(HELP / "legacy-server.txt")))  # fmt: skip
+    path.chmod(0o755)
+    return path
+
+
+def test_readiness_timeout_kills_the_server(
+    tmp_path: Path, models_dir: Path, fake_server: Path
+) -> None:
+    settings = make_settings(tmp_path, models_dir, fake_server, ready_timeout_s=0.5)
+    port = free_port()
+
+    async def scenario() -> None:
+        async with AsyncLlamaSwitch(settings) as ls:
+            started = time.monotonic()
+            with pytest.raises(ReadinessTimeoutError, match=r"0\.5 s"):
+                await ls.switch("tiny.gguf", config(port))
+            assert time.monotonic() - started < 5
+            status = await ls.status(port=port)
+            assert status.state is ServerState.FAILED
+            assert status.exit_code == -signal.SIGKILL
+            assert "loading forever" in "\n".join(status.log_tail)
+
+    run(scenario())
+
+
+def test_stop_kills_a_server_that_ignores_sigterm_after_the_grace_period(
+    tmp_path: Path, models_dir: Path, fake_server: Path
+) -> None:
+    settings = make_settings(tmp_path, models_dir, fake_server, stop_timeout_s=0.3)
+    port = free_port()
+
+    async def scenario() -> None:
+        async with AsyncLlamaSwitch(settings) as ls:
+            status = await ls.switch("tiny.gguf", config(port, env={"FAKE_MODE": "ignore-term"}))
+            assert status.state is ServerState.READY
+            started = time.monotonic()
+            stopped = await ls.stop()
+            assert 0.3 <= time.monotonic() - started < 3
+            assert stopped[0].exit_code == -signal.SIGKILL
+
+    run(scenario())
+
+
+def test_a_server_that_misses_the_first_sigterm_gets_a_second_one(
+    tmp_path: Path, models_dir: Path, fake_server: Path
+) -> None:
+    """Legacy and current llama-server can miss a SIGTERM sent just as they become ready
+    (the main loop resets the stop flag); a second one ends them at once."""
+    settings = make_settings(tmp_path, models_dir, fake_server, stop_timeout_s=10.0)
+    port = free_port()
+
+    async def scenario() -> None:
+        async with AsyncLlamaSwitch(settings) as ls:
+            await ls.switch("tiny.gguf", config(port, env={"FAKE_MODE": "term-twice"}))
+            started = time.monotonic()
+            stopped = await ls.stop()
+            assert 0.9 <= time.monotonic() - started < 5
+            assert stopped[0].exit_code == 1
+
+    run(scenario())
+
+
+def test_a_starting_server_stopped_by_a_later_request_supersedes_its_waiter(
+    tmp_path: Path, models_dir: Path, fake_server: Path
+) -> None:
+    settings = make_settings(tmp_path, models_dir, fake_server)
+    port = free_port()
+
+    async def scenario() -> None:
+        async with AsyncLlamaSwitch(settings) as ls:
+            hanging = asyncio.ensure_future(ls.switch("tiny.gguf", config(port)))
+            await asyncio.sleep(0.2)
+            stopped = await ls.stop(port=port)
+            assert stopped[0].state is ServerState.STOPPED
+            with pytest.raises(SupersededError):
+                await hanging
+
+    run(scenario())
+
+
+# -- process plumbing ------------------------------------------------------------------------------
+
+
+def test_output_log_keeps_the_last_lines_and_rotates_its_file(tmp_path: Path) -> None:
+    log = OutputLog(tmp_path / "server.log", max_lines=3, max_bytes=100, backups=2)
+    for i in range(40):
+        log.feed(f"line {i}\n".encode())
+    log.feed(b"partial")
+    assert log.tail(10) == ["line 37", "line 38", "line 39"]
+    log.close()
+    assert log.tail(1) == ["partial"]
+    assert (tmp_path / "server.log.1").exists()
+    assert (tmp_path / "server.log.2").exists()
+    assert not (tmp_path / "server.log.3").exists()
+
+
+def test_a_chatty_child_never_blocks_on_a_full_pipe(tmp_path: Path) -> None:
+    script = "import sys\nfor i in range(200000): sys.stdout.write(f'{i} ' * 10 + '\\n')\n"
+
+    async def scenario() -> None:
+        log = OutputLog(tmp_path / "chatty.log", max_lines=5)
+        proc = await ChildProcess.spawn([sys.executable, "-c", script], output=log)
+        async with asyncio.timeout(60):
+            assert await proc.wait() == 0
+        assert log.tail(1) == ["199999 " * 9 + "199999 "]
+        assert (tmp_path / "chatty.log").stat().st_size > 10_000_000 or (
+            tmp_path / "chatty.log.1"
+        ).exists()
+
+    run(scenario())
+
+
+def test_children_get_their_own_process_group_and_parent_death_signal(tmp_path: Path) -> None:
+    script = ("import os, time\nprint(os.getpgid(0), os.getsid(0), "
+              "open('/proc/self/status').read().split('PPid:')[1].split()[0], flush=True)\n"
+              "time.sleep(60)\n")  # fmt: skip
+
+    async def scenario() -> None:
+        log = OutputLog(None)
+        proc = await ChildProcess.spawn([sys.executable, "-c", script], output=log)
+        try:
+            await async_wait_until(lambda: asyncio.sleep(0, bool(log.tail(1))), 10)
+            pgid, sid, ppid = map(int, log.tail(1)[0].split())
+            assert pgid == sid == proc.pid
+            assert ppid == os.getpid()
+        finally:
+            assert await proc.stop(5.0) == -signal.SIGTERM
+
+    run(scenario())
