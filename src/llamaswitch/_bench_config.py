@@ -1,0 +1,654 @@
+"""What a benchmark runs: :class:`BenchConfig`, the seed's benchmark request, typed.
+
+Every key of the seed's ``POST /api/v1/benchmark`` body keeps its name and meaning
+(``n_prompt``, ``n_gen``, ... ``progress``); fields that only newer llama-bench builds
+offer (``load_mode``, ``n_cpu_moe``, ``devices``, ``no_op_offload``, ``no_warmup``) are
+accepted too and refused, with the binary's version, by a build that lacks them.
+
+Every parameter llama-bench accepts as a list takes one value or a list, a *sweep*:
+llama-bench runs the cartesian product of all lists and, for each combination, one test
+per prompt size, per generation size and per ``pg`` pair (:meth:`BenchConfig.expected_tests`).
+
+>>> config = BenchConfig(n_prompt=[16, 32], n_gen=8, threads=[1, 2], repetitions=2)
+>>> config.expected_tests()
+6
+>>> config.expected_test_names()[:3]
+['pp16', 'pp32', 'tg8']
+
+Values are checked against the seed's documented ranges when the object is built
+(``poll`` 0-100, ``priority`` 0-3, 0/1 switches, cache types, split modes, output
+formats, ``cpu_mask`` as hex); every bad field is named in one
+:class:`~llamaswitch.ConfigValidationError`. Unset fields (``None``) are not passed to
+llama-bench, so its own defaults apply. :meth:`BenchConfig.to_argv` maps the rest onto
+the flags of one binary, only through its :class:`~llamaswitch._capabilities.Capabilities`
+record (legacy ``-fa 0|1`` and ``-mmp 0|1``, current ``-fa on|off|auto`` and ``-lm``).
+
+Two seed fields are read in a specific way:
+
+- ``tensor_split`` is one split across GPUs, written as the seed writes it
+  (``"0.5,0.5"``, the proportion per GPU) or as llama-bench does (``"0.5/0.5"``); a list
+  of such strings is a sweep. llama-bench itself reads commas as a sweep, so the value is
+  passed with ``/`` between GPUs.
+- ``output_err`` and ``progress`` are kept in the request but do not change how the
+  benchmark runner calls llama-bench: it always reads stderr as ``--progress -oe jsonl``
+  to follow progress and store each finished test (see
+  :class:`~llamaswitch._bench_runner.BenchRunner`). :meth:`BenchConfig.to_argv` passes
+  them when asked for the command line a user would type.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from os import PathLike
+from typing import Any, Final, Literal, TypeAlias, cast
+
+import attrs
+
+from llamaswitch._capabilities import Capabilities
+from llamaswitch._errors import ConfigValidationError
+
+__all__ = ["BENCH_CACHE_TYPES", "BENCH_OUTPUT_FORMATS", "BenchConfig"]
+
+BENCH_OUTPUT_FORMATS: Final = ("csv", "json", "jsonl", "md", "sql")
+"""What ``output`` accepts (``output_err`` also accepts ``none``)."""
+
+#: KV cache types llama.cpp knows. llama-bench accepts fewer (see _LLAMA_BENCH_CACHE_TYPES):
+#: the seed documents ``f32``, so it validates here and the binary refuses it by version.
+BENCH_CACHE_TYPES: Final = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
+
+# llama-bench's ggml_type_from_name(), identical in the legacy (b5293) and current builds.
+# --help prints only "<t>", so this cannot be read from the capability record.
+_LLAMA_BENCH_CACHE_TYPES: Final = ("f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
+_SPLIT_MODES: Final = ("none", "layer", "row", "tensor")
+_LOAD_MODES: Final = ("auto", "none", "mmap", "mlock", "mmap+mlock", "dio")
+_NUMA: Final = ("distribute", "isolate", "numactl")
+_FLASH_WORDS: Final = ("on", "off", "auto")
+# llama.cpp's LLAMA_MAX_DEVICES: more parts in a tensor split trip an assertion (abort).
+_MAX_DEVICES: Final = 16
+# llama-bench parses numbers with std::stoi: larger values fail as "invalid parameter".
+_INT_MAX: Final = 2**31 - 1
+_HEX_MASK = re.compile(r"(0[xX])?[0-9a-fA-F]{1,128}")
+_FLOAT = re.compile(r"\s*(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*")
+
+FlashAttn: TypeAlias = bool | Literal["auto"]
+Pair: TypeAlias = tuple[int, int]
+
+# -- converters: user input -> the stored shape ------------------------------------------
+# They are lenient on purpose: a value of the wrong type is kept as it is, so that
+# __attrs_post_init__ can report every bad field at once rather than the first one.
+
+
+def _is_list(value: object) -> bool:
+    return isinstance(value, list | tuple)
+
+
+def _unset(value: object) -> bool:
+    # The seed's bodies write "" for "not set" ("cpu_mask": "", "numa": "").
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _sweep(value: Any) -> Any:
+    if _unset(value):
+        return None
+    return tuple(value) if _is_list(value) else (value,)
+
+
+def _int_sweep(value: int | Sequence[int] | None) -> tuple[int, ...] | None:
+    return cast("tuple[int, ...] | None", _sweep(value))
+
+
+def _str_sweep(value: str | Sequence[str] | None) -> tuple[str, ...] | None:
+    result = _sweep(value)
+    if result is None:
+        return None
+    return tuple(v.strip() if isinstance(v, str) else v for v in result)
+
+
+def _to_bool(value: object) -> object:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    return value  # reported by validation
+
+
+def _bool_sweep(value: bool | int | Sequence[bool | int] | None) -> tuple[bool, ...] | None:
+    result = _sweep(value)
+    return None if result is None else tuple(cast("bool", _to_bool(v)) for v in result)
+
+
+def _flash_value(value: object) -> object:
+    if isinstance(value, str):
+        word = value.strip().lower()
+        return {"on": True, "off": False, "1": True, "0": False}.get(word, word)
+    return _to_bool(value)
+
+
+def _flash_sweep(
+    value: bool | int | str | Sequence[bool | int | str] | None,
+) -> tuple[FlashAttn, ...] | None:
+    result = _sweep(value)
+    return None if result is None else tuple(cast("FlashAttn", _flash_value(v)) for v in result)
+
+
+def _pair(value: object) -> object:
+    if isinstance(value, str):
+        parts = [p.strip() for p in value.split(",")]
+        if len(parts) == 2 and all(re.fullmatch(r"\d+", p) for p in parts):
+            return (int(parts[0]), int(parts[1]))
+        return value
+    if _is_list(value):
+        return tuple(cast("Sequence[object]", value))
+    return value
+
+
+def _pg_sweep(value: str | Sequence[Any] | None) -> tuple[Pair, ...] | None:
+    if _unset(value):
+        return None
+    # [512, 128] is one pair; [[512, 128], [1024, 256]] or ["512,128", ...] is a sweep.
+    if _is_list(value) and not any(_is_list(v) or isinstance(v, str) for v in value):  # type: ignore[union-attr]
+        return (cast("Pair", _pair(value)),)
+    items = value if _is_list(value) else [value]
+    return tuple(cast("Pair", _pair(v)) for v in items)  # type: ignore[union-attr]
+
+
+def _optional_str(value: str | None) -> str | None:
+    if _unset(value):
+        return None
+    return value.strip() if isinstance(value, str) else value
+
+
+def _optional_scalar(value: Any) -> Any:
+    return None if _unset(value) else value
+
+
+def _optional_switch(value: bool | int | None) -> bool | None:
+    return None if _unset(value) else cast("bool", _to_bool(value))
+
+
+# -- checks: one value -> the reason it is bad, or None ----------------------------------
+
+
+def _whole(low: int, high: int = _INT_MAX) -> Callable[[object], str | None]:
+    def check(value: object) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            if high == _INT_MAX:
+                return f"must be a whole number >= {low}, got {value!r}"
+            return f"must be a whole number from {low} to {high}, got {value!r}"
+        return None
+
+    return check
+
+
+def _switch01(value: object) -> str | None:
+    return None if isinstance(value, bool) else f"must be 0 or 1 (or true/false), got {value!r}"
+
+
+def _one_of(choices: Sequence[str]) -> Callable[[object], str | None]:
+    def check(value: object) -> str | None:
+        if not isinstance(value, str) or value not in choices:
+            return f"must be one of {', '.join(choices)}, got {value!r}"
+        return None
+
+    return check
+
+
+def _flash_check(value: object) -> str | None:
+    if isinstance(value, bool) or value == "auto":
+        return None
+    return f"must be 0/1, true/false or on/off/auto, got {value!r}"
+
+
+def _hex_mask(value: object) -> str | None:
+    if not isinstance(value, str) or not _HEX_MASK.fullmatch(value):
+        return f"must be a hexadecimal CPU mask such as 0xff (one per list item), got {value!r}"
+    return None
+
+
+def _tensor_split(value: object) -> str | None:
+    if not isinstance(value, str):
+        return f"must be a string of proportions per GPU such as '0.5,0.5', got {value!r}"
+    parts = re.split(r"[,/;]", value)
+    if not all(_FLOAT.fullmatch(p) for p in parts):
+        return f"must be non-negative numbers separated by ',' or '/', got {value!r}"
+    if len(parts) > _MAX_DEVICES:
+        return f"names {len(parts)} GPUs; llama.cpp supports at most {_MAX_DEVICES}"
+    return None
+
+
+def _pair_check(value: object) -> str | None:
+    ok = (
+        isinstance(value, tuple)
+        and len(value) == 2
+        and all(
+            isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= _INT_MAX for v in value
+        )
+    )
+    return None if ok else f"must be a pair 'pp,tg' or [pp, tg] of whole numbers, got {value!r}"
+
+
+def _text(
+    *, forbid: str = "", pattern: str | None = None, what: str = "text"
+) -> Callable[[object], str | None]:
+    def check(value: object) -> str | None:
+        if not isinstance(value, str) or any(c in value for c in forbid):
+            extra = f" without {' or '.join(repr(c) for c in forbid)}" if forbid else ""
+            return f"must be {what}{extra}, got {value!r}"
+        if pattern is not None and not re.fullmatch(pattern, value):
+            return f"must be {what}, got {value!r}"
+        return None
+
+    return check
+
+
+@attrs.frozen
+class _Field:
+    """How one field is checked and passed to llama-bench."""
+
+    check: Callable[[object], str | None]
+    #: Spellings of the llama-bench flag, the one to pass first (the short forms, which
+    #: both generations spell alike: legacy --help misnames -ot's long form).
+    flags: tuple[str, ...] = ()
+    #: Whether llama-bench takes a comma list (a sweep) for it.
+    sweep: bool = True
+
+
+_FIELDS: Final[Mapping[str, _Field]] = {
+    "n_prompt": _Field(_whole(0), ("-p", "--n-prompt")),
+    "n_gen": _Field(_whole(0), ("-n", "--n-gen")),
+    "n_depth": _Field(_whole(0), ("-d", "--n-depth")),
+    "pg": _Field(_pair_check, ("-pg",)),
+    "batch_size": _Field(_whole(1), ("-b", "--batch-size")),
+    "ubatch_size": _Field(_whole(1), ("-ub", "--ubatch-size")),
+    "cache_type_k": _Field(_one_of(BENCH_CACHE_TYPES), ("-ctk", "--cache-type-k")),
+    "cache_type_v": _Field(_one_of(BENCH_CACHE_TYPES), ("-ctv", "--cache-type-v")),
+    "threads": _Field(_whole(1), ("-t", "--threads")),
+    "cpu_mask": _Field(_hex_mask, ("-C", "--cpu-mask")),
+    "cpu_strict": _Field(_switch01, ("--cpu-strict",)),
+    "poll": _Field(_whole(0, 100), ("--poll",)),
+    "n_gpu_layers": _Field(_whole(-1), ("-ngl", "--n-gpu-layers")),
+    "n_cpu_moe": _Field(_whole(0), ("-ncmoe", "--n-cpu-moe")),
+    "split_mode": _Field(_one_of(_SPLIT_MODES), ("-sm", "--split-mode")),
+    "main_gpu": _Field(_whole(0), ("-mg", "--main-gpu")),
+    "devices": _Field(
+        _text(forbid=",", what="device names joined by '/' or 'none'"), ("-dev", "--device")
+    ),
+    "no_kv_offload": _Field(_switch01, ("-nkvo", "--no-kv-offload")),
+    "flash_attn": _Field(_flash_check, ("-fa", "--flash-attn")),
+    "mmap": _Field(_switch01, ("-mmp", "--mmap")),
+    "load_mode": _Field(_one_of(_LOAD_MODES), ("-lm", "--load-mode")),
+    "numa": _Field(_one_of(_NUMA), ("--numa",), sweep=False),
+    "embeddings": _Field(_switch01, ("-embd", "--embeddings")),
+    "tensor_split": _Field(_tensor_split, ("-ts", "--tensor-split")),
+    "override_tensor": _Field(
+        _text(
+            forbid=",",
+            pattern=r"[^=;]+=[^=;]+(;[^=;]+=[^=;]+)*",
+            what="'pattern=buffer type' pairs joined by ';'",
+        ),
+        ("-ot", "--override-tensor", "--override-tensors"),
+    ),
+    "no_op_offload": _Field(_switch01, ("-nopo", "--no-op-offload")),
+    "repetitions": _Field(_whole(1), ("-r", "--repetitions"), sweep=False),
+    "priority": _Field(_whole(0, 3), ("--prio",), sweep=False),
+    "delay": _Field(_whole(0), ("--delay",), sweep=False),
+    "no_warmup": _Field(_switch01, ("--no-warmup",), sweep=False),
+    "output": _Field(_one_of(BENCH_OUTPUT_FORMATS), ("-o", "--output"), sweep=False),
+    "output_err": _Field(
+        _one_of((*BENCH_OUTPUT_FORMATS, "none")), ("-oe", "--output-err"), sweep=False
+    ),
+    "verbose": _Field(_switch01, ("-v", "--verbose"), sweep=False),
+    "progress": _Field(_switch01, ("--progress",), sweep=False),
+}
+
+# The order llama-bench nests its parameter loops in (get_cmd_params_instances, same in
+# both generations for the fields both have): n_depth and poll are innermost, so
+# the test names repeat per depth in this order.
+_PRODUCT_FIELDS: Final = (
+    "n_gpu_layers",
+    "n_cpu_moe",
+    "split_mode",
+    "load_mode",
+    "mmap",
+    "main_gpu",
+    "devices",
+    "tensor_split",
+    "override_tensor",
+    "embeddings",
+    "no_op_offload",
+    "batch_size",
+    "ubatch_size",
+    "cache_type_k",
+    "cache_type_v",
+    "no_kv_offload",
+    "flash_attn",
+    "threads",
+    "cpu_mask",
+    "cpu_strict",
+)
+
+# llama-bench's own defaults for the fields that decide which tests run.
+_DEFAULT_N_PROMPT: Final = (512,)
+_DEFAULT_N_GEN: Final = (128,)
+
+
+@attrs.frozen(kw_only=True)
+class BenchConfig:
+    """A llama-bench request: the seed's benchmark ``config``, plus newer builds' options.
+
+    Every field defaults to ``None`` (not passed: llama-bench's default applies). Fields
+    marked *sweep* take one value or a list of values. Switches documented as 0/1 take
+    0, 1, ``False`` or ``True``.
+
+    >>> BenchConfig(n_prompt=512, n_gen=128, repetitions=5, output="md").to_dict()
+    {'n_prompt': 512, 'n_gen': 128, 'repetitions': 5, 'output': 'md'}
+    """
+
+    #: Prompt tokens per prompt-processing test (``pp``; 0 skips them). *Sweep*.
+    n_prompt: tuple[int, ...] | None = attrs.field(default=None, converter=_int_sweep)
+    #: Tokens generated per generation test (``tg``; 0 skips them). *Sweep*.
+    n_gen: tuple[int, ...] | None = attrs.field(default=None, converter=_int_sweep)
+    #: Context depth: tokens already in the KV cache before each test. *Sweep*.
+    n_depth: tuple[int, ...] | None = attrs.field(default=None, converter=_int_sweep)
+    #: Combined tests: prompt ``pp`` then generate ``tg`` (``"512,128"`` or ``[512, 128]``).
+    #: A list of pairs runs one test per pair.
+    pg: tuple[Pair, ...] | None = attrs.field(default=None, converter=_pg_sweep)
+    #: Logical batch size. *Sweep*.
+    batch_size: tuple[int, ...] | None = attrs.field(default=None, converter=_int_sweep)
+    #: Physical (micro) batch size. *Sweep*.
+    ubatch_size: tuple[int, ...] | None = attrs.field(default=None, converter=_int_sweep)
+    #: K cache type (``f16``, ``q8_0``, ...; the seed also documents ``f32``). *Sweep*.
+    cache_type_k: tuple[str, ...] | None = attrs.field(default=None, converter=_str_sweep)
+    #: V cache type. *Sweep*.
+    cache_type_v: tuple[str, ...] | None = attrs.field(default=None, converter=_str_sweep)
+    #: CPU threads. *Sweep*.
+    threads: tuple[int, ...] | None = attrs.field(default=None, converter=_int_sweep)
+    #: CPU affinity mask in hex (``"0xff"``); ``""`` means unset. *Sweep*.
+    cpu_mask: tuple[str, ...] | None = attrs.field(default=None, converter=_str_sweep)
+    #: Strict CPU placement (0/1). *Sweep*.
+    cpu_strict: tuple[bool, ...] | None = attrs.field(default=None, converter=_bool_sweep)
+    #: Busy-polling level while waiting for work, 0-100. *Sweep*.
+    poll: tuple[int, ...] | None = attrs.field(default=None, converter=_int_sweep)
+    #: Layers offloaded to the GPU (-1: all on current builds). *Sweep*.
+    n_gpu_layers: tuple[int, ...] | None = attrs.field(default=None, converter=_int_sweep)
+    #: Mixture-of-experts layers whose experts stay on the CPU (current builds). *Sweep*.
+    n_cpu_moe: tuple[int, ...] | None = attrs.field(default=None, converter=_int_sweep)
+    #: How to split the model over GPUs: ``none``, ``layer``, ``row`` (``tensor`` on
+    #: current builds). *Sweep*.
+    split_mode: tuple[str, ...] | None = attrs.field(default=None, converter=_str_sweep)
+    #: The GPU used for the whole model (split ``none``) or for intermediate results. *Sweep*.
+    main_gpu: tuple[int, ...] | None = attrs.field(default=None, converter=_int_sweep)
+    #: Devices to use, joined by ``/`` (``"CUDA0/CUDA1"``, ``"none"``; current builds). *Sweep*.
+    devices: tuple[str, ...] | None = attrs.field(default=None, converter=_str_sweep)
+    #: Keep the KV cache in host memory (0/1). *Sweep*.
+    no_kv_offload: tuple[bool, ...] | None = attrs.field(default=None, converter=_bool_sweep)
+    #: Flash attention: 0/1 (``False``/``True``) or ``"auto"`` (current builds). *Sweep*.
+    flash_attn: tuple[FlashAttn, ...] | None = attrs.field(default=None, converter=_flash_sweep)
+    #: Memory-map the model (0/1): ``-mmp`` on legacy builds, ``-lm mmap|none`` on current
+    #: ones. *Sweep*.
+    mmap: tuple[bool, ...] | None = attrs.field(default=None, converter=_bool_sweep)
+    #: How to load the model on current builds (``auto``, ``none``, ``mmap``, ``mlock``,
+    #: ``mmap+mlock``, ``dio``); do not combine with ``mmap``. *Sweep*.
+    load_mode: tuple[str, ...] | None = attrs.field(default=None, converter=_str_sweep)
+    #: NUMA strategy: ``distribute``, ``isolate`` or ``numactl``; ``""`` means unset.
+    numa: str | None = attrs.field(default=None, converter=_optional_str)
+    #: Embeddings mode (0/1). *Sweep*.
+    embeddings: tuple[bool, ...] | None = attrs.field(default=None, converter=_bool_sweep)
+    #: Proportion of the model per GPU, ``"0.5,0.5"`` or ``"0.5/0.5"``; ``"0"`` is
+    #: llama.cpp's default (automatic). A list of such strings is a sweep.
+    tensor_split: tuple[str, ...] | None = attrs.field(default=None, converter=_str_sweep)
+    #: Tensor buffer overrides, ``"pattern=buffer type"`` joined by ``;``. *Sweep*.
+    override_tensor: tuple[str, ...] | None = attrs.field(default=None, converter=_str_sweep)
+    #: Disable offloading host tensor operations to the device (0/1, current builds). *Sweep*.
+    no_op_offload: tuple[bool, ...] | None = attrs.field(default=None, converter=_bool_sweep)
+    #: Runs of each test (llama-bench's default: 5).
+    repetitions: int | None = attrs.field(default=None, converter=_optional_scalar)
+    #: Process and thread priority, 0 (normal) to 3 (realtime).
+    priority: int | None = attrs.field(default=None, converter=_optional_scalar)
+    #: Seconds to pause before each test (lets the hardware cool down).
+    delay: int | None = attrs.field(default=None, converter=_optional_scalar)
+    #: Skip the warm-up run before each test (current builds).
+    no_warmup: bool | None = attrs.field(default=None, converter=_optional_switch)
+    #: Format of the output the task returns verbatim: ``csv``, ``json``, ``jsonl``,
+    #: ``md`` (llama-bench's default) or ``sql``.
+    output: str | None = attrs.field(default=None, converter=_optional_str)
+    #: llama-bench's stderr format. Kept for the seed's sake; the runner always uses
+    #: ``jsonl`` on stderr to store results as they finish (see the module docstring).
+    output_err: str | None = attrs.field(default=None, converter=_optional_str)
+    #: llama-bench's verbose logging (0/1); the log lines end up in the stderr tail.
+    verbose: bool | None = attrs.field(default=None, converter=_optional_switch)
+    #: Progress lines on stderr (0/1). The runner always asks for them.
+    progress: bool | None = attrs.field(default=None, converter=_optional_switch)
+
+    def __attrs_post_init__(self) -> None:
+        errors = _validate(self)
+        if errors:
+            raise ConfigValidationError(errors)
+
+    # -- construction and wire shape ------------------------------------------------------
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> BenchConfig:
+        """Build from a JSON object such as the seed's request ``config``; strict.
+
+        Unknown keys are rejected by name, together with any invalid value; ``""`` and
+        ``null`` mean "not set".
+
+        >>> BenchConfig.from_dict({"n_prompt": 512, "cpu_mask": "", "flash_attn": 0}).flash_attn
+        (False,)
+        """
+        if not isinstance(data, Mapping):
+            raise ConfigValidationError([("config", f"must be a JSON object, got {data!r}")])
+        known = {field.name for field in attrs.fields(cls)}
+        unknown = [key for key in data if key not in known]
+        kwargs = {key: value for key, value in data.items() if key in known}
+        errors = [
+            (str(key), f"unknown field; known fields: {', '.join(sorted(known))}")
+            for key in unknown
+        ]
+        try:
+            config = cls(**kwargs)
+        except ConfigValidationError as exc:
+            raise ConfigValidationError([*errors, *exc.errors]) from None
+        if errors:
+            raise ConfigValidationError(errors)
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        """The set fields as JSON-ready data; a one-value sweep is written as the value."""
+        out: dict[str, Any] = {}
+        for field in attrs.fields(type(self)):
+            value = getattr(self, field.name)
+            if value is None:
+                continue
+            if field.name == "pg":
+                pairs = [list(pair) for pair in value]
+                out["pg"] = pairs[0] if len(pairs) == 1 else pairs
+            elif isinstance(value, tuple):
+                out[field.name] = value[0] if len(value) == 1 else list(value)
+            else:
+                out[field.name] = value
+        return out
+
+    def evolve(self, **changes: Any) -> BenchConfig:
+        """A copy with some fields changed (validated again)."""
+        return attrs.evolve(self, **changes)
+
+    @property
+    def output_format(self) -> str:
+        """The format of the verbatim output: ``output``, or llama-bench's default ``md``."""
+        return self.output or "md"
+
+    # -- what llama-bench will do ---------------------------------------------------------
+
+    def _combinations(self) -> int:
+        count = 1
+        for name in _PRODUCT_FIELDS:
+            value = getattr(self, name)
+            count *= len(value) if value else 1
+        return count
+
+    def _tests_per_depth(self, depth: int) -> list[str]:
+        from llamaswitch._bench_parser import bench_test_name
+
+        prompts = self.n_prompt if self.n_prompt is not None else _DEFAULT_N_PROMPT
+        gens = self.n_gen if self.n_gen is not None else _DEFAULT_N_GEN
+        names = [bench_test_name(p, 0, depth) for p in prompts if p != 0]
+        names += [bench_test_name(0, g, depth) for g in gens if g != 0]
+        names += [bench_test_name(p, g, depth) for p, g in (self.pg or ()) if (p, g) != (0, 0)]
+        return names
+
+    def expected_test_names(self) -> list[str]:
+        """The tests llama-bench will run, in its order, named as it names them.
+
+        For each combination of the swept parameters: the prompt tests, then the
+        generation tests, then the ``pg`` tests, at each depth. A sweep over threads
+        therefore repeats the same names once per thread count.
+        """
+        depths = self.n_depth or (0,)
+        polls = len(self.poll) if self.poll else 1
+        per_combination = [
+            name for depth in depths for _ in range(polls) for name in self._tests_per_depth(depth)
+        ]
+        return per_combination * self._combinations()
+
+    def expected_tests(self) -> int:
+        """How many tests (result rows) llama-bench will run for this config."""
+        depths = self.n_depth or (0,)
+        polls = len(self.poll) if self.poll else 1
+        per_combination = sum(len(self._tests_per_depth(d)) for d in depths) * polls
+        return per_combination * self._combinations()
+
+    # -- argv -----------------------------------------------------------------------------
+
+    def to_argv(
+        self,
+        caps: Capabilities,
+        model_path: str | PathLike[str],
+        *,
+        structured_stderr: bool = False,
+    ) -> list[str]:
+        """The llama-bench arguments (without the program) for one binary.
+
+        Only set fields are passed. Raises :class:`~llamaswitch.UnsupportedOptionError`,
+        naming the binary's version, for a setting this binary cannot honour.
+
+        ``structured_stderr`` makes stderr carry ``--progress -oe jsonl`` whatever
+        ``progress`` and ``output_err`` say: that is how the runner follows a task.
+        """
+        argv = [*_flag_spelling(caps, "model", str(model_path), ("-m", "--model")), str(model_path)]
+        for field in attrs.fields(type(self)):
+            name = field.name
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if structured_stderr and name in {"output_err", "progress"}:
+                continue
+            argv += _field_argv(caps, name, value)
+        if structured_stderr:
+            argv += _flag_spelling(caps, "progress", True, ("--progress",))
+            argv += _values_argv(caps, "output_err", ["jsonl"], _FIELDS["output_err"].flags)
+        return argv
+
+
+# -- validation -----------------------------------------------------------------------------
+
+
+def _validate(config: BenchConfig) -> list[tuple[str, str]]:
+    errors: list[tuple[str, str]] = []
+    for field in attrs.fields(type(config)):
+        value = getattr(config, field.name)
+        if value is None:
+            continue
+        spec = _FIELDS[field.name]
+        if isinstance(value, tuple):
+            if not value:
+                errors.append((field.name, "an empty list runs nothing: give at least one value"))
+                continue
+            many = len(value) > 1
+            for index, item in enumerate(value):
+                reason = spec.check(item)
+                if reason:
+                    errors.append((f"{field.name}[{index}]" if many else field.name, reason))
+        elif _is_list(value) and not spec.sweep:
+            errors.append((field.name, f"takes one value, not a list: got {value!r}"))
+        else:
+            reason = spec.check(value)
+            if reason:
+                errors.append((field.name, reason))
+    if config.mmap is not None and config.load_mode is not None:
+        errors.append(("load_mode", "set either mmap or load_mode, not both (both map to -lm)"))
+    return errors
+
+
+# -- argv mapping ---------------------------------------------------------------------------
+
+
+def _flag_spelling(
+    caps: Capabilities, field: str, value: object, names: Sequence[str]
+) -> list[str]:
+    """The first of ``names`` the binary knows, or UnsupportedOptionError."""
+    for name in names:
+        if caps.has(name):
+            return [name]
+    raise caps.unsupported(field, value, f"it has no {names[0]} option")
+
+
+def _values_argv(
+    caps: Capabilities, field: str, texts: Sequence[str], names: Sequence[str]
+) -> list[str]:
+    """``[flag, "a,b,c"]``, each value checked against the flag's allowed values."""
+    spelling = _flag_spelling(caps, field, texts[0] if len(texts) == 1 else list(texts), names)
+    caps.check_choices(field, texts, *spelling)
+    return [*spelling, ",".join(texts)]
+
+
+def _num(value: object) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value)
+
+
+def _field_argv(caps: Capabilities, name: str, value: Any) -> list[str]:
+    flags = _FIELDS[name].flags
+    if name in {"verbose", "progress", "no_warmup"}:
+        return _flag_spelling(caps, name, value, flags) if value else []
+    if name == "flash_attn":
+        return _flash_argv(caps, value)
+    if name == "mmap":
+        return caps.bench_mmap_args(list(value))
+    if name in {"cache_type_k", "cache_type_v"}:
+        for item in value:
+            if item not in _LLAMA_BENCH_CACHE_TYPES:
+                raise caps.unsupported(
+                    name, item, f"llama-bench accepts {', '.join(_LLAMA_BENCH_CACHE_TYPES)}"
+                )
+        return _values_argv(caps, name, list(value), flags)
+    if name == "output_err" and value == "none":
+        # --help lists only the formats, but "none" is -oe's default and both
+        # generations' output_format_from_str() accept it.
+        return [*_flag_spelling(caps, name, value, flags), "none"]
+    if name == "pg":
+        # -pg takes exactly one pair per flag: repeat the flag for a sweep.
+        argv: list[str] = []
+        for prompt, gen in value:
+            argv += [*_flag_spelling(caps, name, f"{prompt},{gen}", flags), f"{prompt},{gen}"]
+        return argv
+    if name == "tensor_split":
+        texts = ["/".join(p.strip() for p in re.split(r"[,/;]", item)) for item in value]
+        return _values_argv(caps, name, texts, flags)
+    if isinstance(value, tuple):
+        return _values_argv(caps, name, [_num(v) for v in value], flags)
+    return _values_argv(caps, name, [_num(value)], flags)
+
+
+def _flash_argv(caps: Capabilities, values: Iterable[FlashAttn]) -> list[str]:
+    words: list[str] = []
+    for value in values:
+        args = caps.flash_attn_args(value)
+        if len(args) != 2:
+            # A bare -fa switch (llama-server style) cannot express a per-test value.
+            raise caps.unsupported("flash_attn", value, "its -fa takes no value list")
+        words.append(args[1])
+    return ["-fa", ",".join(words)]

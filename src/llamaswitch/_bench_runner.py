@@ -1,0 +1,1039 @@
+"""Benchmarks as managed, queryable, persistent tasks.
+
+:class:`BenchRunner` runs one ``llama-bench`` process per task, first in first out, at
+most ``Settings.bench_concurrency`` at once (one by default: concurrent benchmarks skew
+each other). Task states::
+
+    queued ──> running ──> completed | failed | cancelled | interrupted
+       └──────────────────> cancelled | interrupted
+
+How a task is run: stdout carries the format the user asked for (``output``), kept
+verbatim as the task's ``output``; stderr always carries ``--progress -oe jsonl``,
+whatever the request's ``output_err`` and ``progress`` say. Each stderr line is either a
+progress line (the task's progress and a ``benchmark/progress`` event) or one JSON object
+per finished test: that result is stored in SQLite at once (a crash loses nothing
+measured) and published as a ``benchmark/result`` event. Other stderr lines (llama.cpp's
+messages, ``verbose`` logs) go to a bounded tail kept with the task. The user's
+``output_err`` is recorded in the request but not passed: llama-bench has only one
+stderr, and structured results need it.
+
+A task records the binary's version and commit, a description of the host (CPU, GPUs)
+and the model servers running when it started, since they compete for the same
+hardware. Cancel sends SIGTERM to the task's process group (SIGKILL after a grace
+period); the task keeps the results of the tests that finished. A non-zero exit makes
+the task ``failed`` with the exit code and the stderr tail; a per-task timeout kills it
+the same way. Closing the runner interrupts running and queued tasks; opening it marks
+tasks a previous process left unfinished ``interrupted``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import platform
+import re
+import signal
+import subprocess
+import sys
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Final, Literal, get_args
+
+import attrs
+
+from llamaswitch._bench_config import BenchConfig
+from llamaswitch._bench_parser import (
+    BenchResult,
+    parse_bench_output,
+    parse_jsonl_line,
+    parse_progress_line,
+)
+from llamaswitch._errors import (
+    BenchError,
+    BenchParseError,
+    ConfigValidationError,
+    TaskNotFoundError,
+    TaskTimeoutError,
+)
+from llamaswitch._events import EventBus
+from llamaswitch._process import _pdeathsig_preexec, _terminate_tree
+from llamaswitch._task_store import StoredTask, TaskStore, format_time, parse_time
+
+if TYPE_CHECKING:
+    from llamaswitch._binaries import BinaryInfo
+    from llamaswitch._capabilities import BinaryKind
+    from llamaswitch._catalog import ModelInfo
+    from llamaswitch._settings import Settings
+
+__all__ = [
+    "FINAL_STATES",
+    "TASK_STATES",
+    "BenchProgress",
+    "BenchRunner",
+    "BenchTask",
+    "Comparison",
+    "ComparisonCell",
+    "ComparisonRow",
+    "TaskState",
+    "describe_host",
+]
+
+TaskState = Literal["queued", "running", "completed", "failed", "cancelled", "interrupted"]
+TASK_STATES: Final[tuple[str, ...]] = get_args(TaskState)
+FINAL_STATES: Final = frozenset({"completed", "failed", "cancelled", "interrupted"})
+
+_IS_WINDOWS = sys.platform == "win32"
+#: stderr lines (other than results) kept with a task.
+_STDERR_TAIL_LINES: Final = 40
+#: Seconds between SIGTERM and SIGKILL when stopping llama-bench.
+_STOP_GRACE_S: Final = 2.0
+# A JSON result line can be long (one sample per repetition): allow up to 16 MiB.
+_LINE_LIMIT: Final = 16 * 1024 * 1024
+# With --verbose, llama.cpp log text without a final newline can precede a result.
+_RESULT_START = re.compile(r'\{"build_commit"')
+
+
+# -- values ---------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class BenchProgress:
+    """How far a task is: tests done of the total, and what runs now."""
+
+    #: Tests finished (results received).
+    done: int = 0
+    #: Tests llama-bench will run (from its progress lines, else from the config).
+    total: int | None = None
+    #: Name of the test running now (``pp512``), None when none runs.
+    current: str | None = None
+    #: llama-bench's own words for the step (``prompt run 2/5``).
+    step: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire shape."""
+        return {"done": self.done, "total": self.total, "current": self.current, "step": self.step}
+
+
+@attrs.frozen(kw_only=True)
+class BenchTask:
+    """One benchmark task: its request, state, progress, results and what ran it.
+
+    ``results`` are structured (one :class:`~llamaswitch.BenchResult` per finished
+    test, whatever ``output`` format was asked); ``output`` is what llama-bench printed
+    on stdout in that format, verbatim. Times are timezone-aware UTC datetimes.
+    """
+
+    id: str
+    state: TaskState
+    #: ``run`` for tasks run here, ``imported`` for results produced elsewhere.
+    source: str
+    #: The model's catalog name (its file name).
+    model: str
+    model_path: str | None
+    config: BenchConfig
+    #: The llama-bench command line (empty for imported tasks).
+    argv: tuple[str, ...]
+    progress: BenchProgress
+    #: 1 for the next task to start, 2 for the one after...; None when not queued.
+    queue_position: int | None
+    results: tuple[BenchResult, ...]
+    output: str | None
+    output_format: str
+    error: str | None
+    exit_code: int | None
+    stderr_tail: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    #: ``[(state, time), ...]``: when the task entered each state.
+    state_history: tuple[tuple[str, datetime], ...]
+    timeout_s: float | None
+    binary_version: str | None
+    binary_commit: str | None
+    host: Mapping[str, Any]
+    #: The model servers running when the task started (they share the hardware).
+    running_servers: tuple[Mapping[str, Any], ...]
+
+    @property
+    def task_id(self) -> str:
+        """The seed's name for :attr:`id`."""
+        return self.id
+
+    @property
+    def finished(self) -> bool:
+        """Whether the task reached a final state."""
+        return self.state in FINAL_STATES
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire shape (JSON-ready; times as ISO 8601 UTC texts)."""
+
+        def iso(moment: datetime | None) -> str | None:
+            return None if moment is None else format_time(moment)
+
+        return {
+            "id": self.id,
+            "task_id": self.id,
+            "state": self.state,
+            "source": self.source,
+            "model": self.model,
+            "model_path": self.model_path,
+            "config": self.config.to_dict(),
+            "argv": list(self.argv),
+            "progress": self.progress.to_dict(),
+            "queue_position": self.queue_position,
+            "results": [result.to_dict() for result in self.results],
+            "output": self.output,
+            "output_format": self.output_format,
+            "error": self.error,
+            "exit_code": self.exit_code,
+            "stderr_tail": self.stderr_tail,
+            "created_at": iso(self.created_at),
+            "started_at": iso(self.started_at),
+            "finished_at": iso(self.finished_at),
+            "state_history": [[state, iso(moment)] for state, moment in self.state_history],
+            "timeout_s": self.timeout_s,
+            "binary_version": self.binary_version,
+            "binary_commit": self.binary_commit,
+            "host": dict(self.host),
+            "running_servers": [dict(server) for server in self.running_servers],
+        }
+
+
+@attrs.frozen
+class ComparisonCell:
+    """One task's figures for one row of a comparison."""
+
+    avg_ts: float
+    stddev_ts: float
+
+
+@attrs.frozen
+class ComparisonRow:
+    """One test (and the swept parameters that tell it apart) across the compared tasks."""
+
+    test: str
+    #: Parameters that vary within a task's sweep (``{"n_threads": 2}``); empty otherwise.
+    params: Mapping[str, Any]
+    #: By task id; None where that task has no such test.
+    cells: Mapping[str, ComparisonCell | None]
+
+    @property
+    def label(self) -> str:
+        """``pp512`` or ``pp512 (n_threads=2)``."""
+        if not self.params:
+            return self.test
+        return f"{self.test} ({', '.join(f'{k}={v}' for k, v in self.params.items())})"
+
+
+@attrs.frozen
+class Comparison:
+    """Several tasks' results side by side: one row per test, one column per task."""
+
+    tasks: tuple[BenchTask, ...]
+    rows: tuple[ComparisonRow, ...]
+
+    @property
+    def task_ids(self) -> tuple[str, ...]:
+        """The compared tasks, in the order asked."""
+        return tuple(task.id for task in self.tasks)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire shape: the tasks (without their results) and the rows."""
+        return {
+            "tasks": [
+                {
+                    "id": t.id,
+                    "model": t.model,
+                    "state": t.state,
+                    "config": t.config.to_dict(),
+                    "binary_version": t.binary_version,
+                    "created_at": format_time(t.created_at),
+                }
+                for t in self.tasks
+            ],
+            "rows": [
+                {
+                    "test": row.test,
+                    "label": row.label,
+                    "params": dict(row.params),
+                    "results": {
+                        tid: None
+                        if cell is None
+                        else {"avg_ts": cell.avg_ts, "stddev_ts": cell.stddev_ts}
+                        for tid, cell in row.cells.items()
+                    },
+                }
+                for row in self.rows
+            ],
+        }
+
+    def to_markdown(self) -> str:
+        """A markdown table: ``avg ± stddev`` tokens/s per task."""
+        head = ["test", *(f"{t.model} ({t.id[:8]})" for t in self.tasks)]
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for row in self.rows:
+            cells = [
+                ""
+                if (cell := row.cells.get(tid)) is None
+                else f"{cell.avg_ts:.2f} ± {cell.stddev_ts:.2f}"
+                for tid in self.task_ids
+            ]
+            lines.append("| " + " | ".join([row.label, *cells]) + " |")
+        return "\n".join(lines)
+
+
+# Columns that measure or identify rather than configure: never used to tell rows apart.
+_NOT_CONFIG: Final = frozenset(
+    {
+        "avg_ns",
+        "stddev_ns",
+        "avg_ts",
+        "stddev_ts",
+        "samples_ns",
+        "samples_ts",
+        "test_time",
+        "build_commit",
+        "build_number",
+        "cpu_info",
+        "gpu_info",
+        "backends",
+        "model_filename",
+        "model_type",
+        "model_size",
+        "model_n_params",
+        "n_prompt",
+        "n_gen",
+        "n_depth",
+        "test",
+        "t/s",
+        "size",
+        "params",
+    }
+)
+
+
+def _compare(tasks: Sequence[BenchTask]) -> Comparison:
+    # Parameters swept within a task tell its rows apart (pp16 at 1 and at 2 threads);
+    # parameters that differ only between tasks are what the comparison is about.
+    varying: list[str] = []
+    for task in tasks:
+        seen: dict[str, set[str]] = {}
+        for result in task.results:
+            for key, value in result.params.items():
+                if key not in _NOT_CONFIG:
+                    seen.setdefault(key, set()).add(repr(value))
+        varying += [key for key, values in seen.items() if len(values) > 1 and key not in varying]
+    rows: dict[tuple[Any, ...], dict[str, ComparisonCell | None]] = {}
+    labels: dict[tuple[Any, ...], tuple[str, dict[str, Any]]] = {}
+    for task in tasks:
+        occurrences: dict[tuple[Any, ...], int] = {}
+        for result in task.results:
+            params = {key: result.params.get(key) for key in varying}
+            base = (result.test, tuple(repr(v) for v in params.values()))
+            occurrences[base] = occurrences.get(base, 0) + 1
+            row_key = (*base, occurrences[base])
+            if row_key not in rows:
+                rows[row_key] = {t.id: None for t in tasks}
+                labels[row_key] = (result.test, params)
+            rows[row_key][task.id] = ComparisonCell(result.avg_ts, result.stddev_ts)
+    return Comparison(
+        tasks=tuple(tasks),
+        rows=tuple(
+            ComparisonRow(test=labels[key][0], params=labels[key][1], cells=cells)
+            for key, cells in rows.items()
+        ),
+    )
+
+
+# -- host description -----------------------------------------------------------------------
+
+
+def describe_host() -> dict[str, Any]:
+    """CPU model and count, memory, GPUs and OS of this machine (blocking: psutil, NVML)."""
+    import psutil
+
+    from llamaswitch._gpu import default_probe
+
+    cpu = platform.processor() or platform.machine()
+    with (
+        contextlib.suppress(OSError),
+        open("/proc/cpuinfo", encoding="utf-8", errors="replace") as cpuinfo,
+    ):
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                cpu = line.partition(":")[2].strip()
+                break
+    try:
+        gpus = [
+            {"index": d.index, "name": d.name, "memory_total_mib": d.memory_total_mib}
+            for d in default_probe().devices()
+        ]
+    except Exception:  # a GPU probe failure must not stop benchmarks
+        gpus = []
+    return {
+        "hostname": platform.node(),
+        "os": platform.platform(),
+        "cpu": cpu,
+        "cpu_count_logical": psutil.cpu_count(logical=True),
+        "cpu_count_physical": psutil.cpu_count(logical=False),
+        "memory_total_bytes": psutil.virtual_memory().total,
+        "gpus": gpus,
+    }
+
+
+# -- the runner -----------------------------------------------------------------------------
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@attrs.define(eq=False)
+class _Live:
+    """A queued or running task, as the runner follows it (mutable, loop-thread only)."""
+
+    id: str
+    model: ModelInfo
+    config: BenchConfig
+    argv: list[str]
+    binary: BinaryInfo
+    timeout_s: float
+    created_at: datetime
+    state: TaskState = "queued"
+    started_at: datetime | None = None
+    history: list[tuple[str, datetime]] = attrs.Factory(list)
+    names: list[str] = attrs.Factory(list)
+    results: list[BenchResult] = attrs.Factory(list)
+    total: int | None = None
+    current: str | None = None
+    step: str | None = None
+    stderr_tail: deque[str] = attrs.Factory(lambda: deque(maxlen=_STDERR_TAIL_LINES))
+    running_servers: list[Mapping[str, Any]] = attrs.Factory(list)
+    process: asyncio.subprocess.Process | None = None
+    #: Why llamaswitch stopped the process: cancel, close or timeout.
+    stop_reason: Literal["cancel", "close", "timeout"] | None = None
+    done: asyncio.Event = attrs.Factory(asyncio.Event)
+
+
+class BenchRunner:
+    """Runs benchmark tasks, keeps their history, answers status, list and compare.
+
+    ``binary`` is an async function returning the identified llama-bench;
+    ``running_servers`` returns the model servers running now (recorded per task).
+    Call :meth:`open` before use and :meth:`close` at the end (from the same loop).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        binary: Callable[[BinaryKind], Awaitable[BinaryInfo]],
+        events: EventBus | None = None,
+        running_servers: Callable[[], Sequence[Mapping[str, Any]]] | None = None,
+    ) -> None:
+        self.settings = settings
+        self._binary = binary
+        self._events = events if events is not None else EventBus()
+        self._running_servers = running_servers
+        self._store = TaskStore(settings.database_path)
+        self._live: dict[str, _Live] = {}
+        self._queue: deque[str] = deque()
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._host: dict[str, Any] = {}
+        self._open = False
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def open(self) -> list[str]:
+        """Open the database; tasks a previous process left unfinished become
+        ``interrupted``. Returns their ids."""
+        if self._open:
+            return []
+        interrupted = await self._store.open()
+        try:
+            self._host = await asyncio.to_thread(describe_host)
+        except Exception as exc:  # a host description is a nicety
+            self._host = {"error": f"{type(exc).__name__}: {exc}"}
+        self._open = True
+        return interrupted
+
+    async def close(self) -> None:
+        """Interrupt queued and running tasks (their processes are stopped), close the
+        database."""
+        if not self._open:
+            return
+        self._open = False
+        while self._queue:
+            live = self._live[self._queue.popleft()]
+            await self._finish(
+                live, "interrupted", error="llamaswitch was closed before the task started"
+            )
+        for live in list(self._live.values()):
+            if live.state == "running":
+                live.stop_reason = "close"
+                await self._stop_process(live)
+        if self._running:
+            await asyncio.gather(*self._running.values(), return_exceptions=True)
+        await self._store.close()
+
+    def _check_open(self) -> None:
+        if not self._open:
+            raise BenchError("the benchmark runner is not open")
+
+    # -- submit and schedule --------------------------------------------------------------
+
+    async def submit(
+        self, info: ModelInfo, config: BenchConfig | None = None, *, timeout_s: float | None = None
+    ) -> str:
+        """Queue a benchmark of ``info``; returns the task id at once.
+
+        Everything is checked before the task exists: an option the binary cannot
+        honour raises :class:`~llamaswitch.UnsupportedOptionError` naming its version.
+        """
+        self._check_open()
+        config = config if config is not None else BenchConfig()
+        if config.n_gpu_layers is None and self.settings.gpu_layers is not None:
+            # GPU_LAYERS is documented as the default for benchmarks too.
+            config = config.evolve(n_gpu_layers=self.settings.gpu_layers)
+        timeout = self.settings.bench_timeout_s if timeout_s is None else timeout_s
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not (math.isfinite(timeout) and timeout > 0)
+        ):
+            raise ConfigValidationError([("timeout_s", f"must be seconds > 0, got {timeout!r}")])
+        binary = await self._binary("llama-bench")
+        argv = [
+            str(binary.path),
+            *config.to_argv(binary.capabilities, info.path, structured_stderr=True),
+        ]
+        self._check_open()
+        created = _now()
+        live = _Live(
+            id=uuid.uuid4().hex[:16],
+            model=info,
+            config=config,
+            argv=argv,
+            binary=binary,
+            timeout_s=float(timeout),
+            created_at=created,
+            history=[("queued", created)],
+            names=config.expected_test_names(),
+            total=config.expected_tests(),
+        )
+        await self._store.insert_task(
+            id=live.id,
+            source="run",
+            model=info.name,
+            model_relative=info.relative_path,
+            model_path=str(info.path),
+            config=config.to_dict(),
+            argv=argv,
+            output_format=config.output_format,
+            state="queued",
+            created_at=format_time(created),
+            state_history=[["queued", format_time(created)]],
+            expected_tests=live.total,
+            timeout_s=live.timeout_s,
+            binary_path=str(binary.path),
+            binary_version=binary.version,
+            binary_commit=binary.commit,
+            host=self._host,
+        )
+        self._live[live.id] = live
+        self._queue.append(live.id)
+        self._emit_state(live)
+        self._schedule()
+        return live.id
+
+    def _schedule(self) -> None:
+        """Start queued tasks while fewer than ``bench_concurrency`` run (FIFO)."""
+        limit = max(1, self.settings.bench_concurrency)
+        while self._open and self._queue and len(self._running) < limit:
+            live = self._live[self._queue.popleft()]
+            # The state changes here, synchronously: a status asked right after submit
+            # sees the first task running and the others' queue positions.
+            live.state = "running"
+            live.started_at = _now()
+            live.history.append(("running", live.started_at))
+            self._running[live.id] = asyncio.create_task(
+                self._run(live), name=f"llama-bench task {live.id}"
+            )
+            self._emit_state(live)
+
+    # -- running one task -----------------------------------------------------------------
+
+    async def _run(self, live: _Live) -> None:
+        try:
+            await self._run_process(live)
+        except asyncio.CancelledError:
+            if live.process is not None and live.process.returncode is None:
+                self._kill_now(live.process)
+            raise
+        except Exception as exc:  # any failure must end the task, not leave it hanging
+            with contextlib.suppress(Exception):
+                await self._finish(live, "failed", error=f"{type(exc).__name__}: {exc}")
+        finally:
+            self._running.pop(live.id, None)
+            self._schedule()
+
+    async def _run_process(self, live: _Live) -> None:
+        assert live.started_at is not None  # noqa: S101 - set by _schedule
+        live.running_servers = self._servers_now()
+        await self._store.set_state(
+            live.id,
+            "running",
+            format_time(live.started_at),
+            started_at=format_time(live.started_at),
+            running_servers=live.running_servers,
+        )
+        if live.stop_reason is not None:  # cancelled or closed while the row was written
+            state, error = self._stopped_state(live)
+            await self._finish(live, state, error=error)
+            return
+        try:
+            process = await self._spawn(live.argv)
+        except OSError as exc:
+            await self._finish(live, "failed", error=f"cannot start llama-bench: {exc}")
+            return
+        live.process = process
+        if _stop_requested(live):  # cancel() or close() came while spawning
+            await self._stop_process(live)
+        stdout = asyncio.create_task(self._read_stdout(process))
+        stderr = asyncio.create_task(self._read_stderr(live, process))
+        exited = asyncio.create_task(process.wait())
+        done, _ = await asyncio.wait({exited}, timeout=live.timeout_s)
+        if not done:
+            live.stop_reason = "timeout"
+            await self._stop_process(live)
+        exit_code = await exited
+        output = await stdout
+        await stderr
+        state, error = self._stopped_state(live)
+        if live.stop_reason is None:
+            if exit_code == 0:
+                state, error = "completed", None
+            else:
+                state = "failed"
+                error = f"llama-bench exited with code {exit_code}" + _last_error(live.stderr_tail)
+        await self._finish(live, state, error=error, output=output, exit_code=exit_code)
+
+    def _stopped_state(self, live: _Live) -> tuple[TaskState, str | None]:
+        if live.stop_reason == "cancel":
+            return "cancelled", None
+        if live.stop_reason == "close":
+            return "interrupted", "llamaswitch was closed while the task ran"
+        return "failed", f"timed out after {live.timeout_s:g} s; llama-bench was stopped"
+
+    def _servers_now(self) -> list[Mapping[str, Any]]:
+        if self._running_servers is None:
+            return []
+        try:
+            return [dict(server) for server in self._running_servers()]
+        except Exception as exc:  # recording context must not fail the run
+            return [{"error": f"could not list running servers: {exc}"}]
+
+    async def _spawn(self, argv: Sequence[str]) -> asyncio.subprocess.Process:
+        # Spawned from the event-loop thread: on Linux the parent-death signal is tied to
+        # the forking thread, and this one lives as long as the runner.
+        kwargs: dict[str, Any] = {}
+        if _IS_WINDOWS:
+            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined,unused-ignore]
+        else:
+            kwargs["start_new_session"] = True
+            preexec = _pdeathsig_preexec(os.getpid())
+            if preexec is not None:
+                kwargs["preexec_fn"] = preexec
+        return await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            limit=_LINE_LIMIT,
+            **kwargs,
+        )
+
+    @staticmethod
+    async def _read_stdout(process: asyncio.subprocess.Process) -> str:
+        assert process.stdout is not None  # noqa: S101 - PIPE
+        data = await process.stdout.read()
+        return data.decode("utf-8", errors="replace")
+
+    async def _read_stderr(self, live: _Live, process: asyncio.subprocess.Process) -> None:
+        assert process.stderr is not None  # noqa: S101 - PIPE
+        number = 0
+        while True:
+            try:
+                raw = await process.stderr.readline()
+            except ValueError:  # a line over _LINE_LIMIT: keep going, note it
+                live.stderr_tail.append("[llamaswitch: an overlong stderr line was dropped]")
+                continue
+            if not raw:
+                return
+            number += 1
+            line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+            await self._stderr_line(live, line, number)
+
+    async def _stderr_line(self, live: _Live, line: str, number: int) -> None:
+        progress = parse_progress_line(line)
+        if progress is not None:
+            index, total, step = progress
+            live.total = total
+            live.current = live.names[index - 1] if len(live.names) == total else None
+            live.step = step
+            self._emit_progress(live)
+            return
+        start = _RESULT_START.search(line)
+        if start is not None and start.start() > 0:
+            live.stderr_tail.append(line[: start.start()])
+            line = line[start.start() :]
+        try:
+            result = parse_jsonl_line(line, model_filename=str(live.model.path))
+        except BenchParseError as exc:
+            live.stderr_tail.append(line)
+            live.stderr_tail.append(f"[llamaswitch: stderr line {number} is no result: {exc}]")
+            return
+        if result is None:
+            if line.strip():
+                live.stderr_tail.append(line)
+            return
+        index = len(live.results)
+        live.results.append(result)
+        await self._store.add_result(live.id, index, result)
+        self._events.emit(
+            "benchmark", "result", task_id=live.id, index=index, result=result.to_dict()
+        )
+        self._emit_progress(live)
+
+    async def _finish(
+        self,
+        live: _Live,
+        state: TaskState,
+        *,
+        error: str | None = None,
+        output: str | None = None,
+        exit_code: int | None = None,
+    ) -> None:
+        """Record the final state, publish it, wake the waiters."""
+        finished = _now()
+        try:
+            await self._store.set_state(
+                live.id,
+                state,
+                format_time(finished),
+                finished_at=format_time(finished),
+                output=output,
+                stderr_tail="\n".join(live.stderr_tail) or None,
+                error=error,
+                exit_code=exit_code,
+            )
+        finally:
+            # Only now: a status read during the write still sees the live task, not a
+            # final state without its output.
+            live.state = state
+            live.history.append((state, finished))
+            live.current = live.step = None
+            self._live.pop(live.id, None)
+            live.done.set()
+            self._events.emit(
+                "benchmark",
+                "state",
+                task_id=live.id,
+                state=state,
+                model=live.model.name,
+                error=error,
+                exit_code=exit_code,
+            )
+
+    # -- stopping -------------------------------------------------------------------------
+
+    @staticmethod
+    def _kill_now(process: asyncio.subprocess.Process) -> None:
+        if _IS_WINDOWS:
+            with contextlib.suppress(OSError):
+                process.kill()
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+    async def _stop_process(self, live: _Live) -> None:
+        """SIGTERM to the process group, SIGKILL after the grace period; reaped by _run."""
+        process = live.process
+        if process is None or process.returncode is not None:
+            return
+        if _IS_WINDOWS:
+            await asyncio.to_thread(_terminate_tree, process.pid, _STOP_GRACE_S)
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            async with asyncio.timeout(_STOP_GRACE_S):
+                await asyncio.shield(process.wait())
+        except TimeoutError:
+            self._kill_now(process)
+
+    # -- queries and commands -------------------------------------------------------------
+
+    async def get(self, task_id: str) -> BenchTask:
+        """The task, live or from the history (:class:`~llamaswitch.TaskNotFoundError`)."""
+        self._check_open()
+        live = self._live.get(task_id)
+        if live is not None:
+            return self._snapshot(live)
+        stored = await self._store.get_task(task_id)
+        if stored is None:
+            raise TaskNotFoundError(f"no benchmark task {task_id!r}")
+        return _from_stored(stored)
+
+    async def wait(self, task_id: str, timeout_s: float | None = None) -> BenchTask:
+        """Wait until the task is in a final state; :class:`~llamaswitch.TaskTimeoutError`
+        after ``timeout_s`` (the task keeps running)."""
+        self._check_open()
+        live = self._live.get(task_id)
+        if live is not None:
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await live.done.wait()
+            except TimeoutError:
+                raise TaskTimeoutError(
+                    f"benchmark task {task_id} still {live.state} after {timeout_s:g} s"
+                ) from None
+        return await self.get(task_id)
+
+    async def cancel(self, task_id: str) -> BenchTask:
+        """Cancel a queued or running task; a finished task is returned unchanged.
+
+        A running task's process group gets SIGTERM (SIGKILL after a grace period); the
+        task ends ``cancelled`` with the results of the tests that finished.
+        """
+        self._check_open()
+        live = self._live.get(task_id)
+        if live is None:
+            return await self.get(task_id)
+        if live.state == "queued":
+            self._queue.remove(task_id)
+            await self._finish(live, "cancelled")
+        elif live.stop_reason is None:
+            live.stop_reason = "cancel"
+            await self._stop_process(live)
+        await live.done.wait()
+        return await self.get(task_id)
+
+    async def list(
+        self,
+        *,
+        model: str | None = None,
+        state: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 50,
+    ) -> list[BenchTask]:
+        """The history, newest first, filtered by model (name or path), state and
+        creation time (``since <= created_at <= until``; naive datetimes are local)."""
+        self._check_open()
+        errors = []
+        if state is not None and state not in TASK_STATES:
+            errors.append(("state", f"must be one of {', '.join(TASK_STATES)}, got {state!r}"))
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            errors.append(("limit", f"must be a whole number >= 1, got {limit!r}"))
+        if errors:
+            raise ConfigValidationError(errors)
+        stored = await self._store.list_tasks(
+            model=model,
+            state=state,
+            limit=limit,
+            since=None if since is None else format_time(since),
+            until=None if until is None else format_time(until),
+        )
+        return [
+            self._snapshot(self._live[s.id]) if s.id in self._live else _from_stored(s)
+            for s in stored
+        ]
+
+    async def compare(self, task_ids: Sequence[str]) -> Comparison:
+        """The tasks' results side by side (unknown ids raise TaskNotFoundError)."""
+        if isinstance(task_ids, str):
+            task_ids = [task_ids]
+        tasks = [await self.get(task_id) for task_id in dict.fromkeys(task_ids)]
+        return _compare(tasks)
+
+    async def import_results(self, text: str, fmt: str, *, model: str | None = None) -> BenchTask:
+        """Store llama-bench output produced elsewhere as a ``completed`` task.
+
+        ``fmt`` is one of md, csv, json, jsonl, sql. The model is ``model`` if given,
+        else the file name in the rows (markdown output names none: pass ``model``).
+        """
+        self._check_open()
+        from llamaswitch._bench_parser import BENCH_OUTPUT_FORMATS
+
+        if fmt not in BENCH_OUTPUT_FORMATS:
+            raise ConfigValidationError(
+                [("fmt", f"must be one of {', '.join(BENCH_OUTPUT_FORMATS)}, got {fmt!r}")]
+            )
+        results = await asyncio.to_thread(parse_bench_output, text, fmt, model_filename=model)
+        if not results:
+            raise BenchParseError("the output holds no benchmark results")
+        files = [r.model_filename for r in results if r.model_filename]
+        name = (
+            model
+            if model is not None
+            else (files[0].replace("\\", "/").rsplit("/", 1)[-1] if files else None)
+        )
+        if not name:
+            raise ConfigValidationError(
+                [("model", "the output does not name the model file: pass model=")]
+            )
+        first = results[0]
+        version = None
+        if first.build_number is not None or first.build_commit is not None:
+            number = "?" if first.build_number is None else first.build_number
+            version = f"b{number} ({first.build_commit})" if first.build_commit else f"b{number}"
+        host = {
+            key: first.params[key]
+            for key in ("cpu_info", "gpu_info", "backends")
+            if key in first.params
+        }
+        now = format_time(_now())
+        task_id = uuid.uuid4().hex[:16]
+        await self._store.insert_task(
+            id=task_id,
+            source="imported",
+            model=name,
+            model_relative=model,
+            model_path=files[0] if files else None,
+            config={},
+            argv=[],
+            output_format=fmt,
+            state="completed",
+            created_at=now,
+            started_at=now,
+            finished_at=now,
+            state_history=[["completed", now]],
+            expected_tests=len(results),
+            output=text,
+            binary_version=version,
+            binary_commit=first.build_commit,
+            host=host,
+        )
+        for index, result in enumerate(results):
+            await self._store.add_result(task_id, index, result)
+        self._events.emit(
+            "benchmark",
+            "state",
+            task_id=task_id,
+            state="completed",
+            model=name,
+            error=None,
+            exit_code=None,
+        )
+        return await self.get(task_id)
+
+    # -- snapshots and events -------------------------------------------------------------
+
+    def _queue_position(self, task_id: str) -> int | None:
+        try:
+            return self._queue.index(task_id) + 1
+        except ValueError:
+            return None
+
+    def _snapshot(self, live: _Live) -> BenchTask:
+        return BenchTask(
+            id=live.id,
+            state=live.state,
+            source="run",
+            model=live.model.name,
+            model_path=str(live.model.path),
+            config=live.config,
+            argv=tuple(live.argv),
+            progress=BenchProgress(len(live.results), live.total, live.current, live.step),
+            queue_position=self._queue_position(live.id),
+            results=tuple(live.results),
+            output=None,
+            output_format=live.config.output_format,
+            error=None,
+            exit_code=None,
+            stderr_tail="\n".join(live.stderr_tail) or None,
+            created_at=live.created_at,
+            started_at=live.started_at,
+            finished_at=None,
+            state_history=tuple(live.history),
+            timeout_s=live.timeout_s,
+            binary_version=live.binary.version,
+            binary_commit=live.binary.commit,
+            host=self._host,
+            running_servers=tuple(live.running_servers),
+        )
+
+    def _emit_state(self, live: _Live) -> None:
+        self._events.emit(
+            "benchmark",
+            "state",
+            task_id=live.id,
+            state=live.state,
+            model=live.model.name,
+            queue_position=self._queue_position(live.id),
+        )
+
+    def _emit_progress(self, live: _Live) -> None:
+        self._events.emit(
+            "benchmark",
+            "progress",
+            task_id=live.id,
+            done=len(live.results),
+            total=live.total,
+            current=live.current,
+            step=live.step,
+        )
+
+
+def _stop_requested(live: _Live) -> bool:
+    return live.stop_reason is not None
+
+
+def _last_error(tail: Sequence[str]) -> str:
+    """``: <llama.cpp's last error line>`` to append to a failure message, or ``""``."""
+    for line in reversed(tail):
+        if "error" in line.lower():
+            return f": {line.strip()}"
+    return ""
+
+
+def _from_stored(stored: StoredTask) -> BenchTask:
+    try:
+        config = BenchConfig.from_dict(stored.config)
+    except ConfigValidationError:
+        # Written by another llamaswitch version with fields this one does not know.
+        config = BenchConfig()
+    created = parse_time(stored.created_at)
+    assert created is not None  # noqa: S101 - NOT NULL column
+    state = stored.state if stored.state in TASK_STATES else "interrupted"
+    return BenchTask(
+        id=stored.id,
+        state=state,  # type: ignore[arg-type]
+        source=stored.source,
+        model=stored.model,
+        model_path=stored.model_path,
+        config=config,
+        argv=tuple(stored.argv),
+        progress=BenchProgress(len(stored.results), stored.expected_tests, None, None),
+        queue_position=None,
+        results=stored.results,
+        output=stored.output,
+        output_format=stored.output_format,
+        error=stored.error,
+        exit_code=stored.exit_code,
+        stderr_tail=stored.stderr_tail,
+        created_at=created,
+        started_at=parse_time(stored.started_at),
+        finished_at=parse_time(stored.finished_at),
+        state_history=tuple((str(s), datetime.fromisoformat(t)) for s, t in stored.state_history),
+        timeout_s=stored.timeout_s,
+        binary_version=stored.binary_version,
+        binary_commit=stored.binary_commit,
+        host=stored.host,
+        running_servers=tuple(stored.running_servers),
+    )
