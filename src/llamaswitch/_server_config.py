@@ -83,6 +83,13 @@ FORBIDDEN_FLAGS: Mapping[str, str] = types.MappingProxyType({
     **dict.fromkeys(("-mmu", "--mmproj-url"), "downloading projectors is not allowed"),
     **dict.fromkeys(("--path",), "serving files from an arbitrary folder is not allowed"),
     **dict.fromkeys(
+        ("--log-file", "--slot-save-path", "--ssl-key-file", "--ssl-cert-file",
+         "--api-key-file", "--chat-template-file", "--grammar-file", "-lcs",
+         "--lookup-cache-static", "-lcd", "--lookup-cache-dynamic"),
+        "it reads or writes a file path chosen by whoever sends the request; the supervisor "
+        "keeps the logs",
+    ),
+    **dict.fromkeys(
         ("--tools", "--tools-runtime", "--mcp-servers-config", "--mcp-servers-json", "-ag",
          "--agent", "--ui-mcp-proxy", "--webui-mcp-proxy"),
         "agent tools run shell commands and edit files for whoever can reach the server",
@@ -102,7 +109,12 @@ FORBIDDEN_ENV: frozenset[str] = frozenset({
     "LLAMA_ARG_HF_FILE_V", "LLAMA_ARG_HFD_REPO", "LLAMA_ARG_DOCKER_REPO",
     "LLAMA_ARG_STATIC_PATH", "LLAMA_ARG_MMPROJ_URL", "LLAMA_ARG_TOOLS",
     "LLAMA_ARG_TOOLS_RUNTIME", "LLAMA_ARG_MCP_SERVERS_CONFIG", "LLAMA_ARG_MCP_SERVERS_JSON",
-    "LLAMA_ARG_AGENT", "LLAMA_ARG_UI_MCP_PROXY",
+    "LLAMA_ARG_AGENT", "LLAMA_ARG_UI_MCP_PROXY", "LLAMA_ARG_LOG_FILE",
+    "LLAMA_ARG_SLOT_SAVE_PATH", "LLAMA_ARG_SSL_KEY_FILE", "LLAMA_ARG_SSL_CERT_FILE",
+    "LLAMA_ARG_API_KEY_FILE",
+    # The dynamic linker loads whatever these name into the server process.
+    "LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "DYLD_INSERT_LIBRARIES",
+    "DYLD_LIBRARY_PATH", "PATH",
 })  # fmt: skip
 #: Built-in model presets (``--gpt-oss-20b-default``, ``--fim-qwen-7b-spec``...) download
 #: weights from the internet.

@@ -416,7 +416,7 @@ def _read_env_file(path: Path) -> dict[str, str | None]:
     return dict(dotenv_values(path, encoding="utf-8"))
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     """Whether ``host`` names this machine only (used to refuse open binds without a key)."""
     if host == "localhost":
         return True

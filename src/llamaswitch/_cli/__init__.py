@@ -2,8 +2,10 @@
 
 Each command group lives in its own module that exposes ``register(subparsers)``; the
 module's handler gets the parsed arguments and returns the process exit code.
-Exit codes scripts can rely on: 0 success, 1 the operation failed, 2 bad usage or
-configuration, 3 something required is missing (a llama.cpp binary, a model).
+Exit codes scripts can rely on (docs/cli.md has the full table): 0 success, 1 the
+operation failed, 2 bad usage, configuration or validation, 3 something required is
+missing (a llama.cpp binary, a model, a server, a task), 4 a conflict (port in use, a
+superseded switch), 5 the service at --url is unreachable or refused the key, 130 Ctrl-C.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ __all__ = ["EXIT_FAILED", "EXIT_MISSING", "EXIT_OK", "EXIT_USAGE", "build_parser
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser, every command registered."""
-    from llamaswitch._cli import _doctor, _models, _toolchain
+    from llamaswitch._cli import _bench, _doctor, _models, _serve, _servers, _toolchain
 
     parser = argparse.ArgumentParser(
         prog="llamaswitch",
@@ -34,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--state-dir", dest="state_dir", help="state folder (overrides LLAMASWITCH_STATE_DIR)"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (_doctor, _toolchain, _models):
+    for module in (_models, _servers, _bench, _serve, _doctor, _toolchain):
         module.register(sub)
     return parser
 

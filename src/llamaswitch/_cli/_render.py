@@ -1,0 +1,72 @@
+"""Readable output for people: rich tables and human units.
+
+Commands render the plain JSON data a backend returns (the REST ``data`` shapes), never
+library objects, so a table looks the same whether the command ran in-process or
+against ``--url``. ``--json`` prints that same data instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from rich.console import Console
+
+__all__ = ["console", "err_console", "human_bytes", "human_count", "text", "value"]
+
+
+def console() -> Console:
+    """A console on stdout (colours only on a terminal: rich checks)."""
+    return Console(highlight=False, soft_wrap=False)
+
+
+def err_console() -> Console:
+    """A console on stderr, for progress and notes that must not mix with ``--json``."""
+    return Console(stderr=True, highlight=False)
+
+
+def human_bytes(size: Any) -> str:
+    """``4815463424`` -> ``"4.48 GiB"``; empty for None."""
+    if not isinstance(size, int | float) or isinstance(size, bool):
+        return ""
+    amount = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(amount) < 1024:
+            return f"{amount:.0f} {unit}" if unit == "B" else f"{amount:.2f} {unit}"
+        amount /= 1024
+    return f"{amount:.2f} TiB"
+
+
+def human_count(count: Any) -> str:
+    """``6738415616`` -> ``"6.74B"``, ``124000`` -> ``"124.00K"``; empty for None."""
+    if not isinstance(count, int | float) or isinstance(count, bool):
+        return ""
+    amount = float(count)
+    for unit in ("", "K", "M", "B"):
+        if abs(amount) < 1000:
+            return f"{amount:.0f}" if unit == "" else f"{amount:.2f}{unit}"
+        amount /= 1000
+    return f"{amount:.2f}T"
+
+
+def value(data: Mapping[str, Any], *keys: str) -> Any:
+    """The first of ``keys`` that ``data`` has and is not None (wire shapes vary a little
+    between the library's objects and the REST API's additions)."""
+    for key in keys:
+        found = data.get(key)
+        if found is not None:
+            return found
+    return None
+
+
+def text(item: Any) -> str:
+    """A cell: empty for None, ``yes``/``no`` for booleans, numbers as written."""
+    if item is None:
+        return ""
+    if isinstance(item, bool):
+        return "yes" if item else "no"
+    if isinstance(item, float):
+        return f"{item:.2f}"
+    if isinstance(item, list | tuple):
+        return ",".join(text(i) for i in item)
+    return str(item)

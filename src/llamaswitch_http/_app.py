@@ -1,0 +1,130 @@
+"""``create_app()``: the aiohttp application of the llamaswitch REST service."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Final
+
+from aiohttp import web
+
+from llamaswitch._api import AsyncLlamaSwitch
+from llamaswitch._settings import Settings
+from llamaswitch_http import _handlers as h
+from llamaswitch_http._auth import guard_middleware
+from llamaswitch_http._errors import error_middleware
+from llamaswitch_http._metrics import Metrics, metrics
+from llamaswitch_http._openapi import build_openapi, openapi
+from llamaswitch_http._sse import EventStreams, events
+from llamaswitch_http._state import (
+    CORE,
+    EVENT_STREAMS,
+    METRICS,
+    OPENAPI,
+    SETTINGS,
+    STATUS_CACHE,
+)
+from llamaswitch_http._status_cache import DEFAULT_TTL_S, StatusCache
+
+__all__ = ["MAX_BODY_BYTES", "ROUTES", "create_app"]
+
+#: Largest request body accepted (413 above). Imported llama-bench output is the biggest
+#: thing a client sends; a 1,000-test sweep in JSON is well under this.
+MAX_BODY_BYTES: Final = 4 * 1024 * 1024
+
+#: (method, path, handler): the whole HTTP surface, in the order of the issue's table
+#: (plus ``model/start``, the core's "alongside" start, which ``llamaswitch --url`` uses).
+ROUTES: Final = (
+    ("GET", "/api/v1/models", h.models),
+    ("POST", "/api/v1/model/switch", h.model_switch),
+    ("POST", "/api/v1/model/start", h.model_start),
+    ("POST", "/api/v1/model/stop", h.model_stop),
+    ("GET", "/api/v1/model/status", h.model_status),
+    ("GET", "/api/v1/model/logs", h.model_logs),
+    ("POST", "/api/v1/benchmark", h.benchmark_submit),
+    ("GET", "/api/v1/benchmark/status", h.benchmark_status),
+    ("POST", "/api/v1/benchmark/cancel", h.benchmark_cancel),
+    ("GET", "/api/v1/benchmarks", h.benchmarks_list),
+    ("GET", "/api/v1/benchmarks/compare", h.benchmarks_compare),
+    ("POST", "/api/v1/benchmarks/import", h.benchmarks_import),
+    ("GET", "/api/v1/events", events),
+    ("GET", "/api/v1/health", h.health),
+    ("GET", "/api/v1/openapi.json", openapi),
+    ("GET", "/metrics", metrics),
+)
+
+
+async def _follow_events(app: web.Application) -> None:
+    """Feed the core's events to what accumulates or caches them, until cancelled."""
+    metrics, cache = app[METRICS], app[STATUS_CACHE]
+    with app[CORE].subscribe() as subscription:
+        async for event in subscription:
+            if event.topic == "server":
+                cache.invalidate()
+            metrics.observe(event)
+
+
+async def _core_lifecycle(app: web.Application) -> AsyncIterator[None]:
+    """Open the core before the first request; close it (servers stopped, benchmarks
+    interrupted) after the last one."""
+    core = app[CORE]
+    await core.open()
+    follower = asyncio.create_task(_follow_events(app), name="llamaswitch-events")
+    try:
+        yield
+    finally:
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
+        await core.close()
+
+
+async def _end_event_streams(app: web.Application) -> None:
+    # on_shutdown runs before in-flight handlers are awaited: without this, each open
+    # event stream would hold the shutdown for its whole timeout.
+    app[EVENT_STREAMS].close_all()
+
+
+def create_app(
+    ls: AsyncLlamaSwitch | None = None,
+    *,
+    settings: Settings | None = None,
+    client_max_size: int = MAX_BODY_BYTES,
+    sse_heartbeat_s: float = 15.0,
+    status_cache_ttl_s: float = DEFAULT_TTL_S,
+) -> web.Application:
+    """The REST service as an aiohttp application.
+
+    ``ls`` is the core the handlers call (default: one built from ``settings``, else from
+    the environment). The application owns its lifecycle either way: it opens the core
+    on startup and closes it on cleanup, which stops every model server it started and
+    marks running benchmarks ``interrupted``. ``settings`` (default: the core's) provide
+    the API key and the service's own address. ``status_cache_ttl_s`` bounds how long the
+    rendered list of all servers' statuses is reused between server events (0: never).
+
+    >>> from aiohttp import web
+    >>> app = create_app(settings=Settings(models_dir="models"))
+    >>> # web.run_app(app, host="127.0.0.1", port=8080)  - or use run_server()
+    """
+    core = ls if ls is not None else AsyncLlamaSwitch(settings)
+    settings = settings if settings is not None else core.settings
+    app = web.Application(
+        middlewares=[error_middleware, guard_middleware(settings.api_key)],
+        client_max_size=client_max_size,
+    )
+    app[CORE] = core
+    app[SETTINGS] = settings
+    app[METRICS] = Metrics()
+    app[EVENT_STREAMS] = EventStreams(heartbeat_s=sse_heartbeat_s)
+    app[STATUS_CACHE] = StatusCache(ttl_s=status_cache_ttl_s)
+    app[OPENAPI] = build_openapi(secured=settings.api_key is not None)
+    app.cleanup_ctx.append(_core_lifecycle)
+    app.on_shutdown.append(_end_event_streams)
+    for method, path, handler in ROUTES:
+        if method == "GET":
+            # HEAD on the event stream would hold the connection with nothing to send.
+            app.router.add_get(path, handler, allow_head=handler is not events)
+        else:
+            app.router.add_route(method, path, handler)
+    return app

@@ -1,0 +1,283 @@
+"""Parsing what clients send: JSON bodies and query parameters, strictly.
+
+Bodies are structured into small attrs classes by one strict ``cattrs`` converter: unknown
+top-level keys are refused by name, types are not coerced (``"4"`` is not an int, ``true``
+is not an int), and every problem is reported at once as ``reason @ $.path`` (the
+``cattrs.transform_error`` style). The ``config`` objects inside are left to the library's
+``ServerConfig.from_dict`` / ``BenchConfig.from_dict``, which are strict the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import types
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Final, TypeVar, Union, get_args, get_origin
+
+import attrs
+import cattrs
+from aiohttp import web
+from cattrs.errors import ForbiddenExtraKeysError
+from cattrs.v import transform_error
+
+from llamaswitch._errors import ConfigValidationError
+from llamaswitch_http._errors import ApiError, validation_error
+
+__all__ = [
+    "BenchmarkBody",
+    "ImportBody",
+    "Query",
+    "StopBody",
+    "SwitchBody",
+    "parse_config",
+    "read_body",
+]
+
+T = TypeVar("T")
+
+
+@attrs.frozen(kw_only=True)
+class SwitchBody:
+    """``POST /api/v1/model/switch``."""
+
+    model_path: str
+    config: dict[str, Any] | None = None
+
+
+@attrs.frozen(kw_only=True)
+class StopBody:
+    """``POST /api/v1/model/stop`` (every field optional: none stops all)."""
+
+    model_name: str | None = None
+    port: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class BenchmarkBody:
+    """``POST /api/v1/benchmark``."""
+
+    model_path: str
+    config: dict[str, Any] | None = None
+    timeout_s: float | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ImportBody:
+    """``POST /api/v1/benchmarks/import``: llama-bench output made elsewhere."""
+
+    text: str
+    format: str = "json"
+    model: str | None = None
+
+
+_TYPE_NAMES: Final[Mapping[object, str]] = {
+    str: "str", int: "int", float: "float", bool: "bool", dict: "object", type(None): "null",
+}  # fmt: skip
+
+
+def _type_name(tp: object) -> str:
+    if get_origin(tp) in (Union, types.UnionType):
+        return " or ".join(_type_name(arg) for arg in get_args(tp))
+    origin = get_origin(tp) or tp
+    return _TYPE_NAMES.get(origin, getattr(origin, "__name__", repr(origin)))
+
+
+def _format(exc: BaseException, tp: type | None) -> str:
+    """cattrs' wording, with JSON-friendly type names (``object or null``)."""
+    if isinstance(exc, KeyError):
+        return "required field missing"
+    if isinstance(exc, ForbiddenExtraKeysError):
+        return f"extra fields found ({', '.join(sorted(exc.extra_fields))})"
+    if isinstance(exc, ValueError | TypeError) and tp is not None:
+        return f"invalid value for type, expected {_type_name(tp)}"
+    return f"invalid value ({exc})"
+
+
+def _strict(kind: type[T], *, also: tuple[type, ...] = ()) -> Callable[[object, type], T]:
+    accepted = (kind, *also)
+
+    def hook(value: object, _: type) -> T:
+        # bool is an int subclass in Python, not in JSON.
+        if isinstance(value, bool) and kind is not bool:
+            raise TypeError(f"expected {kind.__name__}")
+        if not isinstance(value, accepted):
+            raise TypeError(f"expected {kind.__name__}")
+        return kind(value)  # type: ignore[call-arg]
+
+    return hook
+
+
+def _is_dict(tp: Any) -> bool:
+    return get_origin(tp) is dict
+
+
+def _object(value: object, _: type) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise TypeError("expected an object")
+    return value
+
+
+_converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
+_converter.register_structure_hook(str, _strict(str))
+_converter.register_structure_hook(int, _strict(int))
+_converter.register_structure_hook(float, _strict(float, also=(int,)))
+_converter.register_structure_hook(bool, _strict(bool))
+_converter.register_structure_hook_func(_is_dict, _object)
+
+
+def _reject_constant(name: str) -> object:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+async def read_json(request: web.Request) -> object:
+    """The request body as JSON; ``None`` when there is none. 400 when malformed.
+
+    A body must be sent as ``application/json`` (415 otherwise), as the seed's curl lines
+    do. This is a security measure, not pedantry: a web page can POST ``text/plain`` or
+    a form to ``http://127.0.0.1:8080`` without asking, but a JSON POST needs a CORS
+    preflight that this service never grants.
+    """
+    raw = await request.read()  # enforces the app's client_max_size (413)
+    if not raw.strip():
+        return None
+    ctype = request.content_type
+    if ctype != "application/json" and not ctype.endswith("+json"):
+        raise ApiError(
+            415,
+            "Unsupported media type",
+            f"send the body as JSON with Content-Type: application/json (got {ctype!r})",
+            code="unsupported_media_type",
+        )
+    try:
+        return json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        # RecursionError: arrays nested thousands deep, which the parser refuses that way.
+        why = "it is nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise ApiError(
+            400, "Malformed JSON", f"the request body is not valid JSON: {why}", code="bad_json"
+        ) from None
+
+
+async def read_body(request: web.Request, cls: type[T], *, optional: bool = False) -> T:
+    """Parse the JSON body into ``cls``; 400 if it is not JSON, 422 if it does not fit.
+
+    With ``optional``, a missing body (or ``null``) means every field at its default.
+    """
+    value = await read_json(request)
+    if value is None and optional:
+        value = {}
+    if not isinstance(value, dict):
+        kind = "nothing" if value is None else _type_name(type(value))
+        raise validation_error([f"invalid value for type, expected object, got {kind} @ $"])
+    try:
+        return _converter.structure(value, cls)
+    except Exception as exc:  # cattrs raises a tree of mixed exception types
+        raise validation_error(transform_error(exc, "$", _format)) from None
+
+
+_INTEGER: Final = re.compile(r"-?[0-9]+")
+
+
+class Query:
+    """Typed access to query parameters, collecting every problem before raising 422.
+
+    Read every parameter the route takes, then call :meth:`check`.
+
+    >>> # q = Query(request); lines = q.integer("lines", 100, minimum=1); q.check()
+    """
+
+    def __init__(self, request: web.Request) -> None:
+        self._query = request.query
+        self._known: set[str] = set()
+        self.errors: list[str] = []
+
+    def _raw(self, name: str) -> str | None:
+        self._known.add(name)
+        value = self._query.get(name)
+        if value is not None and not value.strip():
+            self.errors.append(f"must not be empty @ $.query.{name}")
+            return None
+        return value
+
+    def text(self, name: str, *, required: bool = False) -> str | None:
+        """A text parameter."""
+        value = self._raw(name)
+        if value is None and required and name not in self._query:
+            self.errors.append(f"required query parameter missing @ $.query.{name}")
+        return value
+
+    def integer(
+        self, name: str, default: int | None = None, *, minimum: int, maximum: int
+    ) -> int | None:
+        """A whole number within ``[minimum, maximum]``."""
+        value = self._raw(name)
+        if value is None:
+            return default
+        # Plain ASCII digits only: int() would also take "1_000", " 7" and other scripts'
+        # digits, which the OpenAPI document (and so its clients) call invalid.
+        if not _INTEGER.fullmatch(value):
+            self.errors.append(f"invalid value for type, expected int @ $.query.{name}")
+            return default
+        number = int(value)
+        if not minimum <= number <= maximum:
+            self.errors.append(f"must be between {minimum} and {maximum} @ $.query.{name}")
+            return default
+        return number
+
+    def flag(self, name: str, default: bool = False) -> bool:
+        """``true`` or ``false``, as OpenAPI serialises a boolean query parameter."""
+        value = self._raw(name)
+        if value is None:
+            return default
+        if value not in ("true", "false"):
+            self.errors.append(
+                f"invalid value for type, expected bool (true or false) @ $.query.{name}"
+            )
+            return default
+        return value == "true"
+
+    def moment(self, name: str) -> datetime | None:
+        """An ISO 8601 date or date-time; without a zone it is taken as UTC."""
+        value = self._raw(name)
+        if value is None:
+            return None
+        try:
+            moment = datetime.fromisoformat(value.strip())
+        except ValueError:
+            self.errors.append(
+                f"invalid value for type, expected an ISO 8601 date-time @ $.query.{name}"
+            )
+            return None
+        return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+    def choice(self, name: str, allowed: tuple[str, ...]) -> str | None:
+        """One of ``allowed``."""
+        value = self._raw(name)
+        if value is not None and value not in allowed:
+            self.errors.append(f"must be one of {', '.join(allowed)} @ $.query.{name}")
+            return None
+        return value
+
+    def check(self) -> None:
+        """Raise the 422 listing every problem met so far, unknown parameters included
+        (a misspelt ``model_nmae`` would otherwise silently mean "all")."""
+        for name in self._query:
+            if name not in self._known:
+                self.errors.append(f"unknown query parameter @ $.query.{name}")
+                self._known.add(name)
+        if self.errors:
+            raise validation_error(self.errors)
+
+
+def parse_config(build: Callable[[dict[str, Any]], T], data: dict[str, Any] | None) -> T:
+    """Build a ServerConfig or BenchConfig from a body's ``config``; its error paths are
+    re-rooted at ``$.config`` (where the client wrote them)."""
+    try:
+        return build(data or {})
+    except ConfigValidationError as exc:
+        raise ConfigValidationError(
+            [(f"$.config.{path}" if not path.startswith("[") else f"$.config{path}", reason)
+             for path, reason in exc.errors]
+        ) from None  # fmt: skip

@@ -1,0 +1,263 @@
+"""The route handlers: parse the request, make one call into the core, answer the envelope.
+
+No logic lives here that the library lacks; errors are raised as they come and mapped to
+HTTP statuses by :func:`~llamaswitch_http._errors.error_middleware`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import attrs
+from aiohttp import web
+
+from llamaswitch._bench_config import BENCH_OUTPUT_FORMATS, BenchConfig
+from llamaswitch._bench_runner import TASK_STATES
+from llamaswitch._capabilities import BinaryKind
+from llamaswitch._catalog import ModelInfo
+from llamaswitch._errors import LlamaSwitchError
+from llamaswitch._server_config import ServerConfig
+from llamaswitch._version import __version__
+from llamaswitch_http._bodies import (
+    BenchmarkBody,
+    ImportBody,
+    Query,
+    StopBody,
+    SwitchBody,
+    parse_config,
+    read_body,
+)
+from llamaswitch_http._errors import dumps, envelope, json_body, ok, validation_error
+from llamaswitch_http._state import CORE, STATUS_CACHE
+
+__all__ = [
+    "benchmark_cancel",
+    "benchmark_status",
+    "benchmark_submit",
+    "benchmarks_compare",
+    "benchmarks_import",
+    "benchmarks_list",
+    "health",
+    "model_logs",
+    "model_start",
+    "model_status",
+    "model_stop",
+    "model_switch",
+    "models",
+]
+
+_MAX_PORT: Final = 65535
+_ONE_REF: Final = "name a server by model_name or by port, not both"
+_MAX_LOG_LINES: Final = 10_000
+_MAX_HISTORY: Final = 1000
+_MAX_COMPARE: Final = 50
+_BINARIES: Final[tuple[BinaryKind, ...]] = ("llama-server", "llama-bench")
+
+
+def model_to_dict(model: ModelInfo) -> dict[str, Any]:
+    """A catalog entry as JSON: the seed's ``name``, ``path``, ``size`` first, then metadata."""
+    return attrs.asdict(
+        model,
+        value_serializer=lambda _inst, _field, value: (
+            str(value) if hasattr(value, "__fspath__") else value
+        ),
+    )
+
+
+# -- models and servers ----------------------------------------------------------------------
+
+
+async def models(request: web.Request) -> web.Response:
+    """``GET /api/v1/models``: the catalog."""
+    Query(request).check()
+    found = await request.app[CORE].list_models()
+    return ok([model_to_dict(m) for m in found], f"Found {len(found)} GGUF models")
+
+
+async def model_switch(request: web.Request) -> web.Response:
+    """``POST /api/v1/model/switch[?wait=true]``: serve a model on the config's port.
+
+    Without ``wait`` it answers 202 as soon as the process runs (state ``starting``);
+    with ``wait=true`` once the server is ready (200), or with the failure.
+    """
+    return await _launch(request, alongside=False)
+
+
+async def model_start(request: web.Request) -> web.Response:
+    """``POST /api/v1/model/start[?wait=true]``: serve a model alongside the others.
+
+    On the config's port if it names one (409 if llamaswitch already serves something
+    there), else on a free port of the model port range. Answers like ``switch``.
+    """
+    return await _launch(request, alongside=True)
+
+
+async def _launch(request: web.Request, *, alongside: bool) -> web.Response:
+    query = Query(request)
+    wait = query.flag("wait")
+    query.check()
+    body = await read_body(request, SwitchBody)
+    config = parse_config(ServerConfig.from_dict, body.config)
+    core = request.app[CORE]
+    launch = core.start if alongside else core.switch
+    status = await launch(body.model_path, config, wait=wait)
+    if wait:
+        return ok(status.to_dict(), "Model started" if alongside else "Model switched")
+    message = "Model start initiated" if alongside else "Model switch initiated"
+    return ok(status.to_dict(), message, status=202)
+
+
+async def model_stop(request: web.Request) -> web.Response:
+    """``POST /api/v1/model/stop``: one server by ``model_name`` or ``port``, or all."""
+    Query(request).check()
+    body = await read_body(request, StopBody, optional=True)
+    errors = []
+    if body.port is not None and not 1 <= body.port <= _MAX_PORT:
+        errors.append(f"must be between 1 and {_MAX_PORT} @ $.port")
+    if body.port is not None and body.model_name is not None:
+        errors.append(f"{_ONE_REF} @ $")
+    if errors:
+        raise validation_error(errors)
+    stopped = await request.app[CORE].stop(body.model_name, port=body.port)
+    return ok([s.to_dict() for s in stopped], "Model stopped")
+
+
+def _server_ref(query: Query) -> tuple[str | None, int | None]:
+    model_name = query.text("model_name")
+    port = query.integer("port", minimum=1, maximum=_MAX_PORT)
+    if model_name is not None and port is not None:
+        query.errors.append(f"{_ONE_REF} @ $.query")
+    return model_name, port
+
+
+async def model_status(request: web.Request) -> web.Response:
+    """``GET /api/v1/model/status[?model_name=|port=]``: one server, or a list of all."""
+    query = Query(request)
+    model_name, port = _server_ref(query)
+    query.check()
+    core = request.app[CORE]
+    if model_name is None and port is None:
+        cache = request.app[STATUS_CACHE]
+        body = cache.get()
+        if body is None:
+            statuses = await core.status()
+            body = dumps(envelope(success=True, message="Model status retrieved",
+                                   data=[s.to_dict() for s in statuses]))  # fmt: skip
+            cache.put(body)
+        return json_body(body)
+    if model_name is not None:
+        status = await core.status(model_name)
+    else:
+        assert port is not None  # noqa: S101 - narrowed above
+        status = await core.status(port=port)
+    return ok(status.to_dict(), "Model status retrieved")
+
+
+async def model_logs(request: web.Request) -> web.Response:
+    """``GET /api/v1/model/logs?model_name=|port=&lines=``: a server's last output lines."""
+    query = Query(request)
+    model_name, port = _server_ref(query)
+    lines = query.integer("lines", 100, minimum=1, maximum=_MAX_LOG_LINES)
+    if "model_name" not in request.query and "port" not in request.query:
+        query.errors.append("name a server by model_name or by port @ $.query")
+    query.check()
+    assert lines is not None  # noqa: S101 - has a default
+    found = await request.app[CORE].logs(model_name, port=port, lines=lines)
+    return ok(found, f"{len(found)} log lines")
+
+
+# -- benchmarks --------------------------------------------------------------------------
+
+
+async def benchmark_submit(request: web.Request) -> web.Response:
+    """``POST /api/v1/benchmark``: queue a llama-bench run; 202 with the task id."""
+    Query(request).check()
+    body = await read_body(request, BenchmarkBody)
+    if body.timeout_s is not None and not body.timeout_s > 0:
+        raise validation_error(["must be a number of seconds greater than 0 @ $.timeout_s"])
+    config = parse_config(BenchConfig.from_dict, body.config)
+    core = request.app[CORE]
+    task_id = await core.submit_benchmark(body.model_path, config, timeout_s=body.timeout_s)
+    # The task (its to_dict carries task_id) rather than the bare id: the client sees
+    # at once whether it runs or waits, and where in the queue.
+    task = await core.benchmark_status(task_id)
+    return ok(task.to_dict(), "Benchmark task created", status=202)
+
+
+def _task_id(query: Query) -> str:
+    task_id = query.text("task_id", required=True)
+    query.check()
+    assert task_id is not None  # noqa: S101 - check() raised otherwise
+    return task_id
+
+
+async def benchmark_status(request: web.Request) -> web.Response:
+    """``GET /api/v1/benchmark/status?task_id=``: state, progress, results, output, error."""
+    task = await request.app[CORE].benchmark_status(_task_id(Query(request)))
+    return ok(task.to_dict(), "Benchmark status retrieved")
+
+
+async def benchmark_cancel(request: web.Request) -> web.Response:
+    """``POST /api/v1/benchmark/cancel?task_id=``: stop a queued or running task."""
+    task = await request.app[CORE].cancel_benchmark(_task_id(Query(request)))
+    return ok(task.to_dict(), "Benchmark task cancelled")
+
+
+async def benchmarks_list(request: web.Request) -> web.Response:
+    """``GET /api/v1/benchmarks``: history, newest first, filtered."""
+    query = Query(request)
+    model = query.text("model")
+    state = query.choice("state", TASK_STATES)
+    since = query.moment("since")
+    until = query.moment("until")
+    limit = query.integer("limit", 50, minimum=1, maximum=_MAX_HISTORY)
+    query.check()
+    assert limit is not None  # noqa: S101 - has a default
+    tasks = await request.app[CORE].list_benchmarks(
+        model=model, state=state, since=since, until=until, limit=limit
+    )
+    return ok([t.to_dict() for t in tasks], f"Found {len(tasks)} benchmark tasks")
+
+
+async def benchmarks_compare(request: web.Request) -> web.Response:
+    """``GET /api/v1/benchmarks/compare?task_ids=a,b``: results side by side."""
+    query = Query(request)
+    raw = query.text("task_ids", required=True) or ""
+    ids = [part.strip() for part in raw.split(",")]
+    if raw and (not all(ids) or len(ids) > _MAX_COMPARE):
+        query.errors.append(
+            f"must be 1 to {_MAX_COMPARE} task ids separated by commas @ $.query.task_ids"
+        )
+    query.check()
+    comparison = await request.app[CORE].compare_benchmarks(ids)
+    return ok(comparison.to_dict(), "Benchmarks compared")
+
+
+async def benchmarks_import(request: web.Request) -> web.Response:
+    """``POST /api/v1/benchmarks/import``: record llama-bench output made elsewhere."""
+    Query(request).check()
+    body = await read_body(request, ImportBody)
+    if body.format not in BENCH_OUTPUT_FORMATS:
+        raise validation_error([f"must be one of {', '.join(BENCH_OUTPUT_FORMATS)} @ $.format"])
+    task = await request.app[CORE].import_benchmark(body.text, body.format, model=body.model)
+    return ok(task.to_dict(), "Benchmark results imported", status=201)
+
+
+# -- the service itself ------------------------------------------------------------------
+
+
+async def health(request: web.Request) -> web.Response:
+    """``GET /api/v1/health`` (no key needed): up, and whether the binaries were found."""
+    core = request.app[CORE]
+    binaries: dict[str, dict[str, Any]] = {}
+    for kind in _BINARIES:
+        try:
+            info = await core.binary(kind)
+        except LlamaSwitchError as exc:
+            binaries[kind] = {"found": False, "version": None, "error": str(exc)}
+        else:
+            binaries[kind] = {"found": True, "version": info.version, "error": None}
+    healthy = all(b["found"] for b in binaries.values())
+    data = {"status": "ok" if healthy else "degraded", "version": __version__,
+            "binaries": binaries}  # fmt: skip
+    return ok(data, "Service healthy" if healthy else "Service up; llama.cpp binaries missing")

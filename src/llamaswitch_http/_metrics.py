@@ -1,0 +1,136 @@
+"""``GET /metrics``: Prometheus text format, from a registry of this app's own.
+
+Gauges describing the servers (by state, per-server VRAM and RSS) are filled from the
+core at scrape time, so they are never stale and cost nothing between scrapes. The
+switch-duration histogram and the benchmark tasks by state follow the core's event bus
+(a server's ``ready`` event carries its spawn-to-ready time; each task state change is an
+event), so they count every switch and task, whoever asked for it, since the service
+started. Each app has its own :class:`~prometheus_client.CollectorRegistry`:
+two apps in one process (tests, embedding) never mix figures.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Final
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_PLAIN_0_0_4,
+    CollectorRegistry,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from llamaswitch._bench_runner import TASK_STATES
+from llamaswitch._supervisor import ServerState
+from llamaswitch_http._state import CORE, METRICS
+
+if TYPE_CHECKING:
+    from llamaswitch._api import AsyncLlamaSwitch
+    from llamaswitch._events import Event
+
+__all__ = ["SERVER_STATES", "Metrics", "metrics"]
+
+_MIB: Final = 1024 * 1024
+#: Every server state, so each has a sample (0 included): absent series break alerts.
+SERVER_STATES: Final = tuple(state.value for state in ServerState)
+_UNFINISHED: Final = frozenset({"queued", "running"})
+#: Tiny models are ready in ~0.1 s, big ones on slow disks in minutes.
+_SWITCH_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+                          300.0, 600.0)  # fmt: skip
+
+
+class Metrics:
+    """The Prometheus metrics of one app."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.servers = Gauge(
+            "llamaswitch_servers", "Model servers managed, by state.", ["state"], registry=r
+        )
+        self.server_vram = Gauge(
+            "llamaswitch_server_vram_bytes",
+            "GPU memory held by a model server process (summed over GPUs).",
+            ["port", "model"],
+            registry=r,
+        )
+        self.server_rss = Gauge(
+            "llamaswitch_server_rss_bytes",
+            "Resident memory of a model server process.",
+            ["port", "model"],
+            registry=r,
+        )
+        self.switch_seconds = Histogram(
+            "llamaswitch_switch_duration_seconds",
+            "Seconds from spawning a model server to its readiness (/health 200).",
+            buckets=_SWITCH_BUCKETS,
+            registry=r,
+        )
+        self.switch_failures = Gauge(
+            "llamaswitch_switch_failures",
+            "Model servers that never became ready (failed) since the service started.",
+            registry=r,
+        )
+        self.tasks = Gauge(
+            "llamaswitch_benchmark_tasks",
+            "Benchmark tasks submitted or imported since the service started, by state.",
+            ["state"], registry=r,
+        )  # fmt: skip
+        for state in TASK_STATES:
+            self.tasks.labels(state).set(0)
+        self._unfinished: dict[str, str] = {}
+
+    def observe(self, event: Event) -> None:
+        """Feed one event of the core's bus into the figures that accumulate."""
+        if event.type != "state":
+            return
+        state = event.data.get("state")
+        if event.topic == "benchmark":
+            self._task_state(str(event.data.get("task_id")), str(state))
+        elif state == "ready":
+            seconds = event.data.get("ready_after_s")
+            if isinstance(seconds, int | float) and seconds >= 0:
+                self.switch_seconds.observe(seconds)
+        elif state == "failed":
+            self.switch_failures.inc()
+
+    def _task_state(self, task_id: str, state: str) -> None:
+        # Unfinished tasks are tracked by id (a few at a time); finished ones only
+        # counted, so memory stays bounded however long the service runs.
+        previous = self._unfinished.pop(task_id, None)
+        if previous is not None:
+            self.tasks.labels(previous).dec()
+        if state in _UNFINISHED:
+            self._unfinished[task_id] = state
+        self.tasks.labels(state).inc()
+
+    async def refresh(self, core: AsyncLlamaSwitch) -> None:
+        """Fill the gauges that describe the present from the core."""
+        statuses = [s.to_dict() for s in await core.status()]
+        counts = dict.fromkeys(SERVER_STATES, 0)
+        self.server_vram.clear()
+        self.server_rss.clear()
+        for status in statuses:
+            state = str(status.get("state"))
+            counts[state] = counts.get(state, 0) + 1
+            labels = (str(status.get("port")), str(status.get("model_name")))
+            _set_mib(self.server_vram, labels, status.get("vram_usage"))
+            _set_mib(self.server_rss, labels, status.get("rss_mib"))
+        for state, count in counts.items():
+            self.servers.labels(state).set(count)
+
+
+def _set_mib(gauge: Gauge, labels: tuple[str, str], mib: Any) -> None:
+    # No sample rather than 0 when unknown (no NVIDIA GPU, a process already gone).
+    if isinstance(mib, int | float) and not isinstance(mib, bool):
+        gauge.labels(*labels).set(mib * _MIB)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """``GET /metrics``: the Prometheus text exposition format (0.0.4)."""
+    app_metrics = request.app[METRICS]
+    await app_metrics.refresh(request.app[CORE])
+    body = generate_latest(app_metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4})

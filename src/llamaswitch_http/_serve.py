@@ -1,0 +1,111 @@
+"""``run_server()``: serve the REST API until SIGINT or SIGTERM, then shut down cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Callable
+from typing import Final
+
+import attrs
+from aiohttp import web
+
+from llamaswitch._errors import PortInUseError, SettingsError
+from llamaswitch._settings import Settings, is_loopback
+from llamaswitch_http._app import create_app
+
+__all__ = ["check_bind", "run_server"]
+
+#: Seconds in-flight requests get to finish on shutdown before they are cancelled. A
+#: ``switch?wait=true`` can wait minutes for a big model; a stop must not.
+SHUTDOWN_TIMEOUT_S: Final = 5.0
+
+
+def check_bind(settings: Settings, *, insecure: bool = False) -> None:
+    """Refuse to listen beyond this machine without an API key (unless ``insecure``).
+
+    The API starts processes and reads model files: on an open address without a key,
+    anyone on the network could.
+    """
+    host = settings.server_host
+    if insecure or settings.api_key or is_loopback(host):
+        return
+    raise SettingsError(
+        "LLAMASWITCH_HOST",
+        host,
+        settings.sources.get("server_host", "argument"),
+        "a loopback address (127.0.0.1, ::1 or localhost) unless LLAMASWITCH_API_KEY is "
+        "set; anyone who can reach a non-loopback address could start processes. Set a "
+        "key, or pass --insecure if this network is yours alone",
+    )
+
+
+def _announce(url: str) -> None:
+    print(f"llamaswitch: serving on {url} (Ctrl-C to stop)", flush=True)
+
+
+def run_server(
+    settings: Settings,
+    *,
+    insecure: bool = False,
+    host: str | None = None,
+    port: int | None = None,
+    announce: Callable[[str], None] = _announce,
+) -> None:
+    """Serve until SIGINT or SIGTERM, then stop model servers, interrupt benchmarks, return.
+
+    ``host`` and ``port`` override ``settings.server_host`` and ``settings.server_port``
+    (the port is reserved: no model server is ever given it). ``announce`` gets the base
+    URL once the socket listens. Raises :class:`~llamaswitch.SettingsError` for a
+    non-loopback address without an API key (unless ``insecure``) and
+    :class:`~llamaswitch.PortInUseError` when the address is taken.
+    """
+    if host is not None or port is not None:
+        # The port becomes SERVER_PORT, so the core never hands it to a model server.
+        given = [f for f, v in (("server_host", host), ("server_port", port)) if v is not None]
+        settings = attrs.evolve(
+            settings,
+            server_host=settings.server_host if host is None else host,
+            server_port=settings.server_port if port is None else port,
+            sources={**settings.sources, **dict.fromkeys(given, "argument")},
+        )
+    check_bind(settings, insecure=insecure)
+    asyncio.run(_serve(settings, announce))
+
+
+def _url(host: str, port: int) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"
+
+
+async def _serve(settings: Settings, announce: Callable[[str], None]) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, stop.set)
+        except NotImplementedError:  # Windows: no loop signal handlers
+            signal.signal(signum, lambda *_: loop.call_soon_threadsafe(stop.set))
+    # Access logs cost a third of the throughput of a cheap route; errors are still logged.
+    runner = web.AppRunner(
+        create_app(settings=settings), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S
+    )
+    await runner.setup()  # opens the core: leftovers of a crashed run are stopped here
+    try:
+        site = web.TCPSite(runner, settings.server_host, settings.server_port)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise PortInUseError(settings.server_port, settings.server_host) from exc
+        announce(_url(settings.server_host, settings.server_port))
+        await stop.wait()
+    finally:
+        # Stops listening, ends event streams, lets requests finish, then closes the
+        # core: model servers stopped and reaped, running benchmarks `interrupted`.
+        await runner.cleanup()
+        if sys.platform != "win32":
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(Exception):
+                    loop.remove_signal_handler(signum)
