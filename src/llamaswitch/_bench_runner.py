@@ -60,7 +60,7 @@ from llamaswitch._errors import (
     TaskTimeoutError,
 )
 from llamaswitch._events import EventBus
-from llamaswitch._process import _pdeathsig_preexec, _terminate_tree
+from llamaswitch._process import _terminate_tree, child_spawn_options
 from llamaswitch._task_store import StoredTask, TaskStore, format_time, parse_time
 
 if TYPE_CHECKING:
@@ -640,14 +640,7 @@ class BenchRunner:
     async def _spawn(self, argv: Sequence[str]) -> asyncio.subprocess.Process:
         # Spawned from the event-loop thread: on Linux the parent-death signal is tied to
         # the forking thread, and this one lives as long as the runner.
-        kwargs: dict[str, Any] = {}
-        if _IS_WINDOWS:
-            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined,unused-ignore]
-        else:
-            kwargs["start_new_session"] = True
-            preexec = _pdeathsig_preexec(os.getpid())
-            if preexec is not None:
-                kwargs["preexec_fn"] = preexec
+        kwargs = child_spawn_options()
         return await asyncio.create_subprocess_exec(
             *argv,
             stdin=subprocess.DEVNULL,

@@ -203,6 +203,24 @@ def _load_prctl() -> Callable[..., int] | None:
 _PRCTL = _load_prctl()
 
 
+def child_spawn_options() -> dict[str, Any]:
+    """Popen options that put a child in its own process group, tied to this process.
+
+    POSIX: a new session (so a stop signals the whole group) and, on Linux, the
+    parent-death signal. Windows: a new process group (stopped through psutil). Call it on
+    the thread that will fork the child: the parent-death signal follows that thread.
+    """
+    kwargs: dict[str, Any] = {}
+    if _IS_WINDOWS:
+        kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined,unused-ignore]
+    else:
+        kwargs["start_new_session"] = True
+        preexec = _pdeathsig_preexec(os.getpid())
+        if preexec is not None:
+            kwargs["preexec_fn"] = preexec
+    return kwargs
+
+
 def _pdeathsig_preexec(parent_pid: int) -> Callable[[], None] | None:
     """The function run in the child between fork and exec on Linux."""
     prctl = _PRCTL
@@ -295,14 +313,7 @@ class ChildProcess:
         """
         loop = asyncio.get_running_loop()
         protocol = _ChildProtocol(output, on_output, loop)
-        kwargs: dict[str, Any] = {}
-        if _IS_WINDOWS:
-            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined,unused-ignore]
-        else:
-            kwargs["start_new_session"] = True
-            preexec = _pdeathsig_preexec(os.getpid())
-            if preexec is not None:
-                kwargs["preexec_fn"] = preexec
+        kwargs = child_spawn_options()
         transport, _ = await loop.subprocess_exec(
             lambda: protocol,
             *argv,

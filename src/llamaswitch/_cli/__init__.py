@@ -11,6 +11,7 @@ superseded switch), 5 the service at --url is unreachable or refused the key, 13
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -57,8 +58,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"llamaswitch: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except LlamaSwitchError as exc:
+        from llamaswitch._cli._client import exit_code_for
+
         print(f"llamaswitch: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return exit_code_for(exc)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `llamaswitch ... | head` closed the pipe: not an error of ours. Point stdout at
+        # devnull so the interpreter's final flush does not complain again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_FAILED
     return code

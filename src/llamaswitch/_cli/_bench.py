@@ -47,7 +47,7 @@ from llamaswitch._cli._client import (
     print_json,
     usage_error,
 )
-from llamaswitch._cli._common import EXIT_FAILED, EXIT_OK
+from llamaswitch._cli._common import EXIT_FAILED, EXIT_OK, positive_int, positive_seconds
 from llamaswitch._cli._render import console, err_console, text
 from llamaswitch._cli._servers import load_config_json
 
@@ -134,7 +134,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "(it is stored with the task either way)",
     )  # fmt: skip
     bench.add_argument(
-        "--timeout", type=_seconds, metavar="SECONDS",
+        "--timeout", type=positive_seconds, metavar="SECONDS",
         help="time limit of the task (default: LLAMASWITCH_BENCH_TIMEOUT_S)",
     )  # fmt: skip
     bench.add_argument(
@@ -174,7 +174,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     history.add_argument("--state", choices=_TASK_STATES, help="only tasks in this state")
     history.add_argument("--since", type=_moment, help="created at or after (ISO 8601)")
     history.add_argument("--until", type=_moment, help="created before (ISO 8601)")
-    history.add_argument("--limit", type=_positive_int, default=50, help="at most (default 50)")
+    history.add_argument("--limit", type=positive_int, default=50, help="at most (default 50)")
     history.add_argument("--json", action="store_true", help="print the tasks as JSON")
     add_backend_options(history)
     history.set_defaults(handler=guarded(_run_history))
@@ -250,26 +250,6 @@ def bench_config_from_args(args: argparse.Namespace) -> dict[str, Any]:
     if getattr(args, "output", None):
         config["output"] = args.output
     return config
-
-
-def _seconds(raw: str) -> float:
-    try:
-        seconds = float(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {raw!r}") from None
-    if not seconds > 0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0, got {raw}")
-    return seconds
-
-
-def _positive_int(raw: str) -> int:
-    try:
-        number = int(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {raw!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
-    return number
 
 
 def _moment(raw: str) -> dt.datetime:

@@ -48,7 +48,7 @@ from llamaswitch._cli._client import (
     print_json,
     usage_error,
 )
-from llamaswitch._cli._common import EXIT_FAILED, EXIT_OK
+from llamaswitch._cli._common import EXIT_FAILED, EXIT_OK, port_number, positive_int
 from llamaswitch._cli._render import console, err_console, text, value
 from llamaswitch._errors import LlamaSwitchError
 
@@ -102,7 +102,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Stop one model server, by model name or port, or every server with --all.",
     )
     stop.add_argument("model", nargs="?", help="model name of the server to stop")
-    stop.add_argument("--port", type=_port, help="port of the server to stop")
+    stop.add_argument("--port", type=port_number, help="port of the server to stop")
     stop.add_argument("--all", action="store_true", help="stop every server")
     stop.add_argument("--json", action="store_true", help="print the stopped servers as JSON")
     add_backend_options(stop)
@@ -116,7 +116,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "does not exist.",
     )
     status.add_argument("model", nargs="?", help="model name of one server")
-    status.add_argument("--port", type=_port, help="port of one server")
+    status.add_argument("--port", type=port_number, help="port of one server")
     status.add_argument("--json", action="store_true", help="print the status as JSON")
     add_backend_options(status)
     status.set_defaults(handler=guarded(_run_status))
@@ -128,9 +128,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "the only server when there is one).",
     )
     logs.add_argument("model", nargs="?", help="model name of the server")
-    logs.add_argument("--port", type=_port, help="port of the server")
+    logs.add_argument("--port", type=port_number, help="port of the server")
     logs.add_argument(
-        "-n", "--lines", type=_positive_int, default=100, help="how many lines (default 100)"
+        "-n", "--lines", type=positive_int, default=100, help="how many lines (default 100)"
     )
     logs.add_argument("--json", action="store_true", help="print the lines as a JSON list")
     add_backend_options(logs)
@@ -239,26 +239,6 @@ def _flash_attn(raw: str) -> bool | str:
     return {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}.get(
         word, word
     )
-
-
-def _port(raw: str) -> int:
-    try:
-        port = int(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {raw!r}") from None
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is from 1 to 65535, got {port}")
-    return port
-
-
-def _positive_int(raw: str) -> int:
-    try:
-        number = int(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {raw!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
-    return number
 
 
 # -- switch / start -----------------------------------------------------------------------

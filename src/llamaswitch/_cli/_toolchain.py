@@ -29,6 +29,7 @@ from llamaswitch._cli._common import (
     EXIT_OK,
     EXIT_USAGE,
     load_settings,
+    positive_int,
 )
 from llamaswitch._errors import ToolchainError
 from llamaswitch._toolchain import (
@@ -73,7 +74,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )  # fmt: skip
     _add_dir_option(build)
     build.add_argument(
-        "--jobs", "-j", type=_positive_int, help="parallel compile jobs (default: every CPU)"
+        "--jobs", "-j", type=positive_int, help="parallel compile jobs (default: every CPU)"
     )
     build.add_argument(
         "--source", type=Path,
@@ -102,16 +103,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _add_dir_option(path)
     _add_cmake_options(path)
     path.set_defaults(handler=_path)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not >= 1")
-    return value
 
 
 def _add_dir_option(parser: argparse.ArgumentParser) -> None:
