@@ -265,7 +265,7 @@ def test_serve_on_a_taken_port_says_so(models_dir: Path, tmp_path: Path) -> None
             timeout=60,
             check=False,
         )
-    assert result.returncode == 1, result
+    assert result.returncode == 4, result  # a conflict, as docs/cli.md documents
     assert f"port {port}" in result.stderr
     assert "in use" in result.stderr
 
