@@ -11,6 +11,7 @@ translated at one boundary and chained with ``raise ... from``::
     ├── BinaryIdentityError           a binary did not answer --version / --help usefully
     ├── UnsupportedOptionError        the binary cannot honour a setting (names its version)
     ├── ToolchainError                building llama.cpp from source failed
+    │   └── PrerequisiteMissingError  cmake, a C++ compiler or pip is not installed
     ├── ModelError
     │   ├── ModelNotFoundError        unknown model (suggests the closest names)
     │   └── ModelPathError            a path resolves outside the models folder
@@ -42,6 +43,7 @@ __all__ = [
     "ModelNotFoundError",
     "ModelPathError",
     "PortInUseError",
+    "PrerequisiteMissingError",
     "ReadinessTimeoutError",
     "ReservedPortError",
     "ServerError",
@@ -109,6 +111,17 @@ class UnsupportedOptionError(LlamaSwitchError, ValueError):
 
 class ToolchainError(LlamaSwitchError):
     """Building llama.cpp from its source distribution failed."""
+
+
+class PrerequisiteMissingError(ToolchainError):
+    """A tool the build needs (cmake, a C++ compiler, pip) is not installed.
+
+    ``missing`` names each missing tool; the message says how to install it.
+    """
+
+    def __init__(self, missing: Sequence[str], message: str) -> None:
+        self.missing = list(missing)
+        super().__init__(message)
 
 
 class ModelError(LlamaSwitchError):

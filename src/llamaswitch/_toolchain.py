@@ -44,7 +44,7 @@ from typing import Any, TextIO
 import attrs
 import psutil
 
-from llamaswitch._errors import ToolchainError
+from llamaswitch._errors import PrerequisiteMissingError, ToolchainError
 
 __all__ = [
     "BASE_CMAKE_ARGS",
@@ -103,17 +103,6 @@ _EXE = ".exe" if os.name == "nt" else ""
 # cmake's Makefile generator prints "[ 45%] Building ..."; Ninja prints "[12/345] ...".
 _PERCENT_RE = re.compile(r"^\[\s*(\d{1,3})%\]")
 _NINJA_RE = re.compile(r"^\[(\d+)/(\d+)\]")
-
-
-class PrerequisiteMissingError(ToolchainError):
-    """A tool the build needs (cmake, a C++ compiler, pip) is not installed.
-
-    ``missing`` names each missing tool; the message says how to install it.
-    """
-
-    def __init__(self, missing: Sequence[str], message: str) -> None:
-        self.missing = list(missing)
-        super().__init__(message)
 
 
 @attrs.frozen
