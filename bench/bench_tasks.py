@@ -4,10 +4,9 @@ Runs the very argv the library builds (``-o md --progress -oe jsonl`` on a tiny 
 ``--runs`` times each way, interleaved so that machine noise hits both alike, and prints
 both medians and the difference. Goal: at most 30 ms median overhead.
 
-Most of the overhead is the spawn: the library passes ``preexec_fn`` (Linux's
-parent-death signal), which makes Python fork() instead of vfork(), about 7-10 ms for a
-process of this size; the rest is the database (insert, two state changes, one commit per
-result) and the event loop's hops, about 3 ms.
+The overhead is the database (insert, state changes, one commit per result), the event
+loop's hops, and the spawn with Linux's parent-death signal (through ``setpriv`` where
+installed, else a ``preexec_fn``, which costs a full fork of this process).
 
     .venv/bin/python bench/bench_tasks.py                 # both generations, 25 runs
     .venv/bin/python bench/bench_tasks.py --generation legacy --runs 40

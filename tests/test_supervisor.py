@@ -15,6 +15,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -533,7 +534,15 @@ MANAGER_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_child_dies_with_a_manager_killed_by_sigkill(settings: Settings) -> None:
+@pytest.mark.parametrize("spawn", ["setpriv", "preexec_fn"], ids=["via-setpriv", "via-preexec-fn"])
+def test_child_dies_with_a_manager_killed_by_sigkill(settings: Settings, spawn: str) -> None:
+    # Both ways of setting Linux's parent-death signal (llamaswitch._process.child_spawn):
+    # util-linux's setpriv when installed, else a preexec_fn.
+    if spawn == "setpriv" and shutil.which("setpriv") is None:
+        pytest.skip("setpriv is not installed")
+    env = dict(os.environ)
+    if spawn == "preexec_fn":
+        env["LLAMASWITCH_NO_SETPRIV"] = "1"
     port = free_port()
     arguments = {
         "settings": {"models_dir": str(settings.models_dir),
@@ -547,6 +556,7 @@ def test_child_dies_with_a_manager_killed_by_sigkill(settings: Settings) -> None
         [sys.executable, "-c", MANAGER_SCRIPT, json.dumps(arguments)],
         stdout=subprocess.PIPE,
         text=True,
+        env=env,
     )
     try:
         assert manager.stdout is not None

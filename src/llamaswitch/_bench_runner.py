@@ -60,7 +60,7 @@ from llamaswitch._errors import (
     TaskTimeoutError,
 )
 from llamaswitch._events import EventBus
-from llamaswitch._process import _terminate_tree, child_spawn_options
+from llamaswitch._process import _terminate_tree, child_spawn
 from llamaswitch._task_store import StoredTask, TaskStore, format_time, parse_time
 
 if TYPE_CHECKING:
@@ -640,9 +640,9 @@ class BenchRunner:
     async def _spawn(self, argv: Sequence[str]) -> asyncio.subprocess.Process:
         # Spawned from the event-loop thread: on Linux the parent-death signal is tied to
         # the forking thread, and this one lives as long as the runner.
-        kwargs = child_spawn_options()
+        command, kwargs = child_spawn(argv)
         return await asyncio.create_subprocess_exec(
-            *argv,
+            *command,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
