@@ -10,7 +10,7 @@ from typing import Final
 from aiohttp import web
 
 from llamaswitch._api import AsyncLlamaSwitch
-from llamaswitch._settings import Settings
+from llamaswitch._settings import Settings, is_loopback
 from llamaswitch_http import _handlers as h
 from llamaswitch_http._auth import guard_middleware
 from llamaswitch_http._errors import error_middleware
@@ -110,7 +110,10 @@ def create_app(
     core = ls if ls is not None else AsyncLlamaSwitch(settings)
     settings = settings if settings is not None else core.settings
     app = web.Application(
-        middlewares=[error_middleware, guard_middleware(settings.api_key)],
+        middlewares=[
+            error_middleware,
+            guard_middleware(settings.api_key, loopback_only=is_loopback(settings.server_host)),
+        ],
         client_max_size=client_max_size,
     )
     app[CORE] = core

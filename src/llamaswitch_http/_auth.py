@@ -5,6 +5,10 @@ When ``LLAMASWITCH_API_KEY`` is set, every route except ``/api/v1/health`` needs
 the key, a ``POST`` that a browser sends from another site (an ``Origin`` header naming a
 different host) is refused: a service on ``127.0.0.1`` is reachable from every web page
 the user opens, and a form posted to ``/api/v1/model/stop`` needs no preflight.
+
+A service bound to a loopback address also refuses requests whose ``Host`` header names
+anything but this machine: that is how DNS rebinding reaches a loopback service (a page on
+``evil.example`` re-resolves its own name to 127.0.0.1 and then calls it same-origin).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from llamaswitch._settings import is_loopback
 from llamaswitch_http._errors import ApiError, Handler
 
 __all__ = ["OPEN_PATHS", "guard_middleware"]
@@ -42,12 +47,30 @@ def _cross_site(request: web.Request) -> bool:
     return urlsplit(origin).netloc.lower() != request.host.lower()
 
 
-def guard_middleware(api_key: str | None) -> Middleware:
-    """The middleware enforcing the API key (if any) and refusing cross-site POSTs."""
+def _foreign_host(request: web.Request) -> bool:
+    """Whether the Host header names something other than this machine's loopback."""
+    host = request.headers.get("Host")
+    if not host:
+        return False  # HTTP/1.0 clients send none; no browser does that
+    name = urlsplit(f"//{host}").hostname or ""
+    return not (is_loopback(name) or name.endswith(".localhost"))
+
+
+def guard_middleware(api_key: str | None, *, loopback_only: bool = False) -> Middleware:
+    """The middleware enforcing the API key (if any), refusing cross-site POSTs and, for a
+    service bound to loopback (``loopback_only``), requests for another host name."""
     expected: bytes | None = api_key.encode() if api_key else None
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if loopback_only and _foreign_host(request):
+            raise ApiError(
+                403,
+                "Forbidden",
+                f"requests for host {request.headers.get('Host')!r} are refused: this service "
+                "listens on loopback only (a DNS-rebinding guard)",
+                code="foreign_host",
+            )
         if request.method == "POST" and _cross_site(request):
             raise ApiError(
                 403,

@@ -245,12 +245,15 @@ class Query:
             return None
         try:
             moment = datetime.fromisoformat(value.strip())
-        except ValueError:
+            moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+            # Converted here so that a date at the edge of the calendar (0001-01-01+05:00)
+            # is refused now rather than overflowing later in the store.
+            return moment.astimezone(UTC)
+        except (ValueError, OverflowError):
             self.errors.append(
                 f"invalid value for type, expected an ISO 8601 date-time @ $.query.{name}"
             )
             return None
-        return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
     def choice(self, name: str, allowed: tuple[str, ...]) -> str | None:
         """One of ``allowed``."""

@@ -32,6 +32,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from llamaswitch._errors import (
+    BenchError,
     BenchParseError,
     BinaryIdentityError,
     BinaryNotFoundError,
@@ -202,6 +203,8 @@ _STATUS: Final[tuple[tuple[type[LlamaSwitchError], int, str, str], ...]] = (
     (BinaryIdentityError, 503, "llama.cpp binary unusable", "binary_unusable"),
     (ReadinessTimeoutError, 504, "Model server not ready in time", "readiness_timeout"),
     (TaskTimeoutError, 504, "Benchmark task timed out", "task_timeout"),
+    # Last: the base class. A request racing the shutdown finds the runner closed.
+    (BenchError, 503, "Benchmarks unavailable", "bench_unavailable"),
 )  # fmt: skip
 
 _HTTP_MESSAGES: Final[Mapping[int, str]] = {

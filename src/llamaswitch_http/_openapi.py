@@ -408,7 +408,8 @@ def _success(data: Schema) -> Schema:
 _ERRORS: Final[Mapping[int, str]] = {
     400: "Malformed JSON body.",
     401: "Missing or wrong API key.",
-    403: "Cross-site request from a browser.",
+    403: "Cross-site request from a browser, or a Host header naming another machine "
+    "while the service listens on loopback (DNS-rebinding guard).",
     404: "Unknown model, server or task.",
     409: "Port in use, port reserved for the API, or switch superseded.",
     413: "Body too large.",
@@ -447,9 +448,9 @@ def _op(
     for status, (description, schema) in ok.items():
         content = {content_type: {"schema": schema if raw else _success(schema)}}
         responses[str(status)] = {"description": description, "content": content}
-    codes = set(errors) | {500}
+    codes = set(errors) | {403, 500}
     if body is not None:
-        codes |= {400, 403, 413, 415, 422}
+        codes |= {400, 413, 415, 422}
     if secured and not open_route:
         codes.add(401)
     for status in sorted(codes):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import signal
 import sys
 from collections.abc import Callable
@@ -98,7 +99,18 @@ async def _serve(settings: Settings, announce: Callable[[str], None]) -> None:
         try:
             await site.start()
         except OSError as exc:
-            raise PortInUseError(settings.server_port, settings.server_host) from exc
+            if exc.errno in (errno.EADDRINUSE, getattr(errno, "WSAEADDRINUSE", -1)):
+                raise PortInUseError(settings.server_port, settings.server_host) from exc
+            # Not a conflict: an address this machine does not have, or a port this user
+            # may not bind. Both are settings to fix.
+            if exc.errno == errno.EACCES:
+                key, field, value = "SERVER_PORT", "server_port", str(settings.server_port)
+                allowed = f"a port this user may listen on ({exc.strerror})"
+            else:
+                key, field, value = "LLAMASWITCH_HOST", "server_host", settings.server_host
+                allowed = f"an address of this machine ({exc.strerror or exc})"
+            source = settings.sources.get(field, "argument")
+            raise SettingsError(key, value, source, allowed) from exc
         announce(_url(settings.server_host, settings.server_port))
         await stop.wait()
     finally:

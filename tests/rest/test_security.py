@@ -129,3 +129,34 @@ def test_serve_refuses_an_open_bind_without_a_key_before_starting_anything(
     assert "LLAMASWITCH_API_KEY" in result.stderr
     assert "--insecure" in result.stderr
     assert not (tmp_path / "state").exists()
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:8080", "192.0.2.7"])
+def test_a_loopback_service_refuses_foreign_host_headers(
+    host: str, models_dir: Path, tmp_path: Path
+) -> None:
+    # DNS rebinding: a page on evil.example re-resolves its name to 127.0.0.1 and calls
+    # the service "same-origin"; the Host header still names evil.example.
+    async def scenario() -> None:
+        settings = make_settings(None, models_dir, tmp_path / "state")
+        async with client_for(settings) as client:
+            body = await call(client, "GET", "/api/v1/models", status=403,
+                              headers={"Host": host})  # fmt: skip
+            assert body["data"]["code"] == "foreign_host"
+            for local in ("localhost", "localhost:8080", "127.0.0.1:8080", "[::1]:8080"):
+                await call(client, "GET", "/api/v1/models", status=200, headers={"Host": local})
+
+    run(scenario())
+
+
+def test_a_date_at_the_edge_of_the_calendar_is_a_validation_error(
+    models_dir: Path, tmp_path: Path
+) -> None:
+    async def scenario() -> None:
+        settings = make_settings(None, models_dir, tmp_path / "state")
+        async with client_for(settings) as client:
+            body = await call(client, "GET", "/api/v1/benchmarks?since=0001-01-01T00:00:00%2B05:00",
+                              status=422)  # fmt: skip
+            assert any("$.query.since" in error for error in body["data"]["errors"])
+
+    run(scenario())

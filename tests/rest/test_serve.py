@@ -270,6 +270,30 @@ def test_serve_on_a_taken_port_says_so(models_dir: Path, tmp_path: Path) -> None
     assert "in use" in result.stderr
 
 
+def test_serve_on_an_address_this_machine_lacks_names_the_setting(
+    models_dir: Path, tmp_path: Path
+) -> None:
+    env = {
+        "MODELS_DIR": str(models_dir),
+        "LLAMASWITCH_STATE_DIR": str(tmp_path / "state"),
+        "LLAMASWITCH_HOST": "192.0.2.1",  # TEST-NET-1: never an address of this machine
+        "LLAMASWITCH_API_KEY": "k",
+        "SERVER_PORT": str(free_port()),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "llamaswitch", "serve"],
+        env=serve_env(env),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result  # a configuration error, not a port conflict
+    assert "LLAMASWITCH_HOST='192.0.2.1'" in result.stderr
+    assert "an address of this machine" in result.stderr
+
+
 def test_serve_without_the_http_extra_says_how_to_install_it(tmp_path: Path) -> None:
     # None in sys.modules makes `import aiohttp` fail as if it were not installed.
     code = (

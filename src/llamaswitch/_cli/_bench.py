@@ -255,12 +255,13 @@ def bench_config_from_args(args: argparse.Namespace) -> dict[str, Any]:
 def _moment(raw: str) -> dt.datetime:
     try:
         moment = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
+        # A date without a zone means UTC, like every time llamaswitch records.
+        moment = moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
+        return moment.astimezone(dt.UTC)
+    except (ValueError, OverflowError):
         raise argparse.ArgumentTypeError(
             f"not an ISO 8601 date or time: {raw!r} (e.g. 2025-05-01 or 2025-05-01T12:00Z)"
         ) from None
-    # A date without a zone means UTC, like every time llamaswitch records.
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
 
 
 # -- task data (the REST API's shapes) -------------------------------------------------

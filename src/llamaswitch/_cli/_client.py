@@ -154,7 +154,7 @@ def exit_code_for(exc: BaseException) -> int:
 
 def exit_code_for_status(status: int) -> int:
     """The exit code of an HTTP error status from the REST API."""
-    if status in (400, 422):
+    if status in (400, 413, 415, 422):
         return EXIT_USAGE
     if status in (404, 503):
         return EXIT_MISSING
