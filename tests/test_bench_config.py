@@ -10,7 +10,7 @@ from typing import Any
 import attrs
 import pytest
 
-from llamaswitch._bench_config import BenchConfig
+from llamaswitch._bench_config import MAX_BENCH_TESTS, BenchConfig
 from llamaswitch._bench_parser import parse_jsonl_line, parse_progress_line
 from llamaswitch._errors import ConfigValidationError, UnsupportedOptionError
 from tests.conftest import LlamaBuild
@@ -148,13 +148,29 @@ def test_bad_cache_type_is_rejected_with_the_allowed_ones() -> None:
 def test_bad_split_mode_and_output_format_are_rejected() -> None:
     errors = errors_of({"split_mode": "rows", "output": "xml", "output_err": "yaml"})
     assert set(errors) == {"split_mode", "output", "output_err"}
-    assert "csv, json, jsonl, md, sql" in errors["output"]
+    assert "md, csv, json, jsonl, sql" in errors["output"]
 
 
 def test_cpu_mask_must_be_hex() -> None:
     assert "hexadecimal" in errors_of({"cpu_mask": "0xZZ"})["cpu_mask"]
     assert BenchConfig(cpu_mask="0xff").cpu_mask == ("0xff",)
     assert BenchConfig(cpu_mask="ff").cpu_mask == ("ff",)
+
+
+def test_seed_cpu_mask_comma_string_is_a_sweep_of_masks(llama_build: LlamaBuild) -> None:
+    config = BenchConfig.from_dict({"cpu_mask": "0xff,0x0f"})  # the seed's "(hex,hex)"
+
+    assert config.cpu_mask == ("0xff", "0x0f")
+    assert config.to_dict() == {"cpu_mask": ["0xff", "0x0f"]}
+    argv = config.to_argv(llama_build.bench.capabilities, "/m/t.gguf")
+    assert argv[argv.index("-C") + 1] == "0xff,0x0f"
+
+
+def test_each_mask_of_a_cpu_mask_comma_string_is_validated() -> None:
+    errors = errors_of({"cpu_mask": "0xff, 0xZZ"})
+
+    assert set(errors) == {"cpu_mask[1]"}
+    assert "'0xZZ'" in errors["cpu_mask[1]"]
 
 
 def test_every_bad_field_is_named_in_one_error() -> None:
@@ -209,6 +225,26 @@ def test_expected_tests_use_llama_bench_defaults_for_unset_sizes() -> None:
 def test_expected_tests_name_depths_as_llama_bench_does() -> None:
     config = BenchConfig(n_prompt=16, n_gen=0, n_depth=[0, 32])
     assert config.expected_test_names() == ["pp16", "pp16 @ d32"]
+
+
+def test_a_sweep_at_the_test_limit_is_accepted() -> None:
+    config = BenchConfig(n_prompt=list(range(1, 101)), n_gen=0, threads=list(range(1, 101)))
+
+    assert config.expected_tests() == MAX_BENCH_TESTS == 10_000
+
+
+def test_an_oversized_sweep_is_refused_without_listing_its_tests() -> None:
+    # A few hundred bytes of JSON asking for 20 tests x 10**8 combinations: listing their
+    # names would take minutes and gigabytes; counting them takes no time.
+    swept = ("n_depth", "poll", "batch_size", "ubatch_size", "threads", "n_gpu_layers")
+    body: dict[str, Any] = {name: list(range(1, 11)) for name in (*swept, "n_prompt", "n_gen")}
+    body["main_gpu"] = body["n_cpu_moe"] = list(range(10))
+
+    errors = errors_of(body)
+
+    assert set(errors) == {"config"}
+    assert "2,000,000,000 tests" in errors["config"]
+    assert "at most 10,000" in errors["config"]
 
 
 # -- argv -----------------------------------------------------------------------------------

@@ -530,6 +530,47 @@ def test_a_jsonl_object_that_is_no_result_names_its_line() -> None:
     assert error.line == 3
 
 
+# Python refuses to turn more than 4300 digits into an int (sys.get_int_max_str_digits).
+TOO_MANY_DIGITS = "7" * 5000
+
+
+@pytest.mark.parametrize(
+    ("fmt", "old", "line"),
+    [
+        ("json", '"n_prompt": 16', 29),
+        ("jsonl", '"n_prompt": 16', 1),
+        ("md", "pp16", 3),
+    ],
+    ids=["json", "jsonl", "md"],
+)
+def test_a_number_over_pythons_digit_limit_names_its_line(fmt: str, old: str, line: int) -> None:
+    text = captured("legacy", f"plain.{fmt}").replace(old, old.replace("16", TOO_MANY_DIGITS), 1)
+
+    error = raises_at(text, fmt)
+
+    assert error.line == line
+    assert "5000 digits" in str(error)
+
+
+def test_a_json_number_over_pythons_digit_limit_gives_its_position() -> None:
+    text = captured("legacy", "plain.json").replace(
+        '"n_prompt": 16', f'"n_prompt": {TOO_MANY_DIGITS}'
+    )
+
+    error = raises_at(text, "json")
+
+    assert f"position {text.index(TOO_MANY_DIGITS)}" in str(error)
+
+
+def test_an_md_build_number_over_pythons_digit_limit_names_the_footer_line() -> None:
+    text = captured("legacy", "plain.md").replace("(1)", f"({TOO_MANY_DIGITS})")
+
+    error = raises_at(text, "md")
+
+    assert error.line == 6
+    assert "build number" in str(error)
+
+
 @pytest.mark.parametrize("fmt", ["md", "csv", "json", "sql"])
 def test_garbage_text_is_rejected_at_line_1(fmt: str) -> None:
     error = raises_at("Segmentation fault (core dumped)\nsomething else\n", fmt)
@@ -565,7 +606,9 @@ def test_an_unknown_format_is_a_value_error_naming_the_formats() -> None:
         ),
         ("llama_bench: error: failed to load model 'x.gguf'", None),
         ("", None),
+        (f"llama-bench: benchmark 1/{'9' * 5000}: prompt run 1/2", None),
     ],
+    ids=["progress", "progress-crlf", "error", "blank", "count-over-pythons-digit-limit"],
 )
 def test_progress_lines_are_recognised(line: str, expected: tuple[int, int, str] | None) -> None:
     assert parse_progress_line(line) == expected

@@ -21,13 +21,15 @@ from typing import Any, TypeVar
 import psutil
 import pytest
 
+from llamaswitch import _bench_runner
 from llamaswitch._bench_config import BenchConfig
-from llamaswitch._bench_parser import parse_bench_output
-from llamaswitch._bench_runner import BenchRunner, BenchTask
+from llamaswitch._bench_parser import BenchResult, parse_bench_output
+from llamaswitch._bench_runner import FINAL_STATES, BenchRunner, BenchTask
 from llamaswitch._binaries import BinaryInfo
 from llamaswitch._capabilities import BinaryKind
 from llamaswitch._catalog import ModelCatalog, ModelInfo
 from llamaswitch._errors import (
+    BenchError,
     ConfigValidationError,
     TaskNotFoundError,
     TaskTimeoutError,
@@ -65,6 +67,9 @@ SEED_BODIES: dict[str, str] = {
 }
 
 FAST: dict[str, Any] = {"n_prompt": 16, "n_gen": 8, "repetitions": 2, "threads": 1}
+# Runs for many seconds: it is still running whenever a test looks, however loaded the
+# machine; tests cancel it.
+LONG = BenchConfig(n_prompt=16, n_gen=64, repetitions=500, threads=1)
 
 
 def shrink(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -392,6 +397,102 @@ def test_cancel_queued_task_never_starts_it(settings: Settings, llama_build: Lla
     assert first.state == "completed"
 
 
+def test_two_cancels_of_a_queued_task_at_once_both_return_it_cancelled(
+    settings: Settings, llama_build: LlamaBuild
+) -> None:
+    async def main() -> list[BenchTask]:
+        async with open_runner(settings, llama_build) as h:
+            running = await h.submit(LONG)
+            queued = await h.submit(LONG)
+            both = await asyncio.gather(h.runner.cancel(queued), h.runner.cancel(queued))
+            await h.runner.cancel(running)
+            return list(both)
+
+    first, second = run(main())
+    assert first.state == second.state == "cancelled"
+    assert first.id == second.id
+    assert first.started_at is None
+
+
+def test_cancel_landing_after_llama_bench_exited_zero_leaves_the_task_completed(
+    settings: Settings, llama_build: LlamaBuild, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def main() -> tuple[BenchTask, BenchTask]:
+        async with open_runner(settings, llama_build) as h:
+            runner = h.runner
+            add_result = runner._store.add_result
+            cancels: list[asyncio.Task[BenchTask]] = []
+
+            async def cancel_before_the_last_result_is_stored(
+                task_id: str, index: int, result: BenchResult
+            ) -> None:
+                live = runner._live[task_id]
+                if index == live.total - 1:
+                    assert live.process is not None
+                    await live.process.wait()
+                    cancels.append(asyncio.create_task(runner.cancel(task_id)))
+                    # One turn of the loop: the cancel runs up to its wait for the end.
+                    await asyncio.sleep(0)
+                await add_result(task_id, index, result)
+
+            monkeypatch.setattr(
+                runner._store, "add_result", cancel_before_the_last_result_is_stored
+            )
+            task_id = await h.submit(BenchConfig(**FAST))
+            done = await runner.wait(task_id, timeout_s=60)
+            return done, await cancels[0]
+
+    done, cancelled = run(main())
+    assert done.state == "completed"
+    assert done.exit_code == 0
+    assert [r.test for r in done.results] == ["pp16", "tg8"]
+    assert cancelled == done
+
+
+def test_timeout_during_a_cancels_grace_period_leaves_the_task_cancelled(
+    settings: Settings, llama_build: LlamaBuild, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A frozen llama-bench that ignores SIGTERM (a hang on demand) outlasts the cancel's
+    # SIGTERM, so the cancel waits out the grace period and kills it; the 0.2 s task
+    # timeout expires inside that period.
+    monkeypatch.setattr(_bench_runner, "_STOP_GRACE_S", 3.0)
+
+    async def main() -> tuple[BenchTask, BenchTask]:
+        async with open_runner(settings, llama_build) as h:
+            runner = h.runner
+            spawn, read_stdout = runner._spawn, runner._read_stdout
+            cancels: list[asyncio.Task[BenchTask]] = []
+
+            async def frozen_spawn(argv: Sequence[str]) -> asyncio.subprocess.Process:
+                # An ignored signal stays ignored across exec. (A stopped process with
+                # SIGTERM's default action would still die of it.)
+                previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                try:
+                    process = await spawn(argv)
+                finally:
+                    signal.signal(signal.SIGTERM, previous)
+                os.killpg(process.pid, signal.SIGSTOP)
+                return process
+
+            async def cancel_then_read_stdout(process: asyncio.subprocess.Process) -> str:
+                # Called once the runner waits for the exit: the timeout clock runs.
+                [task_id] = runner._running
+                cancels.append(asyncio.create_task(runner.cancel(task_id)))
+                return await read_stdout(process)
+
+            monkeypatch.setattr(runner, "_spawn", frozen_spawn)
+            monkeypatch.setattr(runner, "_read_stdout", cancel_then_read_stdout)
+            task_id = await h.submit(BenchConfig(**FAST), timeout_s=0.2)
+            done = await runner.wait(task_id, timeout_s=30)
+            return done, await cancels[0]
+
+    done, cancelled = run(main())
+    assert done.state == "cancelled"
+    assert done.error is None
+    assert done.exit_code == -signal.SIGKILL
+    assert cancelled == done
+
+
 def test_cancel_of_finished_task_changes_nothing(
     settings: Settings, llama_build: LlamaBuild
 ) -> None:
@@ -494,6 +595,71 @@ def test_unknown_task_id_raises(settings: Settings, llama_build: LlamaBuild) -> 
                 await h.runner.compare(["nope"])
 
     run(main())
+
+
+def test_a_failed_final_write_still_finishes_the_task_exactly_once(
+    settings: Settings, llama_build: LlamaBuild, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def main() -> list[str]:
+        async with open_runner(settings, llama_build) as h:
+            runner = h.runner
+            set_state = runner._store.set_state
+
+            async def fail_to_write_completed(
+                task_id: str, state: str, moment: str, **fields: Any
+            ) -> None:
+                if state == "completed":
+                    raise BenchError("disk full")
+                await set_state(task_id, state, moment, **fields)
+
+            monkeypatch.setattr(runner._store, "set_state", fail_to_write_completed)
+            with h.bus.subscribe() as events:
+                task_id = await h.submit(BenchConfig(**FAST))
+                await runner._running[task_id]  # the whole run, fallbacks included
+                return [
+                    e.data["state"]
+                    for e in drain(events)
+                    if e.type == "state"
+                    and e.data["task_id"] == task_id
+                    and e.data["state"] in FINAL_STATES
+                ]
+
+    assert run(main()) == ["completed"]
+
+
+def test_submit_whose_row_is_written_after_close_began_is_interrupted(
+    settings: Settings, llama_build: LlamaBuild, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def main() -> tuple[str, list[str]]:
+        async with open_runner(settings, llama_build) as h:
+            runner = h.runner
+            insert_task = runner._store.insert_task
+            closing: list[asyncio.Task[None]] = []
+
+            async def close_while_inserting(**fields: Any) -> None:
+                inserting = asyncio.ensure_future(insert_task(**fields))
+                # Starts after the row write began, and empties the queue before it ends.
+                closing.append(asyncio.create_task(runner.close()))
+                await inserting
+
+            monkeypatch.setattr(runner._store, "insert_task", close_while_inserting)
+            with h.bus.subscribe() as events:
+                task_id = await h.submit(BenchConfig(**FAST))
+                await closing[0]
+                states = [
+                    e.data["state"]
+                    for e in drain(events)
+                    if e.type == "state" and e.data["task_id"] == task_id
+                ]
+            return task_id, states
+
+    task_id, states = run(main())
+    assert states == ["interrupted"]
+    with contextlib.closing(sqlite3.connect(settings.database_path)) as db:
+        row = db.execute(
+            "SELECT state, started_at, error FROM tasks WHERE id=?", (task_id,)
+        ).fetchone()
+    assert row == ("interrupted", None, "llamaswitch was closed before the task started")
 
 
 # -- 6. persistence -------------------------------------------------------------------------
@@ -656,19 +822,20 @@ def test_concurrency_setting_runs_tasks_side_by_side(
     import attrs
 
     settings = attrs.evolve(settings, bench_concurrency=2)
-    config = BenchConfig(n_prompt=16, n_gen=32, repetitions=20, threads=1)
 
-    async def main() -> list[BenchTask]:
+    async def main() -> tuple[list[BenchTask], list[BenchTask]]:
         async with open_runner(settings, llama_build) as h:
-            ids = [await h.submit(config) for _ in range(3)]
+            ids = [await h.submit(LONG) for _ in range(3)]
             states = [await h.runner.get(task_id) for task_id in ids]
-            for task_id in ids:
-                await h.runner.wait(task_id, timeout_s=60)
-            return states
+            # The queued one first, so that it does not start when a running one ends.
+            cancelled = [await h.runner.cancel(task_id) for task_id in reversed(ids)]
+            return states, cancelled
 
-    states = run(main())
+    states, cancelled = run(main())
     assert [t.state for t in states] == ["running", "running", "queued"]
-    assert states[2].queue_position == 1
+    assert [t.queue_position for t in states] == [None, None, 1]
+    assert [t.state for t in cancelled] == ["cancelled"] * 3
+    assert cancelled[0].started_at is None
 
 
 # -- history: context, list, compare, import ------------------------------------------------
@@ -803,6 +970,25 @@ def test_import_names_the_model_from_the_rows(
     assert task.binary_commit == "8733e0c"
     assert task.host["cpu_info"]
     assert listed.id == task.id
+
+
+def test_import_stores_nothing_when_a_result_cannot_be_written(
+    settings: Settings, llama_build: LlamaBuild
+) -> None:
+    text = (DATA / "sweep.json").read_text()
+
+    async def main() -> list[BenchTask]:
+        async with open_runner(settings, llama_build) as h:
+            with contextlib.closing(sqlite3.connect(settings.database_path)) as db:
+                db.execute(
+                    "CREATE TRIGGER fail_second_result BEFORE INSERT ON results "
+                    "WHEN NEW.idx = 1 BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+                )
+            with pytest.raises(BenchError, match="disk full"):
+                await h.runner.import_results(text, "json")
+            return await h.runner.list()
+
+    assert run(main()) == []
 
 
 def test_import_markdown_needs_the_model_argument(

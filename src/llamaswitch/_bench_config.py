@@ -17,13 +17,17 @@ per prompt size, per generation size and per ``pg`` pair (:meth:`BenchConfig.exp
 
 Values are checked against the seed's documented ranges when the object is built
 (``poll`` 0-100, ``priority`` 0-3, 0/1 switches, cache types, split modes, output
-formats, ``cpu_mask`` as hex); every bad field is named in one
-:class:`~llamaswitch.ConfigValidationError`. Unset fields (``None``) are not passed to
-llama-bench, so its own defaults apply. :meth:`BenchConfig.to_argv` maps the rest onto
-the flags of one binary, only through its :class:`~llamaswitch._capabilities.Capabilities`
-record (legacy ``-fa 0|1`` and ``-mmp 0|1``, current ``-fa on|off|auto`` and ``-lm``).
+formats, ``cpu_mask`` as hex, at most :data:`MAX_BENCH_TESTS` tests per task); every
+bad field is named in one :class:`~llamaswitch.ConfigValidationError`. Unset fields
+(``None``) are not passed to llama-bench, so its own defaults apply.
+:meth:`BenchConfig.to_argv` maps the rest onto the flags of one binary, only through its
+:class:`~llamaswitch._capabilities.Capabilities` record (legacy ``-fa 0|1`` and
+``-mmp 0|1``, current ``-fa on|off|auto`` and ``-lm``).
 
-Two seed fields are read in a specific way:
+Three seed fields are read in a specific way:
+
+- ``cpu_mask`` is documented as ``(hex,hex)``: a comma string (``"0xff,0x0f"``) is a
+  sweep of masks, as a list is, and as llama-bench reads ``-C``.
 
 - ``tensor_split`` is one split across GPUs, written as the seed writes it
   (``"0.5,0.5"``, the proportion per GPU) or as llama-bench does (``"0.5/0.5"``); a list
@@ -45,13 +49,17 @@ from typing import Any, Final, Literal, TypeAlias, cast
 
 import attrs
 
+from llamaswitch._bench_parser import BENCH_OUTPUT_FORMATS, bench_test_name
 from llamaswitch._capabilities import Capabilities
 from llamaswitch._errors import ConfigValidationError
 
-__all__ = ["BENCH_CACHE_TYPES", "BENCH_OUTPUT_FORMATS", "BenchConfig"]
+# BENCH_OUTPUT_FORMATS lives with the parser (it names what it parses); it is re-exported
+# here because it is also what ``output`` accepts (``output_err`` also accepts ``none``).
+__all__ = ["BENCH_CACHE_TYPES", "BENCH_OUTPUT_FORMATS", "MAX_BENCH_TESTS", "BenchConfig"]
 
-BENCH_OUTPUT_FORMATS: Final = ("csv", "json", "jsonl", "md", "sql")
-"""What ``output`` accepts (``output_err`` also accepts ``none``)."""
+#: The most tests (result rows) one task may ask for. A sweep multiplies: a request of a
+#: few kilobytes could otherwise ask llama-bench for billions of tests.
+MAX_BENCH_TESTS: Final = 10_000
 
 #: KV cache types llama.cpp knows. llama-bench accepts fewer (see _LLAMA_BENCH_CACHE_TYPES):
 #: the seed documents ``f32``, so it validates here and the binary refuses it by version.
@@ -103,6 +111,14 @@ def _str_sweep(value: str | Sequence[str] | None) -> tuple[str, ...] | None:
     if result is None:
         return None
     return tuple(v.strip() if isinstance(v, str) else v for v in result)
+
+
+def _comma_sweep(value: str | Sequence[str] | None) -> tuple[str, ...] | None:
+    # The seed documents cpu_mask as "(hex,hex)": a comma string is a sweep, as it is for
+    # llama-bench's -C. Each item is validated on its own.
+    if isinstance(value, str) and "," in value:
+        return tuple(item.strip() for item in value.split(","))
+    return _str_sweep(value)
 
 
 def _to_bool(value: object) -> object:
@@ -364,8 +380,9 @@ class BenchConfig:
     cache_type_v: tuple[str, ...] | None = attrs.field(default=None, converter=_str_sweep)
     #: CPU threads. *Sweep*.
     threads: tuple[int, ...] | None = attrs.field(default=None, converter=_int_sweep)
-    #: CPU affinity mask in hex (``"0xff"``); ``""`` means unset. *Sweep*.
-    cpu_mask: tuple[str, ...] | None = attrs.field(default=None, converter=_str_sweep)
+    #: CPU affinity mask in hex (``"0xff"``); ``""`` means unset. *Sweep*: a list, or the
+    #: seed's comma string (``"0xff,0x0f"``).
+    cpu_mask: tuple[str, ...] | None = attrs.field(default=None, converter=_comma_sweep)
     #: Strict CPU placement (0/1). *Sweep*.
     cpu_strict: tuple[bool, ...] | None = attrs.field(default=None, converter=_bool_sweep)
     #: Busy-polling level while waiting for work, 0-100. *Sweep*.
@@ -489,14 +506,21 @@ class BenchConfig:
             count *= len(value) if value else 1
         return count
 
-    def _tests_per_depth(self, depth: int) -> list[str]:
-        from llamaswitch._bench_parser import bench_test_name
-
+    def _sizes(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[Pair, ...]]:
+        """The prompt, generation and ``pg`` sizes that make tests (0 and (0, 0) do not)."""
         prompts = self.n_prompt if self.n_prompt is not None else _DEFAULT_N_PROMPT
         gens = self.n_gen if self.n_gen is not None else _DEFAULT_N_GEN
-        names = [bench_test_name(p, 0, depth) for p in prompts if p != 0]
-        names += [bench_test_name(0, g, depth) for g in gens if g != 0]
-        names += [bench_test_name(p, g, depth) for p, g in (self.pg or ()) if (p, g) != (0, 0)]
+        return (
+            tuple(p for p in prompts if p != 0),
+            tuple(g for g in gens if g != 0),
+            tuple(pair for pair in (self.pg or ()) if pair != (0, 0)),
+        )
+
+    def _tests_per_depth(self, depth: int) -> list[str]:
+        prompts, gens, pairs = self._sizes()
+        names = [bench_test_name(p, 0, depth) for p in prompts]
+        names += [bench_test_name(0, g, depth) for g in gens]
+        names += [bench_test_name(p, g, depth) for p, g in pairs]
         return names
 
     def expected_test_names(self) -> list[str]:
@@ -504,7 +528,8 @@ class BenchConfig:
 
         For each combination of the swept parameters: the prompt tests, then the
         generation tests, then the ``pg`` tests, at each depth. A sweep over threads
-        therefore repeats the same names once per thread count.
+        therefore repeats the same names once per thread count. At most
+        :data:`MAX_BENCH_TESTS` names: validation refuses larger sweeps.
         """
         depths = self.n_depth or (0,)
         polls = len(self.poll) if self.poll else 1
@@ -514,11 +539,14 @@ class BenchConfig:
         return per_combination * self._combinations()
 
     def expected_tests(self) -> int:
-        """How many tests (result rows) llama-bench will run for this config."""
-        depths = self.n_depth or (0,)
+        """How many tests (result rows) llama-bench will run for this config.
+
+        Counted, not listed: it is also how validation refuses a sweep too large to list.
+        """
+        per_depth = sum(len(sizes) for sizes in self._sizes())
+        depths = len(self.n_depth) if self.n_depth else 1
         polls = len(self.poll) if self.poll else 1
-        per_combination = sum(len(self._tests_per_depth(d)) for d in depths) * polls
-        return per_combination * self._combinations()
+        return per_depth * depths * polls * self._combinations()
 
     # -- argv -----------------------------------------------------------------------------
 
@@ -579,6 +607,15 @@ def _validate(config: BenchConfig) -> list[tuple[str, str]]:
                 errors.append((field.name, reason))
     if config.mmap is not None and config.load_mode is not None:
         errors.append(("load_mode", "set either mmap or load_mode, not both (both map to -lm)"))
+    if not errors:  # the count needs valid sizes
+        count = config.expected_tests()
+        if count > MAX_BENCH_TESTS:
+            errors.append(
+                (
+                    "config",
+                    f"the sweep asks for {count:,} tests; at most {MAX_BENCH_TESTS:,} per task",
+                )
+            )
     return errors
 
 

@@ -65,6 +65,7 @@ import io
 import json
 import math
 import re
+import sys
 import types
 from collections.abc import Callable, Iterable, Mapping
 from typing import Final
@@ -326,7 +327,10 @@ def parse_progress_line(line: str) -> tuple[int, int, str] | None:
     match = _PROGRESS.fullmatch(line.strip())
     if match is None:
         return None
-    return int(match[1]), int(match[2]), match[3]
+    try:
+        return int(match[1]), int(match[2]), match[3]
+    except ValueError:  # a count longer than Python's int digit limit: not llama-bench's
+        return None
 
 
 # --- typed rows (json, jsonl, and csv/sql after conversion) -------------------------
@@ -456,16 +460,39 @@ def _load_json(text: str, *, line: int | None = None) -> tuple[object, str]:
         error = exc
     except RecursionError:
         raise BenchParseError("JSON nested too deeply", line=line or 1) from None
+    except ValueError as exc:  # JSONDecodeError is one too, caught above
+        raise _number_too_long(text, line, exc) from None
     repaired = _JSON_NONFINITE.sub(_json_nonfinite, text)
     if repaired != text:
         try:
             return json.loads(repaired), repaired
         except (json.JSONDecodeError, RecursionError):
             pass  # report the error in the text as given
+        except ValueError as exc:
+            raise _number_too_long(repaired, line, exc) from None
     raise BenchParseError(
         f"invalid JSON: {error.msg} (column {error.colno}, position {error.pos})",
         line=error.lineno if line is None else line,
     ) from None
+
+
+def _number_too_long(text: str, line: int | None, error: ValueError) -> BenchParseError:
+    """The error for an integer longer than Python's int digit limit.
+
+    ``json`` raises a bare ValueError for it, without a position: find the number.
+    """
+    limit = sys.get_int_max_str_digits()
+    # Where a JSON value starts (a long digit run inside a string is no number).
+    match = re.search(rf"(?<=[\[,:\s-])[0-9]{{{limit + 1},}}", text) if limit else None
+    if match is None:
+        return BenchParseError(f"invalid JSON: {error}", line=line or 1)
+    start = match.start()
+    column = start - text.rfind("\n", 0, start)
+    return BenchParseError(
+        f"invalid JSON: an integer of {len(match[0])} digits, over Python's limit of "
+        f"{limit} (column {column}, position {start})",
+        line=text.count("\n", 0, start) + 1 if line is None else line,
+    )
 
 
 def _json_nonfinite(match: re.Match[str]) -> str:
@@ -747,7 +774,8 @@ def _parse_md(text: str, model_filename: str | None) -> list[BenchResult]:
             footer = _MD_FOOTER.fullmatch(line)
             if footer is not None and tables:
                 tables[-1][1].update(
-                    build_commit=footer["commit"], build_number=int(footer["number"])
+                    build_commit=footer["commit"],
+                    build_number=_md_int(footer["number"], "build number", number),
                 )
             continue  # noise: warnings, blank lines, the footer
         if number < len(lines) and _MD_SEPARATOR.fullmatch(lines[number]):
@@ -779,6 +807,15 @@ def _parse_md(text: str, model_filename: str | None) -> list[BenchResult]:
     ]
 
 
+def _md_int(text: str, what: str, line: int) -> int:
+    try:
+        return int(text)
+    except ValueError:  # only a number over Python's int digit limit gets here
+        limit = sys.get_int_max_str_digits()
+        message = f"{what} has {len(text)} digits, over Python's limit of {limit}"
+        raise BenchParseError(message, line=line) from None
+
+
 def _md_converter(column: str, *, legacy: bool) -> Callable[[str], object]:
     if column in {"size", "params", "test", "t/s"}:
         return _to_str
@@ -793,9 +830,9 @@ def _md_result(
     name = _TEST_NAME.fullmatch(test)
     if name is None:
         raise BenchParseError(f"unknown test name {test!r}", line=line)
-    n_prompt = int(name["pp"] or name["p"] or 0)
-    n_gen = int(name["tg"] or name["g"] or 0)
-    n_depth = int(name["d"] or 0)
+    n_prompt = _md_int(name["pp"] or name["p"] or "0", "test size", line)
+    n_gen = _md_int(name["tg"] or name["g"] or "0", "test size", line)
+    n_depth = _md_int(name["d"] or "0", "test depth", line)
     avg_text, _, stddev_text = speed.partition("±")
     try:
         avg_ts, stddev_ts = float(avg_text), float(stddev_text)

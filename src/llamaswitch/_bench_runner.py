@@ -47,6 +47,7 @@ import attrs
 
 from llamaswitch._bench_config import BenchConfig
 from llamaswitch._bench_parser import (
+    BENCH_OUTPUT_FORMATS,
     BenchResult,
     parse_bench_output,
     parse_jsonl_line,
@@ -414,8 +415,10 @@ class _Live:
     stderr_tail: deque[str] = attrs.Factory(lambda: deque(maxlen=_STDERR_TAIL_LINES))
     running_servers: list[Mapping[str, Any]] = attrs.Factory(list)
     process: asyncio.subprocess.Process | None = None
-    #: Why llamaswitch stopped the process: cancel, close or timeout.
+    #: Why llamaswitch stopped the process: cancel, close or timeout (the first one wins).
     stop_reason: Literal["cancel", "close", "timeout"] | None = None
+    #: Set when _finish starts: a task gets one final state and one final event.
+    finishing: bool = False
     done: asyncio.Event = attrs.Factory(asyncio.Event)
 
 
@@ -443,6 +446,9 @@ class BenchRunner:
         self._live: dict[str, _Live] = {}
         self._queue: deque[str] = deque()
         self._running: dict[str, asyncio.Task[None]] = {}
+        # Submits writing their task's row: close() waits for them before it closes the
+        # database, so that a task inserted after close() began can still be finished.
+        self._submitting: set[asyncio.Future[None]] = set()
         self._host: dict[str, Any] = {}
         self._open = False
 
@@ -478,6 +484,8 @@ class BenchRunner:
                 await self._stop_process(live)
         if self._running:
             await asyncio.gather(*self._running.values(), return_exceptions=True)
+        if self._submitting:
+            await asyncio.gather(*self._submitting)
         await self._store.close()
 
     def _check_open(self) -> None:
@@ -525,6 +533,28 @@ class BenchRunner:
             names=config.expected_test_names(),
             total=config.expected_tests(),
         )
+        submitting = asyncio.get_running_loop().create_future()
+        self._submitting.add(submitting)
+        try:
+            await self._insert(live, info, binary)
+            self._live[live.id] = live
+            if not self._open:
+                # close() began while the row was written and emptied the queue without
+                # this task: it will never start, so it must not stay "queued".
+                await self._finish(
+                    live, "interrupted", error="llamaswitch was closed before the task started"
+                )
+                return live.id
+        finally:
+            self._submitting.discard(submitting)
+            submitting.set_result(None)
+        self._queue.append(live.id)
+        self._emit_state(live)
+        self._schedule()
+        return live.id
+
+    async def _insert(self, live: _Live, info: ModelInfo, binary: BinaryInfo) -> None:
+        config = live.config
         await self._store.insert_task(
             id=live.id,
             source="run",
@@ -532,11 +562,11 @@ class BenchRunner:
             model_relative=info.relative_path,
             model_path=str(info.path),
             config=config.to_dict(),
-            argv=argv,
+            argv=live.argv,
             output_format=config.output_format,
             state="queued",
-            created_at=format_time(created),
-            state_history=[["queued", format_time(created)]],
+            created_at=format_time(live.created_at),
+            state_history=[["queued", format_time(live.created_at)]],
             expected_tests=live.total,
             timeout_s=live.timeout_s,
             binary_path=str(binary.path),
@@ -544,11 +574,6 @@ class BenchRunner:
             binary_commit=binary.commit,
             host=self._host,
         )
-        self._live[live.id] = live
-        self._queue.append(live.id)
-        self._emit_state(live)
-        self._schedule()
-        return live.id
 
     def _schedule(self) -> None:
         """Start queued tasks while fewer than ``bench_concurrency`` run (FIFO)."""
@@ -608,18 +633,20 @@ class BenchRunner:
         exited = asyncio.create_task(process.wait())
         done, _ = await asyncio.wait({exited}, timeout=live.timeout_s)
         if not done:
-            live.stop_reason = "timeout"
+            if live.stop_reason is None:  # a cancel or close in its grace period wins
+                live.stop_reason = "timeout"
             await self._stop_process(live)
         exit_code = await exited
         output = await stdout
         await stderr
-        state, error = self._stopped_state(live)
-        if live.stop_reason is None:
-            if exit_code == 0:
-                state, error = "completed", None
-            else:
-                state = "failed"
-                error = f"llama-bench exited with code {exit_code}" + _last_error(live.stderr_tail)
+        if exit_code == 0:
+            # Every test ran: a stop that came too late to interrupt it does not count.
+            state, error = "completed", None
+        elif live.stop_reason is not None:
+            state, error = self._stopped_state(live)
+        else:
+            state = "failed"
+            error = f"llama-bench exited with code {exit_code}" + _last_error(live.stderr_tail)
         await self._finish(live, state, error=error, output=output, exit_code=exit_code)
 
     def _stopped_state(self, live: _Live) -> tuple[TaskState, str | None]:
@@ -711,7 +738,11 @@ class BenchRunner:
         output: str | None = None,
         exit_code: int | None = None,
     ) -> None:
-        """Record the final state, publish it, wake the waiters."""
+        """Record the final state, publish it, wake the waiters; once per task (a second
+        call, such as _run's fallback after a failed write, does nothing)."""
+        if live.finishing:
+            return
+        live.finishing = True
         finished = _now()
         try:
             await self._store.set_state(
@@ -808,9 +839,13 @@ class BenchRunner:
         if live is None:
             return await self.get(task_id)
         if live.state == "queued":
-            self._queue.remove(task_id)
-            await self._finish(live, "cancelled")
-        elif live.stop_reason is None:
+            # Not in the queue: another cancel or close() is finishing it; wait for that.
+            if task_id in self._queue:
+                self._queue.remove(task_id)
+                await self._finish(live, "cancelled")
+        elif live.stop_reason is None and (live.process is None or live.process.returncode is None):
+            # Only while llama-bench runs: after it exited the run is complete, and a
+            # cancel landing while its last results are stored must not relabel it.
             live.stop_reason = "cancel"
             await self._stop_process(live)
         await live.done.wait()
@@ -861,8 +896,6 @@ class BenchRunner:
         else the file name in the rows (markdown output names none: pass ``model``).
         """
         self._check_open()
-        from llamaswitch._bench_parser import BENCH_OUTPUT_FORMATS
-
         if fmt not in BENCH_OUTPUT_FORMATS:
             raise ConfigValidationError(
                 [("fmt", f"must be one of {', '.join(BENCH_OUTPUT_FORMATS)}, got {fmt!r}")]
@@ -892,7 +925,8 @@ class BenchRunner:
         }
         now = format_time(_now())
         task_id = uuid.uuid4().hex[:16]
-        await self._store.insert_task(
+        await self._store.insert_task_with_results(
+            results,
             id=task_id,
             source="imported",
             model=name,
@@ -912,8 +946,6 @@ class BenchRunner:
             binary_commit=first.build_commit,
             host=host,
         )
-        for index, result in enumerate(results):
-            await self._store.add_result(task_id, index, result)
         self._events.emit(
             "benchmark",
             "state",

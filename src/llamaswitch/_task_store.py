@@ -7,18 +7,21 @@ are serialised without lock contention, and the connection is never shared acros
 threads (which :mod:`sqlite3` forbids by default).
 
 Results are written one row per finished test, as llama-bench reports it, and
-committed at once: a crash of llamaswitch loses nothing already measured. On open, tasks
-left ``queued`` or ``running`` by a previous process are marked ``interrupted``.
+committed at once: a crash of llamaswitch loses nothing already measured. An imported
+task and its results are written in one transaction: all of it or nothing. On open,
+tasks left ``queued`` or ``running`` by a previous process are marked ``interrupted``.
+:mod:`sqlite3` errors are raised as :class:`~llamaswitch.BenchError`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 import os
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -206,7 +209,10 @@ class TaskStore:
         if self._executor is None:
             raise BenchError("the benchmark database is closed")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, fn, *args)
+        try:
+            return await loop.run_in_executor(self._executor, fn, *args)
+        except sqlite3.Error as exc:
+            raise BenchError(f"benchmark database {self.path}: {exc}") from exc
 
     # -- public operations ----------------------------------------------------------------
 
@@ -214,9 +220,10 @@ class TaskStore:
         """Add a task; ``fields`` are column values (JSON columns as Python data)."""
         await self._call(self._insert_task, fields)
 
-    async def update_task(self, task_id: str, **fields: Any) -> None:
-        """Change some columns of a task."""
-        await self._call(self._update_task, task_id, fields)
+    async def insert_task_with_results(self, results: Sequence[BenchResult], **fields: Any) -> None:
+        """Add a task and all its results in one transaction (an import: all or nothing)."""
+        now = format_time(datetime.now(UTC))
+        await self._call(self._insert_task_with_results, fields, results, now)
 
     async def set_state(self, task_id: str, state: str, moment: str, **fields: Any) -> None:
         """Record a state change (appended to the history) and other columns at once."""
@@ -224,9 +231,8 @@ class TaskStore:
 
     async def add_result(self, task_id: str, index: int, result: BenchResult) -> None:
         """Store one finished test, committed at once."""
-        data = json.dumps(result.to_dict(), allow_nan=True)
-        now = format_time(datetime.now(UTC))
-        await self._call(self._add_result, task_id, index, result, data, now)
+        row = _result_row(task_id, index, result, format_time(datetime.now(UTC)))
+        await self._call(self._add_result, row)
 
     async def get_task(self, task_id: str) -> StoredTask | None:
         """One task with its results, or ``None``."""
@@ -284,16 +290,15 @@ class TaskStore:
             self._conn = None
 
     def _interrupt_unfinished(self, now: str) -> list[str]:
-        db = self._db()
-        rows = [
-            row
-            for row in db.execute(
-                "SELECT id, state, state_history, owner FROM tasks WHERE state IN (?, ?)",
-                _UNFINISHED,
-            ).fetchall()
-            if not _owner_alive(row["owner"], self.owner)
-        ]
-        with db:
+        with _transaction(self._db()) as db:
+            rows = [
+                row
+                for row in db.execute(
+                    "SELECT id, state, state_history, owner FROM tasks WHERE state IN (?, ?)",
+                    _UNFINISHED,
+                ).fetchall()
+                if not _owner_alive(row["owner"], self.owner)
+            ]
             for row in rows:
                 history = [*json.loads(row["state_history"]), ["interrupted", now]]
                 db.execute(
@@ -309,6 +314,11 @@ class TaskStore:
         return [row["id"] for row in rows]
 
     def _insert_task(self, fields: Mapping[str, Any]) -> None:
+        self._insert_task_with_results(fields, (), "")
+
+    def _insert_task_with_results(
+        self, fields: Mapping[str, Any], results: Sequence[BenchResult], now: str
+    ) -> None:
         names = [name for name in _COLUMNS if name in fields]
         unknown = set(fields) - set(_COLUMNS)
         if unknown:
@@ -317,23 +327,15 @@ class TaskStore:
         names.append("owner")
         values.append(self.owner)
         placeholders = ", ".join("?" for _ in names)
-        with self._db() as db:
+        with _transaction(self._db()) as db:
             db.execute(f"INSERT INTO tasks ({', '.join(names)}) VALUES ({placeholders})", values)  # noqa: S608 - names come from _COLUMNS
-
-    def _update_task(self, task_id: str, fields: Mapping[str, Any]) -> None:
-        if not fields:
-            return
-        unknown = set(fields) - set(_COLUMNS)
-        if unknown:
-            raise ValueError(f"unknown task columns: {sorted(unknown)}")
-        assignments = ", ".join(f"{name}=?" for name in fields)
-        values = [_encode(name, value) for name, value in fields.items()]
-        with self._db() as db:
-            db.execute(f"UPDATE tasks SET {assignments} WHERE id=?", [*values, task_id])  # noqa: S608 - names come from _COLUMNS
+            db.executemany(
+                _INSERT_RESULT,
+                (_result_row(fields["id"], i, result, now) for i, result in enumerate(results)),
+            )
 
     def _set_state(self, task_id: str, state: str, moment: str, fields: Mapping[str, Any]) -> None:
-        db = self._db()
-        with db:
+        with _transaction(self._db()) as db:
             row = db.execute("SELECT state_history FROM tasks WHERE id=?", (task_id,)).fetchone()
             if row is None:
                 raise BenchError(f"no task {task_id} in the database")
@@ -343,15 +345,8 @@ class TaskStore:
             values = [_encode(name, value) for name, value in changes.items()]
             db.execute(f"UPDATE tasks SET {assignments} WHERE id=?", [*values, task_id])  # noqa: S608 - names come from _COLUMNS
 
-    def _add_result(
-        self, task_id: str, index: int, result: BenchResult, data: str, now: str
-    ) -> None:
-        with self._db() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO results (task_id, idx, test, avg_ts, stddev_ts, data, "
-                "recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (task_id, index, result.test, result.avg_ts, result.stddev_ts, data, now),
-            )
+    def _add_result(self, row: _ResultRow) -> None:
+        self._db().execute(_INSERT_RESULT, row)  # one statement: its own transaction
 
     def _get_task(self, task_id: str) -> StoredTask | None:
         db = self._db()
@@ -410,6 +405,32 @@ class TaskStore:
             values = {name: _decode(name, row[name]) for name in _COLUMNS}
             tasks.append(StoredTask(**values, results=tuple(by_task[row["id"]])))
         return tasks
+
+
+@contextlib.contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One explicit transaction: the connection autocommits (``isolation_level=None``),
+    where ``with db:`` alone would commit each statement on its own."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        db.rollback()
+        raise
+    db.commit()
+
+
+_INSERT_RESULT: Final = (
+    "INSERT OR REPLACE INTO results (task_id, idx, test, avg_ts, stddev_ts, data, "
+    "recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_ResultRow = tuple[str, int, str, float, float, str, str]
+
+
+def _result_row(task_id: str, index: int, result: BenchResult, now: str) -> _ResultRow:
+    """The values of one ``results`` row."""
+    data = json.dumps(result.to_dict(), allow_nan=True)
+    return (task_id, index, result.test, result.avg_ts, result.stddev_ts, data, now)
 
 
 def _process_tag(pid: int) -> str:

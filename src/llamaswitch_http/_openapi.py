@@ -173,7 +173,15 @@ def _bench_config() -> Schema:
         "cache_type_k": _sweep(_words(BENCH_CACHE_TYPES, blank=False)),
         "cache_type_v": _sweep(_words(BENCH_CACHE_TYPES, blank=False)),
         "threads": _sweep(positive),
-        "cpu_mask": _sweep({"type": "string", "pattern": "^\\s*((0[xX])?[0-9a-fA-F]{1,128})\\s*$"}),
+        # "0xff" or the seed's "hex,hex" form (a sweep of masks).
+        "cpu_mask": _sweep(
+            {
+                "type": "string",
+                "pattern": (
+                    "^\\s*(0[xX])?[0-9a-fA-F]{1,128}(\\s*,\\s*(0[xX])?[0-9a-fA-F]{1,128})*\\s*$"
+                ),
+            }
+        ),
         "cpu_strict": _sweep(switch),
         "poll": _sweep(_int(0, 100)),
         "n_gpu_layers": _sweep(_int(-1, _INT32_MAX)),
