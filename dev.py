@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -56,8 +57,17 @@ def ensure_venv() -> Path:
     return python
 
 
+def ensure_cmake(python: Path) -> None:
+    """cmake from PyPI into the venv when the machine has none (a C++ compiler it must have)."""
+    if shutil.which("cmake") is None:
+        _run(python, "-m", "pip", "install", "--quiet", "cmake")
+    # The venv's scripts first on PATH: its cmake (if installed above) and its llamaswitch.
+    os.environ["PATH"] = str(python.parent) + os.pathsep + os.environ.get("PATH", "")
+
+
 def ensure_toolchain(*generations: str) -> None:
     """Build (or reuse from the cache) llama.cpp for each generation."""
+    ensure_cmake(_venv_python())
     for generation in generations:
         _run(_venv_tool("llamaswitch"), "toolchain", "build", "--generation", generation)
 
