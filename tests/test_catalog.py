@@ -554,6 +554,48 @@ def test_resolve_refuses_a_symlink_escape(tmp_path: Path, folder: Path, model_by
         ModelCatalog(folder).resolve("m.gguf")
 
 
+@pytest.mark.parametrize(
+    "reference",
+    ["m.gguf", "m", "linked/m.gguf", "linked", "linked/m", "copy"],
+)
+def test_resolve_refuses_a_symlink_escape_by_any_name(
+    tmp_path: Path, folder: Path, model_bytes: bytes, reference: str
+) -> None:
+    """Not only the link's path: its stem, the folder it sits alone in, its file name."""
+    place(model_bytes, tmp_path / "elsewhere" / "m.gguf")
+    (folder / "m.gguf").symlink_to(tmp_path / "elsewhere" / "m.gguf")
+    (folder / "linked").mkdir()
+    (folder / "linked" / "m.gguf").symlink_to(tmp_path / "elsewhere" / "m.gguf")
+    catalog = ModelCatalog(folder)
+
+    if reference == "copy":  # general.name: never read from a file outside the folder
+        with pytest.raises(ModelNotFoundError):
+            catalog.resolve(reference)
+        return
+    with pytest.raises(ModelPathError, match="outside the models folder"):
+        catalog.resolve(reference)
+
+
+def test_resolve_refuses_a_shard_that_escapes(tmp_path: Path, folder: Path) -> None:
+    shards = write_sharded(folder / "big" / "Big", 2)
+    shards[1].rename(tmp_path / shards[1].name)
+    shards[1].symlink_to(tmp_path / shards[1].name)
+
+    with pytest.raises(ModelPathError, match=shards[1].name):
+        ModelCatalog(folder).resolve("big")
+
+
+def test_resolve_accepts_a_symlink_escape_by_name_when_allowed(
+    tmp_path: Path, folder: Path, model_bytes: bytes
+) -> None:
+    place(model_bytes, tmp_path / "elsewhere" / "m.gguf")
+    (folder / "m.gguf").symlink_to(tmp_path / "elsewhere" / "m.gguf")
+
+    model = ModelCatalog(folder, allow_outside=True).resolve("m")
+
+    assert (model.relative_path, model.error) == ("m.gguf", None)
+
+
 def test_resolve_accepts_an_outside_file_when_allowed(
     tmp_path: Path, folder: Path, model_bytes: bytes
 ) -> None:

@@ -10,6 +10,8 @@ it says what the config said.
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,13 @@ from hypothesis import strategies as st
 
 from llamaswitch._capabilities import Capabilities, Flag
 from llamaswitch._errors import ConfigValidationError, UnsupportedOptionError
-from llamaswitch._server_config import CACHE_TYPES, SPLIT_MODES, ServerConfig
+from llamaswitch._server_config import (
+    CACHE_TYPES,
+    FORBIDDEN_ENV,
+    FORBIDDEN_FLAGS,
+    SPLIT_MODES,
+    ServerConfig,
+)
 
 from .conftest import LlamaBuild
 
@@ -59,6 +67,10 @@ def args(config: ServerConfig, dialect: str) -> list[str]:
         ("cache_type_k", "f8"), ("cache_type_v", "Q8_0"), ("parallel", 0), ("alias", ""),
         ("host", "127.0.0.1 8080"), ("host", ""), ("restart", "always"),
         ("extra_args", "--metrics"), ("extra_args", [1]), ("env", ["A=1"]),
+        ("restart_max", -1), ("restart_max", 1001), ("restart_max", 1.5),
+        ("restart_max", True), ("restart_backoff_s", -0.5), ("restart_backoff_s", math.nan),
+        ("restart_backoff_s", math.inf), ("restart_backoff_s", "1"),
+        ("restart_backoff_s", 3601),
     ],
 )  # fmt: skip
 def test_invalid_value_is_refused_naming_the_field(field: str, value: object) -> None:
@@ -85,7 +97,10 @@ def test_unset_fields_are_none_and_pass_nothing() -> None:
 @pytest.mark.parametrize(
     "flag",
     ["-m", "--model", "--host", "--port", "--port=8080", "--models-dir", "-hf", "--hf-repo",
-     "--model-url", "--path", "--tools", "--gpt-oss-20b-default", "--help"],
+     "--model-url", "--path", "--tools", "--gpt-oss-20b-default", "--help", "-mm",
+     "--mmproj", "-md", "--model-draft", "--spec-draft-model", "-mv", "--model-vocoder",
+     "--lora", "--lora-scaled", "--control-vector", "--control-vector-scaled", "-jf",
+     "--video-ffmpeg-dir", "--media-path", "--log-prompts-dir", "-hfd", "--cache-list"],
 )  # fmt: skip
 def test_extra_args_may_not_carry_flags_the_supervisor_controls(flag: str) -> None:
     with pytest.raises(ConfigValidationError) as caught:
@@ -100,10 +115,62 @@ def test_extra_args_come_last_as_given() -> None:
         assert args(config, dialect) == ["--threads", "2", "--metrics", "--timeout", "30"]
 
 
-@pytest.mark.parametrize("name", ["LLAMA_ARG_MODEL", "LLAMA_ARG_PORT", "llama_arg_host"])
+# A value placeholder that names a file or a folder.
+_PATH_METAVAR = re.compile(r"FNAME|FILE|PATH|DIR")
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_every_flag_that_takes_a_file_or_folder_is_refused_in_extra_args(dialect: str) -> None:
+    """Whatever reads or writes a path (a projector, a LoRA, a draft model, a log...) could
+    reach any file the server's user can: only the catalog-checked model is passed."""
+    taking_paths = {
+        name
+        for flag in CAPS[dialect].flags.values()
+        if flag.metavar and _PATH_METAVAR.search(flag.metavar)
+        for name in flag.names
+    }
+    assert {"--mmproj", "--lora", "--model-draft"} & taking_paths
+    assert sorted(taking_paths - set(FORBIDDEN_FLAGS)) == []
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_the_environment_twin_of_every_refused_flag_is_refused(dialect: str) -> None:
+    twins = {
+        name
+        for flag in CAPS[dialect].flags.values()
+        if any(n in FORBIDDEN_FLAGS for n in flag.names)
+        for name in re.findall(r"\(env: (\w+)\)", flag.description)
+    }
+    assert "LLAMA_ARG_MODEL" in twins
+    assert sorted(twins - FORBIDDEN_ENV) == []
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["LLAMA_ARG_MODEL", "LLAMA_ARG_PORT", "llama_arg_host", "LLAMA_ARG_MMPROJ",
+     "LLAMA_ARG_MODEL_DRAFT", "LLAMA_ARG_SPEC_DRAFT_MODEL", "LLAMA_ARG_CHAT_TEMPLATE_FILE"],
+)  # fmt: skip
 def test_env_may_not_set_what_the_supervisor_controls(name: str) -> None:
     with pytest.raises(ConfigValidationError, match=f"env: {name} is not allowed"):
         ServerConfig(env={name: "x"})
+
+
+def test_lora_init_without_apply_takes_no_path_and_is_allowed() -> None:
+    assert ServerConfig(extra_args=["--lora-init-without-apply"]).extra_args == (
+        "--lora-init-without-apply",
+    )
+
+
+def test_restart_knobs_are_per_server_and_never_reach_the_argv() -> None:
+    config = ServerConfig.from_dict(
+        {"restart": "on-failure", "restart_max": 2, "restart_backoff_s": 1}
+    )
+    assert (config.restart_max, config.restart_backoff_s) == (2, 1.0)
+    assert config.to_dict() == {"restart": "on-failure", "restart_max": 2,
+                                "restart_backoff_s": 1.0}  # fmt: skip
+    assert ServerConfig(restart_backoff_s=1) == ServerConfig(restart_backoff_s=1.0)
+    for dialect in DIALECTS:
+        assert args(config, dialect) == []
 
 
 def test_env_is_read_only_and_kept() -> None:
@@ -392,6 +459,8 @@ configs = st.builds(
     env=st.dictionaries(st.sampled_from(["A", "LLAMA_ARG_THREADS_HTTP"]), st.text(
         st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"))),
     restart=st.sampled_from(["no", "on-failure"]),
+    restart_max=st.none() | st.integers(0, 1000),
+    restart_backoff_s=st.none() | st.floats(0, 3600),
 )  # fmt: skip
 
 

@@ -15,6 +15,7 @@ import json
 import os
 import random
 import re
+import select
 import shutil
 import signal
 import socket
@@ -43,7 +44,7 @@ from llamaswitch._errors import (
     SupersededError,
     UnsupportedOptionError,
 )
-from llamaswitch._events import Event, Subscription
+from llamaswitch._events import Event, EventBus, Subscription
 from llamaswitch._gpu import GpuProbe
 from llamaswitch._process import ChildProcess, ChildRegistry, OutputLog
 from llamaswitch._supervisor import ServerState, ServerStatus, _port_free
@@ -167,6 +168,42 @@ async def drain(events: Subscription) -> list[Event]:
             return found
 
 
+async def logged(ls: AsyncLlamaSwitch, port: int, text: str, timeout_s: float = 30) -> None:
+    """Wait until the server on ``port`` has printed ``text``."""
+
+    async def seen() -> bool:
+        try:
+            return any(text in line for line in await ls.logs(port=port, lines=100))
+        except ServerNotFoundError:
+            return False
+
+    await async_wait_until(seen, timeout_s)
+
+
+class BinaryGate:
+    """Holds the first ``hold`` launches at their binary lookup, until opened.
+
+    A launch held there has taken its ticket and is in flight, but has neither the
+    port's lock nor a process: the moment the races of close, stop and later requests
+    are about.
+    """
+
+    def __init__(self, ls: AsyncLlamaSwitch, hold: int = 1) -> None:
+        self.entered = asyncio.Event()
+        self.opened = asyncio.Event()
+        self._hold = hold
+        self._real = ls.supervisor._binary
+        ls.supervisor._binary = self._binary  # type: ignore[method-assign]
+
+    async def _binary(self, kind: Any) -> Any:
+        if self._hold > 0:
+            self._hold -= 1
+            if self._hold == 0:
+                self.entered.set()
+            await self.opened.wait()
+        return await self._real(kind)
+
+
 # -- 1. switch, answer, switch again, stop -------------------------------------------------
 
 
@@ -215,10 +252,11 @@ def test_switch_to_the_same_model_and_config_returns_at_once(settings: Settings)
     async def scenario() -> None:
         async with AsyncLlamaSwitch(settings) as ls:
             first = await ls.switch("tiny.gguf", config(port))
-            started = time.perf_counter()
-            again = await ls.switch("tiny.gguf", config(port))
-            assert time.perf_counter() - started < 0.05
+            with ls.subscribe() as events:
+                again = await ls.switch("tiny.gguf", config(port))
+                assert await drain(events) == []  # nothing stopped, nothing started
             assert again.process_id == first.process_id
+            assert again.state is ServerState.READY
             changed = await ls.switch("tiny.gguf", config(port, ctx_size=128))
             assert changed.process_id != first.process_id
 
@@ -363,6 +401,101 @@ def test_concurrent_switches_end_with_one_server_running_the_last_model(
     run(scenario())
 
 
+# -- requests in flight: stops, close, requests refused early ---------------------------------
+
+
+@pytest.mark.parametrize("by_port", [False, True], ids=["stop-all", "stop-port"])
+def test_a_stop_supersedes_a_switch_still_in_flight(settings: Settings, by_port: bool) -> None:
+    port = free_port()
+
+    async def scenario() -> None:
+        async with AsyncLlamaSwitch(settings) as ls:
+            gate = BinaryGate(ls, hold=1 if by_port else 2)
+            switching = asyncio.ensure_future(ls.switch("tiny.gguf", config(port)))
+            starting = None if by_port else asyncio.ensure_future(
+                ls.start("other.gguf", ServerConfig(**SMALL)))  # fmt: skip
+            await gate.entered.wait()
+            # Nothing runs yet, so nothing is reported stopped; but the port is known.
+            assert await (ls.stop(port=port) if by_port else ls.stop()) == []
+            gate.opened.set()
+            with pytest.raises(SupersededError):
+                await switching
+            if starting is not None:
+                with pytest.raises(SupersededError):
+                    await starting
+            assert await ls.status() == []
+            assert llama_servers_on(port) == []
+
+    run(scenario())
+
+
+def test_closing_during_a_start_spawns_nothing_and_supersedes_it(settings: Settings) -> None:
+    port = free_port()
+
+    async def scenario() -> None:
+        ls = AsyncLlamaSwitch(settings)
+        await ls.open()
+        try:
+            gate = BinaryGate(ls)
+            switching = asyncio.ensure_future(ls.switch("tiny.gguf", config(port)))
+            await gate.entered.wait()
+            closing = asyncio.ensure_future(ls.close())
+            await async_wait_until(lambda: asyncio.sleep(0, ls.supervisor._closed), 10)
+            gate.opened.set()
+            with pytest.raises(SupersededError, match="closed"):
+                await switching
+            await asyncio.wait_for(closing, 30)
+        finally:
+            await ls.close()
+        assert llama_servers_on(port) == []
+        assert ChildRegistry(settings.state_dir / "children.json").records() == []
+
+    run(scenario())
+
+
+def test_a_later_switch_to_an_unknown_model_does_not_supersede_an_earlier_one(
+    settings: Settings,
+) -> None:
+    port = free_port()
+
+    async def scenario() -> None:
+        async with AsyncLlamaSwitch(settings) as ls:
+            gate = BinaryGate(ls)
+            first = asyncio.ensure_future(ls.switch("tiny.gguf", config(port)))
+            await gate.entered.wait()
+            with pytest.raises(ModelNotFoundError):
+                await ls.switch("nothing.gguf", config(port))
+            with pytest.raises(ModelPathError):
+                await ls.switch("../outside.gguf", config(port))
+            gate.opened.set()
+            status = await first
+            assert (status.state, status.model_name) == (ServerState.READY, "tiny.gguf")
+            assert [p.pid for p in llama_servers_on(port)] == [status.process_id]
+
+    run(scenario())
+
+
+def test_a_later_switch_the_binary_cannot_honour_does_not_supersede_an_earlier_one(
+    settings: Settings, llama_build: LlamaBuild
+) -> None:
+    if llama_build.server.dialect == "current":
+        pytest.skip("the current build honours split_mode=tensor")
+    port = free_port()
+
+    async def scenario() -> None:
+        async with AsyncLlamaSwitch(settings) as ls:
+            gate = BinaryGate(ls)
+            first = asyncio.ensure_future(ls.switch("tiny.gguf", config(port)))
+            await gate.entered.wait()
+            with pytest.raises(UnsupportedOptionError):
+                await ls.switch("other.gguf", config(port, split_mode="tensor"))
+            gate.opened.set()
+            status = await first
+            assert (status.state, status.model_name) == (ServerState.READY, "tiny.gguf")
+
+    run(scenario())
+
+
 # -- 3. ports ------------------------------------------------------------------------------------
 
 
@@ -379,6 +512,57 @@ def test_port_held_by_another_process_is_refused_before_spawning(settings: Setti
             if caught.value.holder is not None:  # psutil can name it where /proc allows
                 assert f"pid {os.getpid()}" in caught.value.holder
             assert psutil.Process().children(recursive=True) == []
+            assert await ls.status() == []
+
+    run(scenario())
+
+
+def test_start_never_takes_the_default_switch_port(settings: Settings) -> None:
+    low, _ = settings.model_ports
+    assert settings.model_port == low  # the default: the first port of the range
+
+    async def scenario() -> None:
+        async with AsyncLlamaSwitch(settings) as ls:
+            started = await ls.start("tiny.gguf", ServerConfig(**SMALL))
+            switched = await ls.switch("other.gguf", ServerConfig(**SMALL))
+            assert (started.port, switched.port) == (low + 1, low)
+            assert {s.model_name for s in await ls.status()} == {"tiny.gguf", "other.gguf"}
+
+    run(scenario())
+
+
+def test_start_skips_a_port_a_switch_is_headed_for(settings: Settings) -> None:
+    low, _ = settings.model_ports
+
+    async def scenario() -> None:
+        async with AsyncLlamaSwitch(settings) as ls:
+            gate = BinaryGate(ls)
+            switching = asyncio.ensure_future(ls.switch("tiny.gguf", config(low + 1)))
+            await gate.entered.wait()
+            started = await ls.start("other.gguf", ServerConfig(**SMALL))
+            gate.opened.set()
+            assert ((await switching).port, started.port) == (low + 1, low + 2)
+
+    run(scenario())
+
+
+def test_start_on_an_address_no_interface_has_says_so(
+    tmp_path: Path, models_dir: Path, fake_server: Path
+) -> None:
+    host = "192.0.2.1"  # TEST-NET-1: no interface here has it
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, 0))
+        except OSError:
+            pass
+        else:
+            pytest.skip(f"this machine can bind {host} (ip_nonlocal_bind?)")
+    settings = make_settings(tmp_path, models_dir, fake_server)
+
+    async def scenario() -> None:
+        async with AsyncLlamaSwitch(settings) as ls:
+            with pytest.raises(ServerStartError, match=f"cannot listen on {host}"):
+                await ls.start("tiny.gguf", ServerConfig(host=host, **SMALL))
             assert await ls.status() == []
 
     run(scenario())
@@ -445,6 +629,32 @@ def test_random_bytes_model_fails_with_llama_cpp_complaint(
     run(scenario())
 
 
+def test_a_model_behind_a_symlink_out_of_the_folder_is_never_launched(
+    tmp_path: Path, models_dir: Path, fake_server: Path
+) -> None:
+    outside = write_tiny_model(tmp_path / "elsewhere" / "m.gguf", name="m")
+    (models_dir / "link.gguf").symlink_to(outside)
+    settings = make_settings(tmp_path, models_dir, fake_server)
+    port = free_port()
+
+    async def scenario() -> None:
+        async with AsyncLlamaSwitch(settings) as ls:
+            listed = {m.name: m for m in await ls.list_models()}
+            assert "outside the models folder" in (listed["link.gguf"].error or "")
+            for reference in ("link.gguf", "link"):
+                with pytest.raises(ModelPathError):
+                    await ls.switch(reference, config(port))
+            # A ModelInfo taken from the listing is refused by the supervisor itself.
+            with pytest.raises(ModelPathError):
+                await ls.supervisor.switch(listed["link.gguf"], config(port))
+            with pytest.raises(ModelPathError):
+                await ls.supervisor.start(listed["link.gguf"], ServerConfig(**SMALL))
+            assert psutil.Process().children(recursive=True) == []
+            assert await ls.status() == []
+
+    run(scenario())
+
+
 def test_background_start_failure_is_recorded_in_status(
     settings: Settings, models_dir: Path
 ) -> None:
@@ -477,22 +687,19 @@ def test_killed_child_is_crashed_within_a_second(settings: Settings) -> None:
             assert status.process_id is not None
             with ls.subscribe() as events:
                 os.kill(status.process_id, signal.SIGKILL)
+                # The measure: the crash is known (and published) within 1 s of the kill.
                 event = await events.get(timeout_s=1.0)
-
-                async def crashed() -> bool:
-                    return (await ls.status(port=port)).state is ServerState.CRASHED
-
-                assert await async_wait_until(crashed, 1.0) < 1.0
             assert event.data["state"] == "crashed"
             assert event.data["exit_code"] == -9
             after = await ls.status(port=port)
+            assert after.state is ServerState.CRASHED
             assert after.exit_code == -signal.SIGKILL
             assert ISO_UTC.match(after.exited_at or "")
             assert after.log_tail
             assert after.process_id is None
             assert not after.running
-            await asyncio.sleep(0.3)
-            assert (await ls.status(port=port)).state is ServerState.CRASHED  # restart="no"
+            # restart="no": no restart is scheduled, now or later.
+            assert ls.supervisor._servers[port].restart_task is None
             assert [s.state for s in await ls.stop(port=port)] == [ServerState.STOPPED]
 
     run(scenario())
@@ -515,6 +722,25 @@ def test_on_failure_restart_brings_a_killed_server_back(settings: Settings) -> N
             again = await ls.status(port=port)
             assert again.process_id != first.process_id
             assert [p.pid for p in llama_servers_on(port)] == [again.process_id]
+
+    run(scenario())
+
+
+def test_restart_max_of_a_server_caps_its_restarts(settings: Settings) -> None:
+    port = free_port()
+
+    async def scenario() -> None:
+        async with AsyncLlamaSwitch(settings) as ls:
+            first = await ls.switch("tiny.gguf", config(port, restart="on-failure",
+                                                        restart_max=0))  # fmt: skip
+            assert first.process_id is not None
+            with ls.subscribe() as events:
+                os.kill(first.process_id, signal.SIGKILL)
+                while "gave up" not in ((await events.get(timeout_s=10)).data["error"] or ""):
+                    pass
+            status = await ls.status(port=port)
+            assert (status.state, status.restarts) == (ServerState.CRASHED, 0)
+            assert "gave up after 0 restarts" in (status.error or "")
 
     run(scenario())
 
@@ -560,6 +786,8 @@ def test_child_dies_with_a_manager_killed_by_sigkill(settings: Settings, spawn: 
     )
     try:
         assert manager.stdout is not None
+        readable, _, _ = select.select([manager.stdout], [], [], 60)
+        assert readable, "the manager printed no pid within 60 s"
         pid = json.loads(manager.stdout.readline())["pid"]
         assert not gone(pid)
         records = ChildRegistry(settings.state_dir / "children.json").records()
@@ -780,6 +1008,49 @@ def test_closing_stops_every_server_it_started(settings: Settings) -> None:
     assert ChildRegistry(settings.state_dir / "children.json").records() == []
 
 
+def test_closing_ends_event_subscriptions_after_the_last_events(settings: Settings) -> None:
+    port = free_port()
+
+    async def scenario() -> None:
+        ls = AsyncLlamaSwitch(settings)
+        await ls.open()
+        subscription = ls.subscribe()
+
+        async def follow() -> list[str]:
+            # Blocked waiting for the next event when the close comes.
+            return [event.data["state"] async for event in subscription]
+
+        follower = asyncio.ensure_future(follow())
+        try:
+            await ls.switch("tiny.gguf", config(port))
+        finally:
+            await ls.close()
+        states = await asyncio.wait_for(follower, 10)
+        assert states == ["starting", "ready", "stopping", "stopped"]
+        with pytest.raises(EOFError):
+            await subscription.get(timeout_s=1)
+
+    run(scenario())
+
+
+def test_a_closed_subscription_wakes_its_blocked_reader() -> None:
+    async def scenario() -> None:
+        bus = EventBus()
+        with bus.subscribe() as subscription:
+            reader = asyncio.ensure_future(anext(subscription, None))
+            await asyncio.sleep(0)  # the reader now waits on the queue
+            subscription.close()
+            assert await asyncio.wait_for(reader, 5) is None
+        with bus.subscribe() as later:  # the bus still works after its close()
+            bus.close()
+            with bus.subscribe() as again:
+                bus.emit("server", "state", state="ready")
+                assert (await again.get(timeout_s=5)).data == {"state": "ready"}
+            assert await anext(later, None) is None
+
+    run(scenario())
+
+
 class FakeNvml:
     """NVML with two GPUs on which the processes in ``pids`` hold 512 and 256 MiB."""
 
@@ -873,15 +1144,16 @@ def fake_server(tmp_path: Path) -> Path:
 def test_readiness_timeout_kills_the_server(
     tmp_path: Path, models_dir: Path, fake_server: Path
 ) -> None:
-    settings = make_settings(tmp_path, models_dir, fake_server, ready_timeout_s=0.5)
+    # 2 s: a Python fake on a loaded machine may take a second to print its first line.
+    settings = make_settings(tmp_path, models_dir, fake_server, ready_timeout_s=2.0)
     port = free_port()
 
     async def scenario() -> None:
         async with AsyncLlamaSwitch(settings) as ls:
             started = time.monotonic()
-            with pytest.raises(ReadinessTimeoutError, match=r"0\.5 s"):
+            with pytest.raises(ReadinessTimeoutError, match=r"within 2 s"):
                 await ls.switch("tiny.gguf", config(port))
-            assert time.monotonic() - started < 5
+            assert 2.0 <= time.monotonic() - started < 12
             status = await ls.status(port=port)
             assert status.state is ServerState.FAILED
             assert status.exit_code == -signal.SIGKILL
@@ -936,11 +1208,98 @@ def test_a_starting_server_stopped_by_a_later_request_supersedes_its_waiter(
     async def scenario() -> None:
         async with AsyncLlamaSwitch(settings) as ls:
             hanging = asyncio.ensure_future(ls.switch("tiny.gguf", config(port)))
-            await asyncio.sleep(0.2)
+            await logged(ls, port, "loading forever")  # spawned, not ready
             stopped = await ls.stop(port=port)
             assert stopped[0].state is ServerState.STOPPED
             with pytest.raises(SupersededError):
                 await hanging
+
+    run(scenario())
+
+
+def test_closing_while_a_server_starts_fails_its_waiter_and_stops_it(
+    tmp_path: Path, models_dir: Path, fake_server: Path
+) -> None:
+    settings = make_settings(tmp_path, models_dir, fake_server)
+    port = free_port()
+
+    async def scenario() -> None:
+        ls = AsyncLlamaSwitch(settings)
+        await ls.open()
+        try:
+            hanging = asyncio.ensure_future(ls.switch("tiny.gguf", config(port)))
+            await logged(ls, port, "loading forever")
+            pid = (await ls.status(port=port)).process_id
+        finally:
+            await ls.close()
+        with pytest.raises(SupersededError):
+            await asyncio.wait_for(hanging, 10)
+        assert pid is not None
+        assert gone(pid)
+
+    run(scenario())
+
+
+def test_a_cancelled_stop_still_stops_and_reaps_the_server(
+    tmp_path: Path, models_dir: Path, fake_server: Path
+) -> None:
+    settings = make_settings(tmp_path, models_dir, fake_server, stop_timeout_s=1.5)
+    port = free_port()
+
+    async def scenario() -> None:
+        async with AsyncLlamaSwitch(settings) as ls:
+            status = await ls.switch("tiny.gguf", config(port, env={"FAKE_MODE": "ignore-term"}))
+            assert status.process_id is not None
+            stopping = asyncio.ensure_future(ls.stop(port=port))
+
+            async def is_stopping() -> bool:
+                return (await ls.status(port=port)).state is ServerState.STOPPING
+
+            await async_wait_until(is_stopping, 10)
+            stopping.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await stopping
+            # The next stop finishes what the cancelled one began: SIGKILL after the
+            # grace period, reaped, recorded.
+            stopped = await ls.stop(port=port)
+            assert [s.state for s in stopped] == [ServerState.STOPPED]
+            assert stopped[0].exit_code == -signal.SIGKILL
+            assert gone(status.process_id)
+            assert await ls.status() == []
+
+    run(scenario())
+
+
+def test_a_failed_spawn_closes_its_log_file(
+    tmp_path: Path, models_dir: Path, fake_server: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without setpriv in front, the exec error reaches the manager (with it, setpriv
+    # starts and exits 126, which is an ordinary start failure).
+    monkeypatch.setattr("llamaswitch._process._setpriv", lambda: None)
+    # The record is dropped, so the garbage collector would close a leaked file sooner or
+    # later: keep the logs to see whether the supervisor closed it.
+    logs: list[OutputLog] = []
+
+    class KeptOutputLog(OutputLog):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            logs.append(self)
+
+    monkeypatch.setattr("llamaswitch._supervisor.OutputLog", KeptOutputLog)
+    settings = make_settings(tmp_path, models_dir, fake_server)
+    port = free_port()
+
+    async def scenario() -> None:
+        async with AsyncLlamaSwitch(settings) as ls:
+            await ls.binary("llama-server")  # identified while it can still run
+            await asyncio.to_thread(fake_server.chmod, 0o644)
+            with pytest.raises(ServerStartError, match="cannot start"):
+                await ls.switch("tiny.gguf", config(port))
+            log = ls.supervisor.log_path(port)
+            assert "spawn failed" in log.read_text(encoding="utf-8")
+            assert [output.closed for output in logs] == [True]
+            assert str(log) not in [f.path for f in psutil.Process().open_files()]
+            assert await ls.status() == []
 
     run(scenario())
 
@@ -959,6 +1318,20 @@ def test_output_log_keeps_the_last_lines_and_rotates_its_file(tmp_path: Path) ->
     assert (tmp_path / "server.log.1").exists()
     assert (tmp_path / "server.log.2").exists()
     assert not (tmp_path / "server.log.3").exists()
+
+
+def test_output_log_never_reopens_its_file_after_close(tmp_path: Path) -> None:
+    path = tmp_path / "server.log"
+    log = OutputLog(path)
+    log.feed(b"before\n")
+    log.close()
+    log.feed(b"late\n")  # a grandchild still holding the pipe, say
+    log.note("=== late note")
+    log.flush()
+    assert log.closed
+    assert log.tail(2) == ["late", "=== late note"]
+    assert path.read_text(encoding="utf-8") == "before\n"
+    assert str(path) not in [f.path for f in psutil.Process().open_files()]
 
 
 def test_a_chatty_child_never_blocks_on_a_full_pipe(tmp_path: Path) -> None:

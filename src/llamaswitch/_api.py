@@ -25,6 +25,7 @@ from llamaswitch._capabilities import BinaryKind
 from llamaswitch._catalog import ModelCatalog, ModelInfo
 from llamaswitch._events import EventBus, Subscription
 from llamaswitch._gpu import GpuProbe, default_probe
+from llamaswitch._process import prepare_spawn
 from llamaswitch._settings import Settings
 
 if TYPE_CHECKING:
@@ -68,6 +69,8 @@ class AsyncLlamaSwitch:
         from llamaswitch._supervisor import ServerSupervisor
 
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+        # Probes for setpriv once, in a worker thread: the first spawn runs on the loop.
+        await asyncio.to_thread(prepare_spawn)
         self._supervisor = ServerSupervisor(
             self.settings, binary=self._binary, gpu=self.gpu, events=self.events
         )
@@ -82,7 +85,13 @@ class AsyncLlamaSwitch:
         self._opened = True
 
     async def close(self) -> None:
-        """Interrupt benchmarks and stop every model server this object started."""
+        """Interrupt benchmarks and stop every model server this object started.
+
+        Switches and starts still in flight fail with
+        :class:`~llamaswitch.SupersededError` and start nothing. Event subscriptions end
+        last, after the final ``stopped`` events: an ``async for`` over
+        :meth:`subscribe` finishes instead of waiting forever.
+        """
         if not self._opened:
             return
         self._opened = False
@@ -90,8 +99,11 @@ class AsyncLlamaSwitch:
             if self._bench is not None:
                 await self._bench.close()
         finally:
-            if self._supervisor is not None:
-                await self._supervisor.close()
+            try:
+                if self._supervisor is not None:
+                    await self._supervisor.close()
+            finally:
+                self.events.close()
 
     async def __aenter__(self) -> AsyncLlamaSwitch:
         await self.open()
@@ -169,23 +181,40 @@ class AsyncLlamaSwitch:
         supervisor = self.supervisor
         # The ticket is taken before the first await: of concurrent switches on one port
         # the last call wins, not whichever model reference resolved last (resolving runs
-        # in a worker thread).
+        # in a worker thread); and a stop made meanwhile sees this switch in flight.
         ticket = supervisor.ticket(supervisor.port_for(config))
-        info = await self.resolve_model(model)
+        try:
+            info = await self.resolve_model(model)
+        except BaseException:
+            # Refused before it did anything: it must not supersede the switch before it.
+            supervisor.withdraw(ticket)
+            raise
         return await supervisor.switch(info, config, wait=wait, ticket=ticket)
 
     async def start(
         self, model: str, config: ServerConfig | None = None, *, wait: bool = True
     ) -> ServerStatus:
         """Serve ``model`` alongside the others, on a free port of the model port range
-        unless the config names one."""
-        info = await self.resolve_model(model)
-        return await self.supervisor.start(info, config, wait=wait)
+        unless the config names one (the default model port is never picked: it is
+        ``switch``'s)."""
+        supervisor = self.supervisor
+        # As in switch: in line (and visible to a stop) from the call on.
+        ticket = supervisor.ticket(config.port if config is not None else None)
+        try:
+            info = await self.resolve_model(model)
+        except BaseException:
+            supervisor.withdraw(ticket)
+            raise
+        return await supervisor.start(info, config, wait=wait, ticket=ticket)
 
     async def stop(
         self, model: str | None = None, *, port: int | None = None
     ) -> list[ServerStatus]:
-        """Stop one server by model name or port, or every server when neither is given."""
+        """Stop one server by model name or port, or every server when neither is given.
+
+        Switches and starts still in flight on those ports (on any port, for every
+        server) fail with :class:`~llamaswitch.SupersededError` and start nothing.
+        """
         return await self.supervisor.stop(model, port=port)
 
     @overload

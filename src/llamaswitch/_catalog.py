@@ -45,7 +45,7 @@ import attrs
 from llamaswitch._errors import ModelNotFoundError, ModelPathError
 from llamaswitch._gguf import GGUFError, GGUFHeader, read_header
 
-__all__ = ["ModelCatalog", "ModelInfo"]
+__all__ = ["ModelCatalog", "ModelInfo", "outside_paths"]
 
 # llama.cpp's gguf-split names shards "<prefix>-%05d-of-%05d.gguf".
 _SHARD_NAME = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$", re.I)
@@ -265,11 +265,19 @@ class ModelCatalog:
             )
         models = self.list_models()
         found = _match(reference, text, given, models)
+        if found is None:
+            found = _by_real_path(models).get(real)
         if found is not None:
+            # Any name of a symlink out of the folder (its stem, its folder's name...)
+            # reaches the same file as its path: refuse them all, not just the path.
+            escaped = [] if self._allow_outside else outside_paths(found, self._models_dir)
+            if escaped:
+                raise ModelPathError(
+                    f"model {reference!r} is {found.relative_path}, which resolves to "
+                    f"{escaped[0]}, outside the models folder {self._models_dir}; "
+                    f"{_OUTSIDE_HINT}"
+                )
             return found
-        by_real = _by_real_path(models)
-        if real in by_real:
-            return by_real[real]
         if not inside and self._is_model_file(candidate):
             outside = self._outside_model(candidate)
             if outside is not None:
@@ -538,6 +546,17 @@ class ModelCatalog:
 
 
 # -- matching references ------------------------------------------------------------------
+
+
+def outside_paths(model: ModelInfo, models_dir: str | os.PathLike[str]) -> list[str]:
+    """The real paths of ``model``'s files (every shard) outside ``models_dir``.
+
+    Symlinks are resolved, so a link in the folder to a file elsewhere counts as outside.
+    It touches the file system: call it off the event loop.
+    """
+    root_real = os.path.realpath(models_dir)
+    reals = (os.path.realpath(path) for path in (model.shard_paths or (model.path,)))
+    return [real for real in reals if not _is_inside(real, root_real)]
 
 
 def _is_inside(real: str, root_real: str) -> bool:

@@ -89,10 +89,19 @@ class OutputLog:
         self._backups = backups
         self._file: IO[bytes] | None = None
         self._size = 0
+        self._closed = False
         self.file_error: str | None = None
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called (later output reaches the ring only)."""
+        return self._closed
+
     def _open(self) -> IO[bytes] | None:
-        if self._file is None and self.path is not None and self.file_error is None:
+        # Never reopened after close(): output that arrives late (a grandchild still
+        # holding the pipe) would otherwise leak a file handle nobody closes.
+        if (self._file is None and not self._closed and self.path is not None
+                and self.file_error is None):  # fmt: skip
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._file = self.path.open("ab")
@@ -179,7 +188,8 @@ class OutputLog:
         return [self._lines[i] for i in range(start, kept)]
 
     def close(self) -> None:
-        """Close the file (the ring stays readable)."""
+        """Close the file for good (the ring stays readable and keeps taking output)."""
+        self._closed = True
         self.flush_partial()
         if self._file is not None:
             with contextlib.suppress(OSError):
@@ -231,6 +241,11 @@ def child_spawn(argv: Sequence[str]) -> tuple[list[str], dict[str, Any]]:
     if preexec is not None:
         kwargs["preexec_fn"] = preexec
     return list(argv), kwargs
+
+
+def prepare_spawn() -> None:
+    """Do the one-time probing :func:`child_spawn` needs (it blocks: call it off the loop)."""
+    _setpriv()
 
 
 @functools.cache
@@ -411,12 +426,16 @@ class ChildProcess:
             with contextlib.suppress(OSError):
                 os.kill(self.pid, sig)
 
-    def kill(self) -> None:
-        """Kill the child (and its group) at once, without waiting."""
-        if _IS_WINDOWS:
-            _terminate_tree(self.pid, 0.0)
-        else:
+    async def kill(self) -> None:
+        """Kill the child (and its group) at once; :meth:`wait` reaps it.
+
+        On Windows the process tree is terminated through psutil, which waits for the
+        processes to go: that runs in a worker thread, off the event loop.
+        """
+        if not _IS_WINDOWS:
             self.send_signal(signal.SIGKILL)
+        elif self.returncode is None:
+            await asyncio.to_thread(_terminate_tree, self.pid, 0.0)
 
     async def stop(self, grace_s: float, *, repeat_after_s: float | None = None) -> int:
         """SIGTERM to the group, up to ``grace_s`` to exit, then SIGKILL; always reaped.

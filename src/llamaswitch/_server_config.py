@@ -3,7 +3,8 @@
 A ``ServerConfig`` carries the settings of the seed API's switch examples (``host``,
 ``port``, ``threads``, ``ctx_size``, ``n_gpu_layers``, ``flash_attn``, ``tensor_split``,
 ``mlock``...) plus what users need beyond them (``parallel``, ``alias``, ``no_mmap``,
-``extra_args``, ``env``, ``restart``). Every field is optional: ``None`` means "not passed",
+``extra_args``, ``env``, and the restart policy: ``restart``, ``restart_max``,
+``restart_backoff_s``). Every field is optional: ``None`` means "not passed",
 so llama.cpp's own default applies.
 
 Values are checked when the object is built; every bad field is reported at once, each
@@ -83,11 +84,28 @@ FORBIDDEN_FLAGS: Mapping[str, str] = types.MappingProxyType({
     **dict.fromkeys(("-mmu", "--mmproj-url"), "downloading projectors is not allowed"),
     **dict.fromkeys(("--path",), "serving files from an arbitrary folder is not allowed"),
     **dict.fromkeys(
+        ("-hfd", "-hfrd", "--hf-repo-draft", "--spec-draft-hf"),
+        "downloading models is not allowed; put the model in the models folder",
+    ),
+    **dict.fromkeys(
         ("--log-file", "--slot-save-path", "--ssl-key-file", "--ssl-cert-file",
-         "--api-key-file", "--chat-template-file", "--grammar-file", "-lcs",
-         "--lookup-cache-static", "-lcd", "--lookup-cache-dynamic"),
+         "--api-key-file", "--chat-template-file", "--grammar-file", "-jf",
+         "--json-schema-file", "-lcs", "--lookup-cache-static", "-lcd",
+         "--lookup-cache-dynamic", "--ui-config-file", "--webui-config-file",
+         "--media-path", "--log-prompts-dir"),
         "it reads or writes a file path chosen by whoever sends the request; the supervisor "
         "keeps the logs",
+    ),
+    **dict.fromkeys(
+        ("-mm", "--mmproj", "-md", "--model-draft", "--spec-draft-model", "-mv",
+         "--model-vocoder", "--lora", "--lora-scaled", "--control-vector",
+         "--control-vector-scaled"),
+        "it loads weights from a file path chosen by whoever sends the request, past the "
+        "models folder's checks; only the model argument loads weights",
+    ),
+    **dict.fromkeys(
+        ("--video-ffmpeg-dir",),
+        "it runs the ffmpeg programs of a folder chosen by whoever sends the request",
     ),
     **dict.fromkeys(
         ("--tools", "--tools-runtime", "--mcp-servers-config", "--mcp-servers-json", "-ag",
@@ -95,7 +113,8 @@ FORBIDDEN_FLAGS: Mapping[str, str] = types.MappingProxyType({
         "agent tools run shell commands and edit files for whoever can reach the server",
     ),
     **dict.fromkeys(
-        ("-h", "--help", "--usage", "--version", "--completion-bash", "--list-devices"),
+        ("-h", "--help", "--usage", "--version", "--completion-bash", "--list-devices",
+         "-cl", "--cache-list"),
         "it makes llama-server print something and exit",
     ),
 })  # fmt: skip
@@ -111,7 +130,9 @@ FORBIDDEN_ENV: frozenset[str] = frozenset({
     "LLAMA_ARG_TOOLS_RUNTIME", "LLAMA_ARG_MCP_SERVERS_CONFIG", "LLAMA_ARG_MCP_SERVERS_JSON",
     "LLAMA_ARG_AGENT", "LLAMA_ARG_UI_MCP_PROXY", "LLAMA_ARG_LOG_FILE",
     "LLAMA_ARG_SLOT_SAVE_PATH", "LLAMA_ARG_SSL_KEY_FILE", "LLAMA_ARG_SSL_CERT_FILE",
-    "LLAMA_ARG_API_KEY_FILE",
+    "LLAMA_ARG_API_KEY_FILE", "LLAMA_ARG_CHAT_TEMPLATE_FILE", "LLAMA_ARG_UI_CONFIG_FILE",
+    "LLAMA_ARG_MMPROJ", "LLAMA_ARG_MODEL_DRAFT", "LLAMA_ARG_SPEC_DRAFT_MODEL",
+    "LLAMA_ARG_SPEC_DRAFT_HF_REPO", "LLAMA_ARG_VIDEO_FFMPEG_DIR",
     # The dynamic linker loads whatever these name into the server process.
     "LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "DYLD_INSERT_LIBRARIES",
     "DYLD_LIBRARY_PATH", "PATH",
@@ -121,6 +142,8 @@ FORBIDDEN_ENV: frozenset[str] = frozenset({
 _PRESET_FLAG = re.compile(r"^--(?:embd|fim|gpt-oss|vision)-[\w.-]+-(?:default|spec)$")
 
 _INT32_MAX = 2**31 - 1
+_MAX_RESTARTS = 1000
+_MAX_BACKOFF_S = 3600.0
 _MAX_GPU_LAYERS = 9999
 #: What "all layers" becomes on builds whose -ngl takes numbers only: llama.cpp clamps
 #: the count to the model's layers. Above _MAX_GPU_LAYERS so that it reads back as "all".
@@ -165,6 +188,13 @@ def _to_bool(value: object) -> object:
     return value
 
 
+def _to_seconds(value: object) -> object:
+    # 1 and 1.0 are the same duration; keep one type, so equal configs compare equal.
+    if type(value) is int:
+        return float(value)
+    return value
+
+
 def _to_flash_attn(value: object) -> object:
     return _to_bool(value)
 
@@ -182,6 +212,13 @@ def _to_gpu_layers(value: object) -> object:
 def _whole(value: object, low: int, high: int) -> str | None:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         return f"must be a whole number from {low} to {high}, got {value!r}"
+    return None
+
+
+def _seconds(value: object, high: float) -> str | None:
+    ok = isinstance(value, float) and math.isfinite(value) and 0 <= value <= high
+    if not ok:
+        return f"must be a number of seconds from 0 to {high:g}, got {value!r}"
     return None
 
 
@@ -269,6 +306,13 @@ class ServerConfig:
     #: ``"no"``: a crashed server stays down; ``"on-failure"``: it is restarted after a
     #: non-zero exit, with backoff and a maximum number of attempts.
     restart: RestartPolicy = "no"
+    #: With ``restart="on-failure"``: how many restarts may follow one another before the
+    #: server is left ``crashed``/``failed`` (0 to 1000; unset: 5). A server that stayed
+    #: ready for a minute before crashing starts a fresh series.
+    restart_max: int | None = None
+    #: With ``restart="on-failure"``: seconds before the first restart of a series, doubled
+    #: for each one after it, at most 30 s (0 to 3600; unset: 0.5).
+    restart_backoff_s: float | None = attrs.field(default=None, converter=_to_seconds)
 
     def __attrs_post_init__(self) -> None:
         errors = self._problems()
@@ -321,6 +365,10 @@ class ServerConfig:
         check("extra_args", _extra_args_problem(self.extra_args))
         check("env", _env_problem(self.env))
         check("restart", _enum(self.restart, _RESTART_POLICIES))
+        if self.restart_max is not None:
+            check("restart_max", _whole(self.restart_max, 0, _MAX_RESTARTS))
+        if self.restart_backoff_s is not None:
+            check("restart_backoff_s", _seconds(self.restart_backoff_s, _MAX_BACKOFF_S))
         return [(name, reason) for name, _, reason in checks if reason]
 
     # -- construction ----------------------------------------------------------------------

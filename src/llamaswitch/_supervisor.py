@@ -7,11 +7,14 @@ start, stop and report model servers. Its rules:
   ``start`` adds a server on a free port of the model port range.
 - **One operation per port at a time**: an ``asyncio.Lock`` per port covers "stop the old
   server, reap it, check the port, spawn the new one", so a start never races the stop
-  before it. Each request takes a ticket (a per-port generation number) when it is made;
-  a request overtaken by a later one on the same port fails with
+  before it. Each request (switch, start, stop) takes a :class:`Ticket` (a per-port
+  generation number) when it is made and counts as in flight until it has acted; a
+  request overtaken by a later one on the same port (a stop included) fails with
   :class:`~llamaswitch._errors.SupersededError` instead of starting anything, and a
   server still starting when a later request replaces it fails its waiters the same way.
-  Concurrent switches therefore end with exactly one server, the last request's.
+  Concurrent switches therefore end with exactly one server, the last request's. A
+  request that fails before it acts (an unknown model, an option the binary cannot
+  honour) gives the port back to the request before it.
 - **Readiness** is ``GET /health`` == 200, polled from the first milliseconds: at once
   whenever the server prints something (its log lines are hints, ``/health`` is the
   truth), else on a timer backing off from 5 ms to 250 ms. An exit before ready is a
@@ -27,10 +30,13 @@ start, stop and report model servers. Its rules:
 - **Crash watch**: an exit after ready turns the server ``crashed`` as soon as the
   process is reaped (milliseconds), with exit code, time and log tail; with
   ``restart="on-failure"`` a non-zero exit is followed by restarts with exponential
-  backoff, at most ``restart_max`` in a row.
+  backoff, at most ``restart_max`` in a row (both per server, in its ``ServerConfig``).
 - **Never an orphan**: children are spawned from the event-loop thread with Linux's
   parent-death signal and recorded in ``state_dir/children.json``; :meth:`open` stops the
-  survivors of a manager that died, :meth:`close` stops every server.
+  survivors of a manager that died, :meth:`close` stops every server and supersedes the
+  requests still in flight, so that nothing is spawned after it. A stop whose caller is
+  cancelled still runs to the end (the process is reaped; the next operation on the port
+  waits for it).
 
 Blocking calls (psutil, NVML, the registry file) run in worker threads; resource figures
 (RSS, CPU, VRAM) are sampled at most every ``sample_ttl_s`` and shared by all callers, so
@@ -61,8 +67,9 @@ import psutil
 
 from llamaswitch._binaries import BinaryInfo
 from llamaswitch._capabilities import BinaryKind
-from llamaswitch._catalog import ModelInfo
+from llamaswitch._catalog import ModelInfo, outside_paths
 from llamaswitch._errors import (
+    ModelPathError,
     PortInUseError,
     ReadinessTimeoutError,
     ReservedPortError,
@@ -76,7 +83,7 @@ from llamaswitch._process import ChildProcess, ChildRegistry, OutputLog
 from llamaswitch._server_config import ServerConfig
 from llamaswitch._settings import Settings
 
-__all__ = ["ServerState", "ServerStatus", "ServerSupervisor"]
+__all__ = ["ServerState", "ServerStatus", "ServerSupervisor", "Ticket"]
 
 _DEFAULT_HOST = "127.0.0.1"
 _LOG_TAIL_LINES = 40
@@ -99,6 +106,9 @@ _CONNECT_TEST_S = 0.5
 # A server that stayed ready this long before crashing starts a fresh series of restarts.
 _RESTART_RESET_AFTER_S = 60.0
 _RESTART_BACKOFF_MAX_S = 30.0
+# How long close() waits for requests in flight to give up (they do as soon as they
+# reach the port's lock, or at once if they have not reached the supervisor yet).
+_CLOSE_DRAIN_S = 5.0
 _MIB = 1024 * 1024
 
 
@@ -247,6 +257,19 @@ def _resolve(future: asyncio.Future[bool], value: bool) -> None:
 
 
 @attrs.define(eq=False)
+class Ticket:
+    """A request's place in line on its port; see :meth:`ServerSupervisor.ticket`."""
+
+    #: None: a ``start`` whose port is still to be picked.
+    port: int | None
+    #: The port's generation this request set (0 until it has a port).
+    number: int = 0
+    #: How many "stop every server" requests came before this one.
+    stops: int = 0
+    ended: bool = False
+
+
+@attrs.define(eq=False)
 class _Server:
     """The supervisor's mutable record of one port's server (across restarts)."""
 
@@ -273,6 +296,9 @@ class _Server:
     sample: _Sample | None = None
     sampled_at: float = 0.0
     restart_task: asyncio.Task[None] | None = None
+    #: The stop of ``process`` (SIGTERM, grace, SIGKILL, reap), kept so that a stop whose
+    #: caller was cancelled is finished, not forgotten, by the next one.
+    stopping: asyncio.Future[int] | None = None
 
     @property
     def alive(self) -> bool:
@@ -424,7 +450,8 @@ class ServerSupervisor:
     ``binary`` returns the identified llama-server; ``gpu`` answers VRAM questions;
     ``events`` receives ``server``/``state`` events. The restart policy's backoff starts at
     ``restart_backoff_s`` and doubles per attempt (at most 30 s); at most ``restart_max``
-    restarts follow one another before the server is left ``failed``/``crashed``.
+    restarts follow one another before the server is left ``failed``/``crashed``. Both are
+    defaults: a server's ``ServerConfig.restart_backoff_s`` and ``restart_max`` win.
     """
 
     def __init__(
@@ -449,7 +476,16 @@ class ServerSupervisor:
         self._log_lines = log_lines
         self._servers: dict[int, _Server] = {}
         self._locks: dict[int, asyncio.Lock] = {}
+        # Per port: the last ticket number handed out, the number of the request that
+        # counts as the last one (lower after a request failed before it acted), the
+        # numbers in flight, and the highest number of a request that acted.
+        self._issued: dict[int, int] = {}
         self._generations: dict[int, int] = {}
+        self._inflight: dict[int, set[int]] = {}
+        self._settled: dict[int, int] = {}
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._stop_alls = 0
         self._reserved: set[int] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._registry = ChildRegistry(settings.state_dir / "children.json")
@@ -478,12 +514,21 @@ class ServerSupervisor:
         ]
 
     async def close(self) -> None:
-        """Stop every server (SIGTERM, grace, SIGKILL) and finish background work."""
+        """Stop every server (SIGTERM, grace, SIGKILL) and finish background work.
+
+        Requests still in flight are superseded: a launch that holds its port's lock is
+        let finish spawning and its server is stopped with the others; the rest fail
+        (:class:`~llamaswitch._errors.SupersededError`) when they reach the lock, before
+        anything is spawned. ``close`` waits (up to a few seconds) for them to give up.
+        """
         if self._closed:
             return
         self._closed = True
         try:
             await self.stop(None)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_CLOSE_DRAIN_S):
+                    await self._idle.wait()
         finally:
             for task in list(self._tasks):
                 task.cancel()
@@ -503,15 +548,70 @@ class ServerSupervisor:
             return config.port
         return self.settings.model_port
 
-    def ticket(self, port: int) -> int:
+    def ticket(self, port: int | None) -> Ticket:
         """Register a request on ``port`` now; earlier requests there become superseded.
 
         The API takes the ticket when a call is made, before any await, so that "the
-        last request" is the last call, not whichever finished resolving first.
+        last request" is the last call, not whichever finished resolving first. The
+        request counts as in flight (``stop`` sees it) until it has acted; one that fails
+        before, without a supervisor method to end it, must be :meth:`withdraw`-n.
+        ``port=None`` is a ``start`` whose port is picked later (it is still superseded
+        by a later "stop every server").
         """
-        generation = self._generations.get(port, 0) + 1
-        self._generations[port] = generation
-        return generation
+        ticket = Ticket(port, stops=self._stop_alls)
+        if port is not None:
+            self._enter(ticket, port)
+        return ticket
+
+    def withdraw(self, ticket: Ticket) -> None:
+        """End a request that failed before it acted (nothing stopped, nothing started).
+
+        It no longer overtakes the requests before it: if it was the last one on its port,
+        the one before it becomes the last again and may proceed.
+        """
+        self._end(ticket, acted=False)
+
+    async def _place(self, ticket: Ticket, host: str) -> None:
+        """Check a start's own port, or pick one for it (in flight from then on)."""
+        port = ticket.port
+        if port is None:
+            port = await self._pick_port(host)
+            # In flight from now on, which keeps the port from being picked again.
+            self._enter(ticket, port)
+            self._reserved.discard(port)
+            return
+        self._check_reserved(port)
+        running = self._servers.get(port)
+        if running is not None and running.alive:
+            raise PortInUseError(
+                port, host, f"llamaswitch's own server for {running.model.name}; "
+                "use switch to replace it"
+            )  # fmt: skip
+
+    def _enter(self, ticket: Ticket, port: int) -> None:
+        number = self._issued.get(port, 0) + 1
+        self._issued[port] = self._generations[port] = number
+        self._inflight.setdefault(port, set()).add(number)
+        self._idle.clear()
+        ticket.port, ticket.number = port, number
+
+    def _end(self, ticket: Ticket, *, acted: bool) -> None:
+        if ticket.ended:
+            return
+        ticket.ended = True
+        port = ticket.port
+        if port is None:
+            return
+        pending = self._inflight.get(port, set())
+        pending.discard(ticket.number)
+        if acted:
+            self._settled[port] = max(self._settled.get(port, 0), ticket.number)
+        elif self._generations.get(port) == ticket.number:
+            self._generations[port] = max(pending | {self._settled.get(port, 0)})
+        if not pending:
+            self._inflight.pop(port, None)
+        if not self._inflight:
+            self._idle.set()
 
     async def switch(
         self,
@@ -519,53 +619,54 @@ class ServerSupervisor:
         config: ServerConfig | None = None,
         *,
         wait: bool = True,
-        ticket: int | None = None,
+        ticket: Ticket | None = None,
     ) -> ServerStatus:
         """Serve ``info`` on the config's port (default: the default model port),
         replacing what llamaswitch runs there; returns at once if that is the same model
-        with the same config, ready. See :meth:`AsyncLlamaSwitch.switch`."""
-        config = self._effective(config)
-        port = self.port_for(config)
+        with the same config, ready. See :meth:`AsyncLlamaSwitch.switch`.
+
+        ``ticket``, from :meth:`ticket` for :meth:`port_for` of ``config``, is ended here
+        whatever happens."""
         if ticket is None:
-            ticket = self.ticket(port)
-        return await self._launch(info, config, port, ticket=ticket, wait=wait, replace=True)
+            ticket = self.ticket(self.port_for(config))
+        return await self._launch(info, config, ticket, wait=wait, replace=True)
 
     async def start(
-        self, info: ModelInfo, config: ServerConfig | None = None, *, wait: bool = True
+        self,
+        info: ModelInfo,
+        config: ServerConfig | None = None,
+        *,
+        wait: bool = True,
+        ticket: Ticket | None = None,
     ) -> ServerStatus:
         """Serve ``info`` alongside the others: on the config's port, else on a free port
-        of the model port range."""
-        config = self._effective(config)
-        host = config.host or _DEFAULT_HOST
-        if config.port is not None:
-            port = config.port
-            self._check_reserved(port)
-            running = self._servers.get(port)
-            if running is not None and running.alive:
-                raise PortInUseError(
-                    port, host, f"llamaswitch's own server for {running.model.name}; "
-                    "use switch to replace it"
-                )  # fmt: skip
-            self._reserved.add(port)
-        else:
-            port = await self._pick_port(host)  # reserved for us
+        of the model port range (never the default model port ``switch`` uses).
+
+        ``ticket``, from :meth:`ticket` for the config's port (None if unset), is ended
+        here whatever happens."""
+        if ticket is None:
+            ticket = self.ticket(config.port if config is not None else None)
         try:
-            ticket = self.ticket(port)
-            return await self._launch(info, config, port, ticket=ticket, wait=wait,
-                                      replace=False)  # fmt: skip
-        finally:
-            self._reserved.discard(port)
+            await self._place(ticket, (config.host if config is not None else None)
+                              or _DEFAULT_HOST)  # fmt: skip
+        except BaseException:
+            self.withdraw(ticket)
+            raise
+        return await self._launch(info, config, ticket, wait=wait, replace=False)
 
     async def stop(
         self, model: str | None = None, *, port: int | None = None
     ) -> list[ServerStatus]:
         """Stop the server on ``port``, the servers of ``model``, or every server.
 
-        Failed and crashed records are cleared too. Returns the final statuses
-        (``stopped``); ``ServerNotFoundError`` when nothing matches a name or port.
+        Failed and crashed records are cleared too, and switches and starts still in
+        flight on those ports (all of them, for "every server") are superseded: they
+        fail with :class:`~llamaswitch._errors.SupersededError` and start nothing.
+        Returns the final statuses (``stopped``) of the servers that were stopped;
+        ``ServerNotFoundError`` when nothing matches a name or port.
         """
         if port is not None:
-            if port not in self._servers:
+            if port not in self._servers and port not in self._inflight:
                 raise ServerNotFoundError(self._not_found(f"port {port}"))
             ports = [port]
         elif model is not None:
@@ -573,9 +674,10 @@ class ServerSupervisor:
             if not ports:
                 raise ServerNotFoundError(self._not_found(f"model {model!r}"))
         else:
-            ports = sorted(self._servers)
-        tickets = {p: self.ticket(p) for p in ports}
-        results = await asyncio.gather(*(self._stop_port(p, tickets[p]) for p in ports))
+            self._stop_alls += 1
+            ports = sorted(set(self._servers) | set(self._inflight))
+        tickets = [self.ticket(p) for p in ports]
+        results = await asyncio.gather(*(self._stop_port(t) for t in tickets))
         return [status for status in results if status is not None]
 
     async def status_all(self) -> list[ServerStatus]:
@@ -628,15 +730,24 @@ class ServerSupervisor:
         """The first free port of the model range, added to ``_reserved``.
 
         Reserved before it is tested, so that concurrent starts never pick the same one.
+        Skipped: ports llamaswitch serves or has requests in flight for, the REST API's
+        port and the default model port (``switch`` without a port goes there). An
+        address that cannot be listened on at all raises ``ServerStartError``.
         """
         low, high = self.settings.model_ports
+        taken = {self.settings.server_port, self.settings.model_port}
         for port in range(low, high + 1):
-            if port in self._servers or port in self._reserved or port == self.settings.server_port:
+            if (port in taken or port in self._servers or port in self._inflight
+                    or port in self._reserved):  # fmt: skip
                 continue
             self._reserved.add(port)
-            with contextlib.suppress(ServerStartError):
-                if await self._port_free(host, port):
-                    return port
+            try:
+                free = await self._port_free(host, port)
+            except BaseException:
+                self._reserved.discard(port)
+                raise
+            if free:
+                return port
             self._reserved.discard(port)
         raise PortInUseError(low, host, f"other processes: no free port in {low}-{high} "
                              "(LLAMASWITCH_MODEL_PORTS)")  # fmt: skip
@@ -658,56 +769,102 @@ class ServerSupervisor:
             lock = self._locks[port] = asyncio.Lock()
         return lock
 
-    def _superseded(self, port: int, ticket: int) -> bool:
-        return self._generations.get(port, 0) != ticket
+    def _superseded(self, ticket: Ticket) -> bool:
+        return (ticket.stops != self._stop_alls
+                or self._generations.get(ticket.port or 0, 0) != ticket.number)  # fmt: skip
+
+    def _outside(self, info: ModelInfo) -> list[str]:
+        """``info``'s files outside the models folder, unless that is allowed (blocks)."""
+        if self.settings.allow_outside_models_dir:
+            return []
+        return outside_paths(info, self.settings.models_dir)
 
     async def _launch(
         self,
         info: ModelInfo,
-        config: ServerConfig,
-        port: int,
+        config: ServerConfig | None,
+        ticket: Ticket,
         *,
-        ticket: int,
         wait: bool,
         replace: bool,
     ) -> ServerStatus:
-        if self._closed:
-            raise RuntimeError("the supervisor is closed")
-        self._check_reserved(port)
-        host = config.host or _DEFAULT_HOST
-        binary = await self._binary("llama-server")
-        # Built before anything is stopped: an option the binary cannot honour must not
-        # cost the user the server that runs now.
-        argv = [str(binary.path), *config.to_argv(binary, info.path, host, port)]
-        async with self._lock(port):
-            if self._superseded(port, ticket):
-                raise SupersededError(f"a later request for port {port} overtook this one")
-            current = self._servers.get(port)
-            server: _Server | None = None
-            if current is not None:
-                if replace and current.alive and current.same_as(info, config, binary):
-                    server = current
-                elif not replace and current.alive:
-                    raise PortInUseError(port, host, f"llamaswitch's own server for "
-                                         f"{current.model.name}")  # fmt: skip
-                else:
-                    await self._stop_server(current, why="replaced by a later request")
-                    if self._superseded(port, ticket):
-                        raise SupersededError(f"a later request for port {port} overtook this one")
-            if server is None:
-                if not await self._port_free(host, port):
-                    holder = await asyncio.to_thread(_port_holder, port)
-                    raise PortInUseError(port, host, holder)
-                server = _Server(
-                    port=port, host=host, model=info, config=config, binary=binary, argv=argv,
-                    env={**os.environ, **config.env},
-                    output=OutputLog(self.log_path(port), max_lines=self._log_lines),
-                )  # fmt: skip
-                self._servers[port] = server
-                await self._spawn(server)
+        """Serve ``info`` on the ticket's port; the ticket is ended here, on every path."""
+        port = ticket.port
+        assert port is not None  # noqa: S101 - placed by switch/start
+        acted = False
+        try:
+            if ticket.stops != self._stop_alls:
+                raise SupersededError(f"every server was stopped after this request for "
+                                      f"port {port} was made")  # fmt: skip
+            if self._closed:
+                raise RuntimeError("the supervisor is closed")
+            config = self._effective(config)
+            self._check_reserved(port)
+            host = config.host or _DEFAULT_HOST
+            # The catalog lists a symlink out of the models folder (with an error) but
+            # never resolves it; refuse one that came another way. Other broken models
+            # are launched: llama.cpp's complaint is the useful error.
+            if info.error is not None and (escaped := await asyncio.to_thread(self._outside, info)):
+                raise ModelPathError(
+                    f"model {info.relative_path} resolves to {escaped[0]}, outside the "
+                    f"models folder {self.settings.models_dir}"
+                )
+            binary = await self._binary("llama-server")
+            # Built before anything is stopped: an option the binary cannot honour must
+            # not cost the user the server that runs now.
+            argv = [str(binary.path), *config.to_argv(binary, info.path, host, port)]
+            async with self._lock(port):
+                acted = True
+                server = await self._launch_locked(info, config, ticket, binary, argv,
+                                                   replace=replace)  # fmt: skip
+        finally:
+            self._end(ticket, acted=acted)
         if wait:
             await self._wait_ready(server)
         return self._status(server)
+
+    async def _launch_locked(
+        self,
+        info: ModelInfo,
+        config: ServerConfig,
+        ticket: Ticket,
+        binary: BinaryInfo,
+        argv: list[str],
+        *,
+        replace: bool,
+    ) -> _Server:
+        """Replace (or keep) the port's server and spawn; the port's lock is held."""
+        port = ticket.port
+        assert port is not None  # noqa: S101 - placed by switch/start
+        host = config.host or _DEFAULT_HOST
+        overtaken = f"a later request for port {port} overtook this one"
+        # Checked again now that the lock is held: close() or a later request may have
+        # come while this one waited for the binary or the lock.
+        if self._closed:
+            raise SupersededError(f"the supervisor was closed before port {port} was served")
+        if self._superseded(ticket):
+            raise SupersededError(overtaken)
+        current = self._servers.get(port)
+        if current is not None:
+            if replace and current.alive and current.same_as(info, config, binary):
+                return current
+            if not replace and current.alive:
+                raise PortInUseError(port, host, f"llamaswitch's own server for "
+                                     f"{current.model.name}")  # fmt: skip
+            await self._stop_server(current, why="replaced by a later request")
+            if self._closed or self._superseded(ticket):
+                raise SupersededError(overtaken)
+        if not await self._port_free(host, port):
+            holder = await asyncio.to_thread(_port_holder, port)
+            raise PortInUseError(port, host, holder)
+        server = _Server(
+            port=port, host=host, model=info, config=config, binary=binary, argv=argv,
+            env={**os.environ, **config.env},
+            output=OutputLog(self.log_path(port), max_lines=self._log_lines),
+        )  # fmt: skip
+        self._servers[port] = server
+        await self._spawn(server)
+        return server
 
     async def _spawn(self, server: _Server) -> None:
         """Start the server's process (state ``starting``); readiness runs as a task."""
@@ -722,13 +879,18 @@ class ServerSupervisor:
         except OSError as exc:
             server.output.note(f"=== spawn failed: {exc}")
             if server.state is None:
-                del self._servers[server.port]
+                self._forget(server)
             else:
                 server.error = f"cannot start {server.argv[0]}: {exc}"
                 self._set_state(server, ServerState.STARTING)
                 self._set_state(server, ServerState.FAILED)
             raise ServerStartError(f"cannot start {server.argv[0]}: {exc}", exit_code=None,
                                    log_tail=()) from exc  # fmt: skip
+        except BaseException:
+            # Cancelled: asyncio killed and reaped the child if it was forked.
+            if server.state is None:
+                self._forget(server)
+            raise
         server.process = proc
         server.ps_process = None
         server.sample = None
@@ -745,6 +907,12 @@ class ServerSupervisor:
         self._track(self._readiness(server, proc))
         self._track(self._watch_exit(server, proc))
 
+    def _forget(self, server: _Server) -> None:
+        """Drop a record that never had a process, closing its log file."""
+        if self._servers.get(server.port) is server:
+            del self._servers[server.port]
+        server.output.close()
+
     async def _wait_ready(self, server: _Server) -> None:
         attempt = server.attempt
         assert attempt is not None  # noqa: S101 - set by _spawn
@@ -753,6 +921,18 @@ class ServerSupervisor:
     async def _readiness(self, server: _Server, proc: ChildProcess) -> None:
         attempt = server.attempt
         assert attempt is not None  # noqa: S101 - set by _spawn
+        try:
+            await self._poll_ready(server, proc, attempt)
+        finally:
+            # Cancelled (close): whoever waits for this start must not wait forever.
+            if not attempt.done():
+                attempt.set_exception(SupersededError(
+                    f"the supervisor was closed before the server for {server.model.name} "
+                    f"on port {server.port} became ready"))  # fmt: skip
+
+    async def _poll_ready(
+        self, server: _Server, proc: ChildProcess, attempt: asyncio.Future[None]
+    ) -> None:
         host = _connect_host(server.host)
         deadline = proc.started_monotonic + self.settings.ready_timeout_s
         delay = _POLL_FIRST_S
@@ -815,7 +995,7 @@ class ServerSupervisor:
     async def _start_timed_out(
         self, server: _Server, proc: ChildProcess, attempt: asyncio.Future[None]
     ) -> None:
-        proc.kill()
+        await proc.kill()
         code = await proc.wait()
         server.exit_code = code
         server.exited_at = time.time()
@@ -848,11 +1028,15 @@ class ServerSupervisor:
     # -- restarts -------------------------------------------------------------------------
 
     def _schedule_restart(self, server: _Server) -> None:
-        if server.restart_streak >= self.restart_max:
+        config = server.config
+        limit = self.restart_max if config.restart_max is None else config.restart_max
+        backoff_s = (self.restart_backoff_s if config.restart_backoff_s is None
+                     else config.restart_backoff_s)  # fmt: skip
+        if server.restart_streak >= limit:
             server.error = f"{server.error}; gave up after {server.restart_streak} restarts"
             self._emit(server, previous=server.state)
             return
-        delay = min(self.restart_backoff_s * 2**server.restart_streak, _RESTART_BACKOFF_MAX_S)
+        delay = min(backoff_s * 2**server.restart_streak, _RESTART_BACKOFF_MAX_S)
         server.restart_streak += 1
         generation = self._generations.get(server.port, 0)
         server.restart_task = self._track(self._restart(server, delay, generation))
@@ -860,7 +1044,7 @@ class ServerSupervisor:
     async def _restart(self, server: _Server, delay_s: float, generation: int) -> None:
         await asyncio.sleep(delay_s)
         async with self._lock(server.port):
-            if (self._closed or self._superseded(server.port, generation)
+            if (self._closed or self._generations.get(server.port, 0) != generation
                     or self._servers.get(server.port) is not server
                     or server.state not in (ServerState.CRASHED, ServerState.FAILED)):  # fmt: skip
                 return
@@ -885,17 +1069,27 @@ class ServerSupervisor:
 
     # -- stopping -------------------------------------------------------------------------
 
-    async def _stop_port(self, port: int, ticket: int) -> ServerStatus | None:
-        async with self._lock(port):
-            server = self._servers.get(port)
-            if server is None:
-                return None
-            await self._stop_server(server, why="stopped")
-            del ticket  # a stop always proceeds; the ticket only supersedes what came before
-            return self._status(server)
+    async def _stop_port(self, ticket: Ticket) -> ServerStatus | None:
+        port = ticket.port
+        assert port is not None  # noqa: S101 - stop tickets always have a port
+        try:
+            async with self._lock(port):
+                # A stop always proceeds; its ticket supersedes what came before it.
+                server = self._servers.get(port)
+                if server is None:
+                    return None
+                await self._stop_server(server, why="stopped")
+                return self._status(server)
+        finally:
+            self._end(ticket, acted=True)
 
     async def _stop_server(self, server: _Server, *, why: str) -> None:
-        """Stop and reap ``server``'s process and drop it from the table (lock held)."""
+        """Stop and reap ``server``'s process and drop it from the table (lock held).
+
+        The process stop is shielded: a caller cancelled meanwhile leaves the record
+        ``stopping`` while the stop runs on, and the next stop of the port (every launch
+        there starts with one) waits for it, or starts it again if it was lost.
+        """
         if server.restart_task is not None:
             server.restart_task.cancel()
             server.restart_task = None
@@ -903,10 +1097,18 @@ class ServerSupervisor:
         if server.alive and proc is not None:
             self._set_state(server, ServerState.STOPPING)
             server.wake.set()  # a readiness poll in progress fails its waiters now
-            code = await proc.stop(self.settings.stop_timeout_s, repeat_after_s=_SIGTERM_AGAIN_S)
-            server.exit_code = code
-            server.exited_at = time.time()
-            self._set_state(server, ServerState.STOPPED)
+            server.stopping = None
+        if server.state is ServerState.STOPPING and proc is not None:
+            if server.stopping is None or server.stopping.cancelled():
+                server.stopping = asyncio.ensure_future(
+                    proc.stop(self.settings.stop_timeout_s, repeat_after_s=_SIGTERM_AGAIN_S)
+                )
+                server.stopping.add_done_callback(_consume)
+            code = await asyncio.shield(server.stopping)
+            if server.state is ServerState.STOPPING:  # not already done by another stop
+                server.exit_code = code
+                server.exited_at = time.time()
+                self._set_state(server, ServerState.STOPPED)
         elif server.state in (ServerState.CRASHED, ServerState.FAILED):
             if proc is not None:
                 await proc.wait()
@@ -1056,6 +1258,6 @@ class ServerSupervisor:
             pass
 
 
-def _consume(future: asyncio.Future[None]) -> None:
+def _consume(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()

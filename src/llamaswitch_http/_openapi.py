@@ -115,6 +115,9 @@ def _server_config() -> Schema:
         "env": {"type": "object", "additionalProperties": _STR,
                 "description": "Extra environment variables of the server process."},
         "restart": {"enum": ["no", "on-failure"]},
+        "restart_max": _int(0, 1000, "Restarts in a row before giving up (on-failure)."),
+        "restart_backoff_s": {"type": "number", "minimum": 0, "maximum": 3600,
+                              "description": "First wait before a restart; doubles each time."},
     }  # fmt: skip
     return _obj(
         {name: _null(schema) for name, schema in props.items()},

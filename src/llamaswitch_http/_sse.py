@@ -97,7 +97,11 @@ async def events(request: web.Request) -> web.StreamResponse:
                     await response.write(b"event: shutdown\ndata: {}\n\n")
                     break
                 if next_event in done:
-                    event = next_event.result()
+                    try:
+                        event = next_event.result()
+                    except EOFError:  # the core closed its event bus: the service is ending
+                        await response.write(b"event: shutdown\ndata: {}\n\n")
+                        break
                     next_event = asyncio.ensure_future(subscription.get())
                     if topic is None or event.topic == topic:
                         await response.write(render(event))

@@ -174,6 +174,10 @@ def _add_server_config_options(parser: argparse.ArgumentParser, *, with_port: bo
     add("-np", "--parallel", type=_lenient_int, help="server slots (concurrent requests)")
     add("-a", "--alias", help="model name the server reports")
     add("--restart", choices=("no", "on-failure"), help="restart after a crash (default no)")
+    add("--restart-max", type=int, metavar="N",
+        help="with on-failure: restarts in a row before giving up (default 5)")
+    add("--restart-backoff", dest="restart_backoff_s", type=float, metavar="SECONDS",
+        help="with on-failure: first wait before a restart, doubling (default 0.5)")
     add("--env", action="append", metavar="NAME=VALUE",
         help="extra environment variable for llama-server (repeatable)")
     add("--extra-arg", dest="extra_args", action="append", metavar="ARG",
@@ -184,7 +188,8 @@ def _add_server_config_options(parser: argparse.ArgumentParser, *, with_port: bo
 _CONFIG_FIELDS = (
     "host", "port", "threads", "threads_batch", "ctx_size", "batch_size", "ubatch_size",
     "n_gpu_layers", "flash_attn", "split_mode", "tensor_split", "main_gpu", "mlock",
-    "no_mmap", "cache_type_k", "cache_type_v", "parallel", "alias", "restart", "extra_args",
+    "no_mmap", "cache_type_k", "cache_type_v", "parallel", "alias", "restart", "restart_max",
+    "restart_backoff_s", "extra_args",
 )  # fmt: skip
 
 
