@@ -20,7 +20,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, overload
 
-from llamaswitch._binaries import BinaryInfo, find_binary, identify
+from llamaswitch._binaries import BinaryInfo, locate
 from llamaswitch._capabilities import BinaryKind
 from llamaswitch._catalog import ModelCatalog, ModelInfo
 from llamaswitch._events import EventBus, Subscription
@@ -135,21 +135,7 @@ class AsyncLlamaSwitch:
         """The identified llama-server or llama-bench (found and asked once)."""
         async with self._binary_lock:
             if kind not in self._binaries:
-                explicit = (
-                    self.settings.llama_server_path
-                    if kind == "llama-server"
-                    else self.settings.llama_bench_path
-                )
-
-                def find() -> BinaryInfo:
-                    path, source = find_binary(
-                        kind, explicit=explicit, toolchain_dir=self.settings.toolchain_dir
-                    )
-                    return identify(
-                        path, kind, source=source, cache_file=self.settings.binary_cache_file
-                    )
-
-                self._binaries[kind] = await asyncio.to_thread(find)
+                self._binaries[kind] = await asyncio.to_thread(locate, kind, self.settings)
             return self._binaries[kind]
 
     async def binary(self, kind: BinaryKind) -> BinaryInfo:

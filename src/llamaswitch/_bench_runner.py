@@ -41,7 +41,7 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final, Literal, get_args
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import attrs
 
@@ -62,7 +62,15 @@ from llamaswitch._errors import (
 )
 from llamaswitch._events import EventBus
 from llamaswitch._process import _terminate_tree, child_spawn
-from llamaswitch._task_store import StoredTask, TaskStore, format_time, parse_time
+from llamaswitch._task_store import (
+    FINAL_STATES,
+    TASK_STATES,
+    StoredTask,
+    TaskState,
+    TaskStore,
+    format_time,
+    parse_time,
+)
 
 if TYPE_CHECKING:
     from llamaswitch._binaries import BinaryInfo
@@ -83,9 +91,6 @@ __all__ = [
     "describe_host",
 ]
 
-TaskState = Literal["queued", "running", "completed", "failed", "cancelled", "interrupted"]
-TASK_STATES: Final[tuple[str, ...]] = get_args(TaskState)
-FINAL_STATES: Final = frozenset({"completed", "failed", "cancelled", "interrupted"})
 
 _IS_WINDOWS = sys.platform == "win32"
 #: stderr lines (other than results) kept with a task.

@@ -18,14 +18,25 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import attrs
 
 from llamaswitch._capabilities import BinaryKind, Capabilities
 from llamaswitch._errors import BinaryIdentityError, BinaryNotFoundError
 
-__all__ = ["BinaryInfo", "exe_name", "find_binary", "identify"]
+if TYPE_CHECKING:
+    from llamaswitch._settings import Settings
+
+__all__ = [
+    "SETTING_OF",
+    "BinaryInfo",
+    "exe_name",
+    "explicit_path",
+    "find_binary",
+    "identify",
+    "locate",
+]
 
 # Two --version layouts: "version: 5293 (8733e0c)" (spring 2025 builds) and
 # "version: 0.6.0-dev (build 0, commit unknown)" (current builds).
@@ -89,6 +100,26 @@ class BinaryInfo:
         }
 
 
+#: The setting that names each binary.
+SETTING_OF: dict[BinaryKind, str] = {
+    "llama-server": "LLAMA_SERVER_PATH",
+    "llama-bench": "LLAMA_BENCH_PATH",
+}
+
+
+def explicit_path(kind: BinaryKind, settings: Settings) -> Path | None:
+    """The path the settings name for ``kind`` (``LLAMA_SERVER_PATH``...), if any."""
+    return settings.llama_server_path if kind == "llama-server" else settings.llama_bench_path
+
+
+def locate(kind: BinaryKind, settings: Settings) -> BinaryInfo:
+    """Find ``kind`` the way the settings say and identify it (blocking: runs it once)."""
+    path, source = find_binary(
+        kind, explicit=explicit_path(kind, settings), toolchain_dir=settings.toolchain_dir
+    )
+    return identify(path, kind, source=source, cache_file=settings.binary_cache_file)
+
+
 def find_binary(
     kind: BinaryKind, *, explicit: Path | None, toolchain_dir: Path | None
 ) -> tuple[Path, str]:
@@ -97,7 +128,7 @@ def find_binary(
     An explicit path that does not exist is an error, not a reason to look elsewhere:
     silently running another build than the one configured would mislead benchmarks.
     """
-    setting = "LLAMA_SERVER_PATH" if kind == "llama-server" else "LLAMA_BENCH_PATH"
+    setting = SETTING_OF[kind]
     if explicit is not None:
         path = explicit.expanduser()
         if path.is_dir():

@@ -10,7 +10,7 @@ from typing import Any
 
 import attrs
 
-from llamaswitch._binaries import find_binary, identify
+from llamaswitch._binaries import SETTING_OF, explicit_path, locate
 from llamaswitch._capabilities import BinaryKind
 from llamaswitch._errors import LlamaSwitchError
 from llamaswitch._gpu import GpuProbe, default_probe
@@ -63,11 +63,10 @@ class DoctorReport:
 
 
 def _binary_check(settings: Settings, kind: BinaryKind) -> Check:
-    explicit = settings.llama_server_path if kind == "llama-server" else settings.llama_bench_path
-    setting = "LLAMA_SERVER_PATH" if kind == "llama-server" else "LLAMA_BENCH_PATH"
+    explicit = explicit_path(kind, settings)
+    setting = SETTING_OF[kind]
     try:
-        path, source = find_binary(kind, explicit=explicit, toolchain_dir=settings.toolchain_dir)
-        info = identify(path, kind, source=source, cache_file=settings.binary_cache_file)
+        info = locate(kind, settings)
     except LlamaSwitchError as exc:
         fix = (
             f"fix {setting} in your .env, or unset it"
@@ -78,7 +77,7 @@ def _binary_check(settings: Settings, kind: BinaryKind) -> Check:
     backends = ", ".join(info.backends) or "unknown"
     detail = (
         f"{info.path} - version {info.version}, {info.dialect} dialect, backend {backends} "
-        f"(found via {source})"
+        f"(found via {info.source})"
     )
     return Check(kind, True, True, detail, None, info.to_dict())
 

@@ -24,7 +24,7 @@ import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Literal, TypeVar, get_args
 
 import attrs
 import psutil
@@ -32,7 +32,16 @@ import psutil
 from llamaswitch._bench_parser import BenchResult
 from llamaswitch._errors import BenchError
 
-__all__ = ["StoredTask", "TaskStore", "format_time", "parse_time"]
+__all__ = [
+    "FINAL_STATES",
+    "TASK_STATES",
+    "UNFINISHED_STATES",
+    "StoredTask",
+    "TaskState",
+    "TaskStore",
+    "format_time",
+    "parse_time",
+]
 
 T = TypeVar("T")
 
@@ -81,7 +90,11 @@ CREATE TABLE IF NOT EXISTS results (
 );
 """
 
-_UNFINISHED: Final = ("queued", "running")
+#: A task's states, in the order a run goes through them; the store records them.
+TaskState = Literal["queued", "running", "completed", "failed", "cancelled", "interrupted"]
+TASK_STATES: Final[tuple[str, ...]] = get_args(TaskState)
+FINAL_STATES: Final = frozenset({"completed", "failed", "cancelled", "interrupted"})
+UNFINISHED_STATES: Final = ("queued", "running")
 _JSON_COLUMNS: Final = frozenset({"config", "argv", "state_history", "host", "running_servers"})
 _COLUMNS: Final = (
     "id",
@@ -295,7 +308,7 @@ class TaskStore:
                 row
                 for row in db.execute(
                     "SELECT id, state, state_history, owner FROM tasks WHERE state IN (?, ?)",
-                    _UNFINISHED,
+                    UNFINISHED_STATES,
                 ).fetchall()
                 if not _owner_alive(row["owner"], self.owner)
             ]

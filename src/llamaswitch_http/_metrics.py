@@ -22,8 +22,8 @@ from prometheus_client import (
     generate_latest,
 )
 
-from llamaswitch._bench_runner import TASK_STATES
 from llamaswitch._supervisor import ServerState
+from llamaswitch._task_store import TASK_STATES, UNFINISHED_STATES
 from llamaswitch_http._state import CORE, METRICS
 
 if TYPE_CHECKING:
@@ -35,7 +35,6 @@ __all__ = ["SERVER_STATES", "Metrics", "metrics"]
 _MIB: Final = 1024 * 1024
 #: Every server state, so each has a sample (0 included): absent series break alerts.
 SERVER_STATES: Final = tuple(state.value for state in ServerState)
-_UNFINISHED: Final = frozenset({"queued", "running"})
 #: Tiny models are ready in ~0.1 s, big ones on slow disks in minutes.
 _SWITCH_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
                           300.0, 600.0)  # fmt: skip
@@ -102,7 +101,7 @@ class Metrics:
         previous = self._unfinished.pop(task_id, None)
         if previous is not None:
             self.tasks.labels(previous).dec()
-        if state in _UNFINISHED:
+        if state in UNFINISHED_STATES:
             self._unfinished[task_id] = state
         self.tasks.labels(state).inc()
 

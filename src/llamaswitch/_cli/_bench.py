@@ -37,6 +37,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from llamaswitch._bench_parser import BENCH_OUTPUT_FORMATS
 from llamaswitch._cli._client import (
     EXIT_INTERRUPTED,
     Backend,
@@ -50,13 +51,11 @@ from llamaswitch._cli._client import (
 from llamaswitch._cli._common import EXIT_FAILED, EXIT_OK, positive_int, positive_seconds
 from llamaswitch._cli._render import console, err_console, text
 from llamaswitch._cli._servers import load_config_json
+from llamaswitch._task_store import FINAL_STATES, TASK_STATES
 
 __all__ = ["bench_config_from_args", "register"]
 
 _EXAMPLES = "examples:" + __doc__.split("Examples::", 1)[1]
-_FORMATS = ("md", "csv", "json", "jsonl", "sql")
-_TASK_STATES = ("queued", "running", "completed", "failed", "cancelled", "interrupted")
-_FINAL = frozenset({"completed", "failed", "cancelled", "interrupted"})
 # Progress is polled (the same for in-process and --url); llama-bench tests on tiny
 # models last tens of milliseconds, so poll briskly.
 _POLL_S = 0.1
@@ -129,7 +128,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             metavar = {"ints": "N[,N...]", "strs": "X[,X...]", "mixed": "X[,X...]"}.get(kind)
             group.add_argument(*flags, dest=field, metavar=metavar, help=help_text)
     group.add_argument(
-        "-o", "--output", choices=_FORMATS,
+        "-o", "--output", choices=BENCH_OUTPUT_FORMATS,
         help="print llama-bench's own output in this format instead of the results table "
         "(it is stored with the task either way)",
     )  # fmt: skip
@@ -171,7 +170,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="List benchmark tasks, newest first, with filters.",
     )
     history.add_argument("--model", help="only tasks of this model")
-    history.add_argument("--state", choices=_TASK_STATES, help="only tasks in this state")
+    history.add_argument("--state", choices=TASK_STATES, help="only tasks in this state")
     history.add_argument("--since", type=_moment, help="created at or after (ISO 8601)")
     history.add_argument("--until", type=_moment, help="created before (ISO 8601)")
     history.add_argument("--limit", type=positive_int, default=50, help="at most (default 50)")
@@ -208,7 +207,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     imp.add_argument("file", help="llama-bench output file, or - to read stdin")
     imp.add_argument(
-        "--format", dest="fmt", choices=_FORMATS,
+        "--format", dest="fmt", choices=BENCH_OUTPUT_FORMATS,
         help="its format (default: from the file name's suffix, else json)",
     )  # fmt: skip
     imp.add_argument("--model", help="the model it measured (md output does not name it)")
@@ -336,7 +335,7 @@ def follow_task(backend: Backend, task_id: str, *, show_progress: bool) -> dict[
     notes = err_console()
     task = backend.benchmark_status(task_id)
     if not show_progress or not notes.is_terminal:
-        while task.get("state") not in _FINAL:
+        while task.get("state") not in FINAL_STATES:
             time.sleep(_POLL_S)
             task = backend.benchmark_status(task_id)
         return task
@@ -356,7 +355,7 @@ def follow_task(backend: Backend, task_id: str, *, show_progress: bool) -> dict[
             if state == "queued" and isinstance(position, int):
                 current = f"queue position {position}"
             bar.update(row, completed=done, total=total, state=state, current=escape(current))
-            if state in _FINAL:
+            if state in FINAL_STATES:
                 return task
             time.sleep(_POLL_S)
             task = backend.benchmark_status(task_id)
@@ -373,7 +372,7 @@ def _finish(task: Mapping[str, Any], args: argparse.Namespace, *, verbatim: bool
             sys.stdout.write(output if str(output).endswith("\n") else f"{output}\n")
     else:
         print_task(task)
-    if state in _FINAL and state != "completed":
+    if state in FINAL_STATES and state != "completed":
         _print_failure(task)
         return EXIT_FAILED
     return EXIT_OK
@@ -464,7 +463,7 @@ def _speed(result: Mapping[str, Any]) -> str:
 def _run_status(args: argparse.Namespace) -> int:
     with open_backend(args) as backend:
         task = backend.benchmark_status(args.task_id)
-        if args.wait and task.get("state") not in _FINAL:
+        if args.wait and task.get("state") not in FINAL_STATES:
             try:
                 task = follow_task(backend, args.task_id, show_progress=not args.no_progress)
             except KeyboardInterrupt:
@@ -586,7 +585,7 @@ def _run_import(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise usage_error(f"cannot read {args.file}: {exc.strerror or exc}") from None
         suffix = path.suffix.lstrip(".").lower()
-        fmt = args.fmt or (suffix if suffix in _FORMATS else "json")
+        fmt = args.fmt or (suffix if suffix in BENCH_OUTPUT_FORMATS else "json")
     with open_backend(args) as backend:
         task = backend.import_benchmark(source, fmt, model=args.model)
     if args.json:

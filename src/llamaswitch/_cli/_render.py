@@ -25,28 +25,26 @@ def err_console() -> Console:
     return Console(stderr=True, highlight=False)
 
 
+def _scaled(value: Any, base: float, units: tuple[str, ...], whole: str, last: str) -> str:
+    """``value`` in the largest unit under ``base``; the first unit printed as a whole."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return ""
+    amount = float(value)
+    for unit in units:
+        if abs(amount) < base:
+            return whole.format(amount, unit) if unit == units[0] else f"{amount:.2f}{unit}"
+        amount /= base
+    return f"{amount:.2f}{last}"
+
+
 def human_bytes(size: Any) -> str:
     """``4815463424`` -> ``"4.48 GiB"``; empty for None."""
-    if not isinstance(size, int | float) or isinstance(size, bool):
-        return ""
-    amount = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(amount) < 1024:
-            return f"{amount:.0f} {unit}" if unit == "B" else f"{amount:.2f} {unit}"
-        amount /= 1024
-    return f"{amount:.2f} TiB"
+    return _scaled(size, 1024, (" B", " KiB", " MiB", " GiB"), "{:.0f}{}", " TiB")
 
 
 def human_count(count: Any) -> str:
     """``6738415616`` -> ``"6.74B"``, ``124000`` -> ``"124.00K"``; empty for None."""
-    if not isinstance(count, int | float) or isinstance(count, bool):
-        return ""
-    amount = float(count)
-    for unit in ("", "K", "M", "B"):
-        if abs(amount) < 1000:
-            return f"{amount:.0f}" if unit == "" else f"{amount:.2f}{unit}"
-        amount /= 1000
-    return f"{amount:.2f}T"
+    return _scaled(count, 1000, ("", "K", "M", "B"), "{:.0f}{}", "T")
 
 
 def value(data: Mapping[str, Any], *keys: str) -> Any:
