@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
+import struct
 import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import attrs
 import gguf
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from llamaswitch import _catalog, _gguf
 from llamaswitch._catalog import ModelCatalog, ModelInfo
-from llamaswitch._errors import ModelError, ModelNotFoundError, ModelPathError
+from llamaswitch._errors import (
+    ModelError,
+    ModelNotFoundError,
+    ModelPathError,
+    ServiceClosedError,
+)
+from llamaswitch._gguf import GGUFHeader, read_header
+from llamaswitch._text import encodable
 from llamaswitch.testing import TinyModelSpec, write_tiny_model
 
 # Narrow weights keep each copy near 40 kB; the header is a full tiny model's.
@@ -400,6 +413,151 @@ def test_broken_symlink_is_listed_with_an_error(folder: Path) -> None:
     assert "broken symbolic link" in model.error
 
 
+# -- names that are not valid UTF-8 --------------------------------------------------------------
+# POSIX names are bytes; Python shows the undecodable ones as lone surrogates, which no JSON
+# answer, SQLite row, log line or child's argv can hold.
+
+NOT_UTF8 = b"caf\xe9.gguf"  # "café" in Latin-1
+SHOWN = "caf\ufffd.gguf"
+
+
+@pytest.fixture
+def bytes_names(folder: Path) -> None:
+    """Skip where the file system refuses names that are not valid UTF-8 (macOS)."""
+    try:
+        (Path(os.fsdecode(os.fsencode(folder) + b"/probe-\xff"))).touch()
+    except OSError:
+        pytest.skip("this file system only takes UTF-8 file names")
+    os.remove(os.fsencode(folder) + b"/probe-\xff")
+
+
+def place_named(model_bytes: bytes, folder: Path, *parts: bytes) -> bytes:
+    """A copy of the tiny model at ``folder/parts...``, named by raw bytes; its path."""
+    path = os.path.join(os.fsencode(folder), *parts)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as file:
+        file.write(model_bytes)
+    return path
+
+
+def strings_of(model: ModelInfo) -> list[str]:
+    """Every string a model carries, paths included."""
+    values = attrs.asdict(model, recurse=False)
+    paths = [values.pop("path"), values.pop("projector_path"), *values.pop("shard_paths")]
+    return [str(p) for p in paths if p is not None] + [
+        v for v in values.values() if isinstance(v, str)
+    ]
+
+
+@pytest.mark.usefixtures("bytes_names")
+def test_a_file_name_that_is_not_utf8_is_listed_with_an_error(
+    folder: Path, model_bytes: bytes
+) -> None:
+    place_named(model_bytes, folder, NOT_UTF8)
+
+    [model] = ModelCatalog(folder).list_models()
+
+    assert model.error is not None
+    assert model.error.startswith("file name is not valid UTF-8")
+    assert (model.name, model.relative_path) == (SHOWN, SHOWN)
+
+
+@pytest.mark.usefixtures("bytes_names")
+def test_every_string_of_a_model_named_in_bytes_is_valid_utf8(
+    folder: Path, model_bytes: bytes
+) -> None:
+    place_named(model_bytes, folder, b"sub\xff", NOT_UTF8)
+    place_named(model_bytes, folder, b"sub\xff", b"mmproj-F16.gguf")
+
+    [model] = ModelCatalog(folder).list_models()
+
+    assert all(encodable(text) for text in strings_of(model))
+
+
+@pytest.mark.usefixtures("bytes_names")
+def test_a_folder_name_that_is_not_utf8_lists_its_models_with_an_error(
+    folder: Path, model_bytes: bytes
+) -> None:
+    place_named(model_bytes, folder, b"org\xff", b"m.gguf")
+
+    [model] = ModelCatalog(folder).list_models()
+
+    assert model.error is not None
+    assert model.error.startswith("folder path is not valid UTF-8")
+    assert model.relative_path == "org\ufffd/m.gguf"
+
+
+@pytest.mark.usefixtures("bytes_names")
+def test_a_model_named_in_bytes_is_not_resolved_by_its_shown_name(
+    folder: Path, model_bytes: bytes
+) -> None:
+    place_named(model_bytes, folder, NOT_UTF8)
+
+    with pytest.raises(ModelPathError, match="not valid UTF-8"):
+        ModelCatalog(folder).resolve(SHOWN)
+
+
+@pytest.mark.usefixtures("bytes_names")
+def test_a_model_named_in_bytes_is_not_resolved_by_its_name_on_disk(
+    folder: Path, model_bytes: bytes
+) -> None:
+    place_named(model_bytes, folder, NOT_UTF8)
+
+    with pytest.raises(ModelPathError, match="not valid UTF-8"):
+        ModelCatalog(folder).resolve(os.fsdecode(NOT_UTF8))  # as a command line gives it
+
+
+@pytest.mark.usefixtures("bytes_names")
+def test_a_file_really_named_with_u_fffd_is_resolved_beside_one_named_in_bytes(
+    folder: Path, model_bytes: bytes
+) -> None:
+    place_named(model_bytes, folder, NOT_UTF8)
+    place(model_bytes, folder / SHOWN)
+
+    model = ModelCatalog(folder).resolve(SHOWN)
+
+    assert model.error is None
+    assert model.path == folder / SHOWN
+
+
+@pytest.mark.usefixtures("bytes_names")
+def test_a_shard_named_in_bytes_makes_its_model_unresolvable(folder: Path) -> None:
+    first, second = write_sharded(folder / "Kimi", 2)
+    os.rename(second, os.fsencode(folder) + b"/Kimi\xff-00002-of-00002.gguf")
+    os.rename(first, os.fsencode(folder) + b"/Kimi\xff-00001-of-00002.gguf")
+    catalog = ModelCatalog(folder)
+
+    [model] = catalog.list_models()
+
+    assert model.error is not None
+    assert "not valid UTF-8" in model.error
+    with pytest.raises(ModelPathError):
+        catalog.resolve("Kimi\ufffd-00001-of-00002.gguf")
+
+
+def test_a_reference_that_is_not_valid_unicode_is_not_found_and_shown_valid(
+    catalog: ModelCatalog,
+) -> None:
+    with pytest.raises(ModelNotFoundError) as caught:
+        catalog.resolve("tiny\ud800.gguf")  # JSON's "\ud800" decodes to a lone surrogate
+
+    assert caught.value.reference == "tiny\ufffd.gguf"
+    assert encodable(str(caught.value))
+
+
+@pytest.mark.usefixtures("bytes_names")
+def test_a_symlink_out_to_a_path_that_is_not_utf8_is_described_in_valid_utf8(
+    tmp_path: Path, folder: Path, model_bytes: bytes
+) -> None:
+    target = place_named(model_bytes, tmp_path, b"elsewhere\xff", b"m.gguf")
+    (folder / "m.gguf").symlink_to(os.fsdecode(target))
+
+    [model] = ModelCatalog(folder).list_models()
+
+    assert model.error is not None
+    assert "elsewhere\ufffd/m.gguf, outside the models folder" in model.error
+
+
 # -- the header cache --------------------------------------------------------------------------
 
 
@@ -465,6 +623,135 @@ def test_concurrent_listings_read_each_header_once(folder: Path, model_bytes: by
 
     assert catalog.header_reads == 20
     assert all(result == results[0] for result in results)
+
+
+# -- what a scan costs, and stopping it ------------------------------------------------------
+
+
+def test_a_file_over_the_header_budget_is_listed_with_an_error_quickly(
+    folder: Path, model_bytes: bytes
+) -> None:
+    place(model_bytes, folder / "good.gguf")
+    # A sparse 256 MiB file: one array of 33 million empty strings, 4 KB on disk.
+    head = b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", 1) + b"a"
+    head += struct.pack("<IIQ", 9, 8, (2**28 - len(head) - 16) // 8)
+    (folder / "evil.gguf").write_bytes(head)
+    os.truncate(folder / "evil.gguf", 2**28)
+    started = time.thread_time()
+
+    models = by_path(ModelCatalog(folder))
+
+    assert time.thread_time() - started < 0.25  # seconds without the budget
+    assert models["good.gguf"].error is None
+    assert models["evil.gguf"].error is not None
+    assert models["evil.gguf"].error.startswith("header too large")
+
+
+def test_a_catalog_can_give_headers_more_cpu_time(
+    folder: Path, model_bytes: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    place(model_bytes, folder / "m.gguf")
+    clock = itertools.count(step=0.1)  # every reading of the clock: 100 ms later
+    monkeypatch.setattr(_gguf, "_cpu_time", lambda: next(clock))
+
+    [default] = ModelCatalog(folder).list_models()
+    [patient] = ModelCatalog(folder, header_budget_s=3600).list_models()
+
+    assert default.error is not None
+    assert "exceeds the 50 ms CPU budget" in default.error
+    assert patient.error is None
+
+
+class BlockingReads:
+    """A stand-in for read_header that holds each read until released (a slow disk)."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.reads = 0
+
+    def __call__(self, path: str, **kwargs: object) -> GGUFHeader:
+        self.reads += 1
+        self.entered.set()
+        self.release.wait(10)
+        return read_header(path)
+
+
+def in_thread(call: Callable[[], object]) -> tuple[threading.Thread, list[object]]:
+    """Run ``call`` in a thread; the list receives its result or its exception."""
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(call())
+        except Exception as exc:  # the test inspects whatever it raised
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+@pytest.fixture
+def blocking_reads(monkeypatch: pytest.MonkeyPatch) -> Iterator[BlockingReads]:
+    reads = BlockingReads()
+    monkeypatch.setattr(_catalog, "read_header", reads)
+    yield reads
+    reads.release.set()
+
+
+def test_close_stops_a_listing_in_progress_before_its_next_file(
+    folder: Path, model_bytes: bytes, blocking_reads: BlockingReads
+) -> None:
+    place(model_bytes, *(folder / f"m{i}.gguf" for i in range(50)))
+    catalog = ModelCatalog(folder)
+    thread, outcome = in_thread(catalog.list_models)
+    assert blocking_reads.entered.wait(5)
+
+    catalog.close()
+    blocking_reads.release.set()
+    thread.join(1.0)
+
+    assert not thread.is_alive()
+    assert isinstance(outcome[0], ServiceClosedError)
+    assert "closed" in str(outcome[0])
+    assert blocking_reads.reads == 1
+
+
+def test_close_releases_a_listing_waiting_for_the_scan_at_once(
+    folder: Path, model_bytes: bytes, blocking_reads: BlockingReads
+) -> None:
+    place(model_bytes, folder / "m.gguf")
+    catalog = ModelCatalog(folder)
+    scanning, _ = in_thread(catalog.list_models)
+    assert blocking_reads.entered.wait(5)
+    waiting, outcome = in_thread(catalog.list_models)
+    time.sleep(0.05)  # let it queue behind the scan
+
+    catalog.close()  # the scan itself is still stuck in its read
+    waiting.join(1.0)
+
+    assert not waiting.is_alive()
+    assert isinstance(outcome[0], ServiceClosedError)
+    assert scanning.is_alive()
+
+
+def test_a_closed_catalog_refuses_to_list(folder: Path, model_bytes: bytes) -> None:
+    place(model_bytes, folder / "m.gguf")
+    catalog = ModelCatalog(folder)
+    catalog.close()
+
+    with pytest.raises(ServiceClosedError, match="the model catalog is closed"):
+        catalog.list_models()
+
+
+def test_a_closed_catalog_refuses_to_resolve(folder: Path, model_bytes: bytes) -> None:
+    place(model_bytes, folder / "m.gguf")
+    catalog = ModelCatalog(folder)
+    catalog.close()
+
+    with pytest.raises(ServiceClosedError, match="the model catalog is closed"):
+        catalog.resolve("m.gguf")
 
 
 # -- resolve -----------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from rich.console import Console
 from llamaswitch._cli import main
 from llamaswitch._settings import Settings
 from tests.conftest import LlamaBuild
+from tests.helpers import free_port
 
 DATA = Path(__file__).parent / "data" / "bench"
 
@@ -42,16 +43,6 @@ OK, FAILED, USAGE, MISSING, CONFLICT, UNREACHABLE = 0, 1, 2, 3, 4, 5
 
 
 # -- helpers ------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A port nothing listens on now (outside the default model port range)."""
-    while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if not 8090 <= port <= 8190:
-            return port
 
 
 @pytest.fixture

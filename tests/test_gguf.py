@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import struct
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,9 +15,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from llamaswitch import _gguf
 from llamaswitch._gguf import (
     FILE_TYPE_NAMES,
     GGML_TYPE_SIZES,
+    HEADER_CPU_BUDGET_S,
     GGUFError,
     GGUFHeader,
     file_type_name,
@@ -304,6 +308,160 @@ def test_bad_alignment_is_refused() -> None:
     data = header_bytes(key("general.alignment") + struct.pack("<II", 4, 24))
     with pytest.raises(GGUFError, match="power of two"):
         parse_header(data)
+
+
+def test_duplicate_keys_are_refused() -> None:
+    name = key("general.name") + struct.pack("<IQ", 8, 1) + b"a"
+    with pytest.raises(GGUFError, match=r"duplicate key 'general\.name'"):
+        parse_header(header_bytes(name, name))
+
+
+def test_duplicate_tensor_names_are_refused() -> None:
+    tensor = key("t") + struct.pack("<IIQ", 0, 0, 0)  # a scalar F32 at offset 0
+    with pytest.raises(GGUFError, match="duplicate tensor name 't'"):
+        parse_header(header_bytes(tensor_count=2) + tensor + tensor + bytes(64))
+
+
+# -- what it costs -----------------------------------------------------------------------------
+# A sparse file costs 4 KB of disk whatever its size, and its zeros are well-formed records
+# (an empty key with a one-byte value, an empty array, an empty string): the reader must
+# end any file quickly, and never list such a file as a model.
+
+# Far above the 50 ms budget, so that a loaded machine does not fail these; the headers
+# measured take seconds to minutes without the bounds.
+CPU_BOUND_S = 0.25
+
+
+def sparse_file(path: Path, head: bytes, size: int) -> Path:
+    """A file of ``size`` bytes that starts with ``head`` and holds zeros (unallocated)."""
+    path.write_bytes(head)
+    os.truncate(path, size)
+    return path
+
+
+def cpu_seconds_to_refuse(path: Path) -> tuple[float, GGUFError]:
+    """This thread's CPU time for reading ``path``, and the error that must end it."""
+    started = time.thread_time()
+    with pytest.raises(GGUFError) as caught:
+        read_header(path)
+    return time.thread_time() - started, caught.value
+
+
+def test_a_sparse_file_of_key_values_is_refused_at_once(tmp_path: Path) -> None:
+    size = 100 * 2**20
+    head = b"GGUF" + struct.pack("<IQQ", 3, 0, (size - 24) // 13)  # the bytes hold them all
+    path = sparse_file(tmp_path / "evil.gguf", head, size)
+
+    cpu_s, error = cpu_seconds_to_refuse(path)
+
+    assert error.reason.startswith("header too large: 8065967 key/values")
+    assert cpu_s < CPU_BOUND_S
+
+
+def test_a_sparse_file_of_key_values_within_the_cap_is_refused_as_duplicate_keys(
+    tmp_path: Path,
+) -> None:
+    head = b"GGUF" + struct.pack("<IQQ", 3, 0, 4000)
+    path = sparse_file(tmp_path / "evil.gguf", head, 2**20)
+
+    with pytest.raises(GGUFError, match="duplicate key ''") as caught:
+        read_header(path)
+
+    assert caught.value.offset == 24 + 13  # the second key
+
+
+def test_more_tensors_than_a_model_could_have_are_refused(tmp_path: Path) -> None:
+    head = b"GGUF" + struct.pack("<IQQ", 3, 65_537, 0)
+    path = sparse_file(tmp_path / "evil.gguf", head, 100 * 2**20)
+
+    with pytest.raises(GGUFError, match="header too large: 65537 tensors"):
+        read_header(path)
+
+
+def test_an_array_of_millions_of_empty_strings_is_cut_off_by_the_cpu_budget(
+    tmp_path: Path,
+) -> None:
+    size = 256 * 2**20
+    head = header_bytes(key("tokenizer.ggml.tokens") + struct.pack("<II", 9, 8))
+    count = (size - len(head) - 8) // 8  # every string an empty one: 8 zero bytes
+    path = sparse_file(tmp_path / "evil.gguf", head + struct.pack("<Q", count), size)
+
+    cpu_s, error = cpu_seconds_to_refuse(path)
+
+    assert "exceeds the 50 ms CPU budget" in error.reason
+    assert cpu_s < CPU_BOUND_S
+
+
+def test_an_array_of_millions_of_empty_arrays_is_cut_off_by_the_cpu_budget(
+    tmp_path: Path,
+) -> None:
+    size = 64 * 2**20
+    head = header_bytes(key("a") + struct.pack("<II", 9, 9))
+    count = (size - len(head) - 8) // 12  # every inner array an empty u8 one: 12 zero bytes
+    path = sparse_file(tmp_path / "evil.gguf", head + struct.pack("<Q", count), size)
+
+    cpu_s, error = cpu_seconds_to_refuse(path)
+
+    assert "exceeds the 50 ms CPU budget" in error.reason
+    assert cpu_s < CPU_BOUND_S
+
+
+def test_a_header_that_outlasts_its_budget_is_refused_naming_the_budget(
+    small_model: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ticks = iter(range(1000))
+    monkeypatch.setattr(_gguf, "_cpu_time", lambda: next(ticks) * 0.030)  # 30 ms a reading
+
+    with pytest.raises(GGUFError, match=r"header too large: reading .* 50 ms CPU budget"):
+        parse_header(small_model)
+
+
+def test_a_smaller_budget_can_be_given(small_model: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_gguf, "_cpu_time", iter(range(1000)).__next__)  # 1 s a reading
+
+    with pytest.raises(GGUFError, match="exceeds the 500 ms CPU budget"):
+        parse_header(small_model, cpu_budget_s=0.5)
+
+
+def vocabulary_header(tokens: int) -> bytes:
+    """A header with a vocabulary of ``tokens`` tokens and as many merges, then a name."""
+    pieces = [f"tok{i}_{'x' * (i % 7)}".encode() for i in range(tokens)]
+    merges = [f"a{i} b{i}".encode() for i in range(tokens)]
+
+    def strings(name: str, values: list[bytes]) -> bytes:
+        packed = b"".join(struct.pack("<Q", len(v)) + v for v in values)
+        return key(name) + struct.pack("<IIQ", 9, 8, len(values)) + packed
+
+    return header_bytes(
+        strings("tokenizer.ggml.tokens", pieces),
+        strings("tokenizer.ggml.merges", merges),
+        key("general.name") + struct.pack("<IQ", 8, 3) + b"big",
+    )
+
+
+def test_a_150k_token_vocabulary_reads_well_within_the_budget() -> None:
+    data = vocabulary_header(150_000)
+    timings = []
+    for _ in range(3):
+        started = time.thread_time()
+        header = parse_header(data)
+        timings.append(time.thread_time() - started)
+
+    assert header.name == "big"
+    assert min(timings) < HEADER_CPU_BUDGET_S / 2
+
+
+def test_header_strings_that_are_not_utf8_come_out_as_valid_unicode() -> None:
+    # An encoded surrogate (ED A0 80), a stray continuation byte and an invalid byte.
+    raw = b"\xed\xa0\x80ok\x80\xff"
+    data = header_bytes(
+        key("general.name") + struct.pack("<IQ", 8, len(raw)) + raw,
+        key("general.architecture") + struct.pack("<IQ", 8, len(raw)) + raw,
+    )
+
+    header = parse_header(data)
+
+    assert header.name == header.architecture == "\ufffd\ufffd\ufffdok\ufffd\ufffd"
 
 
 # -- robustness ------------------------------------------------------------------------------

@@ -91,7 +91,7 @@ def test_direct_construction_reads_no_environment(monkeypatch: pytest.MonkeyPatc
         ("LLAMASWITCH_READY_TIMEOUT_S", "soon", "a number of seconds"),
         ("LLAMASWITCH_STOP_TIMEOUT_S", "0", "greater than 0"),
         ("LLAMASWITCH_MODEL_PORTS", "8090", "a range LOW-HIGH"),
-        ("LLAMASWITCH_MODEL_PORTS", "9000-8000", "1 <= LOW <= HIGH"),
+        ("LLAMASWITCH_MODEL_PORTS", "9000-8000", "1024 <= LOW <= HIGH"),
         ("LLAMASWITCH_ALLOW_OUTSIDE_MODELS_DIR", "maybe", "true/false"),
         ("LLAMASWITCH_BENCH_CONCURRENCY", "0", "a whole number >= 1"),
         ("LLAMASWITCH_HOST", "local host", "without spaces"),

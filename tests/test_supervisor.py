@@ -36,6 +36,7 @@ from llamaswitch import AsyncLlamaSwitch, LlamaSwitch, ServerConfig, Settings
 from llamaswitch._errors import (
     ModelNotFoundError,
     ModelPathError,
+    ModelUnusableError,
     PortInUseError,
     ReadinessTimeoutError,
     ReservedPortError,
@@ -47,10 +48,11 @@ from llamaswitch._errors import (
 from llamaswitch._events import Event, EventBus, Subscription
 from llamaswitch._gpu import GpuProbe
 from llamaswitch._process import ChildProcess, ChildRegistry, OutputLog
-from llamaswitch._supervisor import ServerState, ServerStatus, _port_free
+from llamaswitch._supervisor import ServerState, ServerStatus
 from llamaswitch.testing import write_tiny_model
 
 from .conftest import LlamaBuild, require_build
+from .helpers import free_port, free_range
 
 pytestmark = pytest.mark.real_binary
 
@@ -62,22 +64,6 @@ SMALL = {"threads": 1, "ctx_size": 256, "parallel": 1}
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
-def free_range(size: int = 8) -> tuple[int, int]:
-    """A block of ports, all free now, outside the ephemeral range, for `start`."""
-    for _ in range(200):
-        low = random.randrange(20000, 30000)
-        if all(_port_free("127.0.0.1", p) for p in range(low - 1, low + size)):
-            return low, low + size - 1
-    raise RuntimeError("no free port block")
 
 
 def make_settings(tmp_path: Path, models_dir: Path, server: Path, **extra: Any) -> Settings:
@@ -596,7 +582,7 @@ def test_bad_model_references_are_refused(settings: Settings, tmp_path: Path) ->
     run(scenario())
 
 
-def test_random_bytes_model_fails_with_llama_cpp_complaint(
+def test_a_model_the_catalog_cannot_read_is_refused_before_anything_runs(
     settings: Settings, models_dir: Path
 ) -> None:
     (models_dir / "garbage.gguf").write_bytes(random.Random(3).randbytes(4096))
@@ -604,8 +590,30 @@ def test_random_bytes_model_fails_with_llama_cpp_complaint(
 
     async def scenario() -> None:
         async with AsyncLlamaSwitch(settings) as ls:
+            running = await ls.switch("tiny.gguf", config(port))
             listed = {m.name: m for m in await ls.list_models()}
             assert listed["garbage.gguf"].error
+            with pytest.raises(ModelUnusableError, match="not a GGUF file") as caught:
+                await ls.switch("garbage.gguf", config(port))
+            assert caught.value.model == "garbage.gguf"
+            # The refusal came before the switch acted: the running server is untouched.
+            after = await ls.status(port=port)
+            assert (after.state, after.process_id) == (ServerState.READY, running.process_id)
+
+    run(scenario())
+
+
+def test_an_unloadable_model_fails_with_llama_cpps_complaint(
+    settings: Settings, models_dir: Path
+) -> None:
+    # A sound header (the catalog lists it) that llama.cpp refuses: an unknown architecture.
+    write_tiny_model(models_dir / "garbage.gguf", name="garbage", architecture="nosucharch")
+    port = free_port()
+
+    async def scenario() -> None:
+        async with AsyncLlamaSwitch(settings) as ls:
+            listed = {m.name: m for m in await ls.list_models()}
+            assert listed["garbage.gguf"].error is None
             with ls.subscribe() as events:
                 with pytest.raises(ServerStartError) as caught:
                     await ls.switch("garbage.gguf", config(port))
@@ -614,7 +622,8 @@ def test_random_bytes_model_fails_with_llama_cpp_complaint(
             assert error.exit_code not in (None, 0)
             tail = "\n".join(error.log_tail)
             assert "garbage.gguf" in tail
-            assert re.search(r"failed to load|invalid magic|error loading model", tail)
+            assert re.search(r"unknown model architecture|failed to load|error loading model",
+                             tail)  # fmt: skip
             assert len(error.log_tail) <= 40
             status = await ls.status(port=port)
             assert status.state is ServerState.FAILED
@@ -658,7 +667,7 @@ def test_a_model_behind_a_symlink_out_of_the_folder_is_never_launched(
 def test_background_start_failure_is_recorded_in_status(
     settings: Settings, models_dir: Path
 ) -> None:
-    (models_dir / "garbage.gguf").write_bytes(b"GGUF" + bytes(100))
+    write_tiny_model(models_dir / "garbage.gguf", name="garbage", architecture="nosucharch")
     port = free_port()
 
     async def scenario() -> None:
@@ -1108,13 +1117,20 @@ if "--help" in sys.argv:
 if "--version" in sys.argv:
     print("version: 1 (8733e0c)")
     sys.exit(0)
-mode = os.environ.get("FAKE_MODE")
+mode = os.environ.get("GGML_FAKE_MODE", "")  # a name the env allow-list accepts
 if mode == "term-twice":
     # llama-server's own rule: a second interrupt ends it at once.
     signal.signal(signal.SIGTERM, lambda *_: signal.signal(signal.SIGTERM, lambda *_: os._exit(1)))
 if mode == "ignore-term":
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-if mode in ("ignore-term", "term-twice"):
+if mode.startswith("bind-fails-once:"):
+    # The first start cannot bind (as when a client socket of the machine holds the port).
+    marker = mode.split(":", 1)[1]
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        print("couldn't bind HTTP server socket, hostname: 127.0.0.1", flush=True)
+        sys.exit(1)
+if mode in ("ignore-term", "term-twice") or mode.startswith("bind-fails-once:"):
     import socket
     port = int(sys.argv[sys.argv.index("--port") + 1])
     server = socket.socket()
@@ -1129,6 +1145,11 @@ if mode in ("ignore-term", "term-twice"):
 print("fake llama-server: loading forever", flush=True)
 time.sleep(600)
 """
+
+
+def fake_mode(mode: str) -> dict[str, str]:
+    """The environment that tells the fake server how to misbehave."""
+    return {"GGML_FAKE_MODE": mode}
 
 
 @pytest.fixture
@@ -1162,6 +1183,29 @@ def test_readiness_timeout_kills_the_server(
     run(scenario())
 
 
+def test_a_start_that_cannot_bind_its_picked_port_moves_to_the_next_one(
+    tmp_path: Path, models_dir: Path, fake_server: Path
+) -> None:
+    settings = make_settings(tmp_path, models_dir, fake_server)
+    low, _ = settings.model_ports
+    first = low + 1  # low is the default model port, switch's
+    marker = tmp_path / "failed-once"
+
+    async def scenario() -> None:
+        async with AsyncLlamaSwitch(settings) as ls:
+            status = await ls.start(
+                "tiny.gguf", ServerConfig(env=fake_mode(f"bind-fails-once:{marker}"))
+            )
+            assert marker.exists()
+            assert status.state is ServerState.READY
+            assert status.port == first + 1
+            # The failed record of the first port was cleared: one server, the good one.
+            assert [s.port for s in await ls.status()] == [first + 1]
+            await ls.stop()
+
+    run(scenario())
+
+
 def test_stop_kills_a_server_that_ignores_sigterm_after_the_grace_period(
     tmp_path: Path, models_dir: Path, fake_server: Path
 ) -> None:
@@ -1170,7 +1214,7 @@ def test_stop_kills_a_server_that_ignores_sigterm_after_the_grace_period(
 
     async def scenario() -> None:
         async with AsyncLlamaSwitch(settings) as ls:
-            status = await ls.switch("tiny.gguf", config(port, env={"FAKE_MODE": "ignore-term"}))
+            status = await ls.switch("tiny.gguf", config(port, env=fake_mode("ignore-term")))
             assert status.state is ServerState.READY
             started = time.monotonic()
             stopped = await ls.stop()
@@ -1190,7 +1234,7 @@ def test_a_server_that_misses_the_first_sigterm_gets_a_second_one(
 
     async def scenario() -> None:
         async with AsyncLlamaSwitch(settings) as ls:
-            await ls.switch("tiny.gguf", config(port, env={"FAKE_MODE": "term-twice"}))
+            await ls.switch("tiny.gguf", config(port, env=fake_mode("term-twice")))
             started = time.monotonic()
             stopped = await ls.stop()
             assert 0.9 <= time.monotonic() - started < 5
@@ -1248,7 +1292,7 @@ def test_a_cancelled_stop_still_stops_and_reaps_the_server(
 
     async def scenario() -> None:
         async with AsyncLlamaSwitch(settings) as ls:
-            status = await ls.switch("tiny.gguf", config(port, env={"FAKE_MODE": "ignore-term"}))
+            status = await ls.switch("tiny.gguf", config(port, env=fake_mode("ignore-term")))
             assert status.process_id is not None
             stopping = asyncio.ensure_future(ls.stop(port=port))
 

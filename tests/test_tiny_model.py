@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import socket
 import subprocess
 import time
 import urllib.error
@@ -16,12 +15,7 @@ import pytest
 from llamaswitch.testing import TinyModelSpec, write_demo_models, write_tiny_model
 
 from .conftest import LlamaBuild
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from .helpers import free_port
 
 
 def test_same_seed_writes_the_same_bytes(tmp_path: Path) -> None:

@@ -15,14 +15,16 @@ blocking twin.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import concurrent.futures
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from llamaswitch._binaries import BinaryInfo, locate
 from llamaswitch._capabilities import BinaryKind
 from llamaswitch._catalog import ModelCatalog, ModelInfo
+from llamaswitch._errors import ServiceClosedError
 from llamaswitch._events import EventBus, Subscription
 from llamaswitch._gpu import GpuProbe, default_probe
 from llamaswitch._process import prepare_spawn
@@ -35,6 +37,10 @@ if TYPE_CHECKING:
     from llamaswitch._supervisor import ServerStatus, ServerSupervisor
 
 __all__ = ["AsyncLlamaSwitch"]
+
+T = TypeVar("T")
+
+_NOT_OPEN = "AsyncLlamaSwitch is not open: use `async with` or await open()"
 
 
 class AsyncLlamaSwitch:
@@ -49,9 +55,10 @@ class AsyncLlamaSwitch:
     def __init__(self, settings: Settings | None = None, *, gpu: GpuProbe | None = None) -> None:
         self.settings = settings if settings is not None else Settings.from_env()
         self.events = EventBus()
-        self.catalog = ModelCatalog(
-            self.settings.models_dir, allow_outside=self.settings.allow_outside_models_dir
-        )
+        self.catalog = self._new_catalog()
+        # Catalog scans get a thread of their own: a long cold scan must never take the
+        # default pool's workers from the routes that do not need the catalog.
+        self._catalog_worker: concurrent.futures.ThreadPoolExecutor | None = None
         self.gpu = gpu if gpu is not None else default_probe()
         self._binaries: dict[BinaryKind, BinaryInfo] = {}
         self._binary_lock = asyncio.Lock()
@@ -59,12 +66,26 @@ class AsyncLlamaSwitch:
         self._bench: BenchRunner | None = None
         self._opened = False
 
+    def _new_catalog(self) -> ModelCatalog:
+        return ModelCatalog(
+            self.settings.models_dir, allow_outside=self.settings.allow_outside_models_dir
+        )
+
+    async def _in_catalog(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._catalog_worker is None:
+            self._catalog_worker = concurrent.futures.ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="llamaswitch-catalog"
+            )
+        return await asyncio.get_running_loop().run_in_executor(self._catalog_worker, fn, *args)
+
     # -- lifecycle ------------------------------------------------------------------------
 
     async def open(self) -> None:
         """Start the supervisor and the benchmark runner (stops leftovers of a crashed run)."""
         if self._opened:
             return
+        if self.catalog.closed:  # opened again after a close
+            self.catalog = self._new_catalog()
         from llamaswitch._bench_runner import BenchRunner
         from llamaswitch._supervisor import ServerSupervisor
 
@@ -95,6 +116,12 @@ class AsyncLlamaSwitch:
         if not self._opened:
             return
         self._opened = False
+        # First: a scan in progress stops before its next file instead of holding the
+        # shutdown (a SIGTERM to serve must not wait for a folder of thousands of files).
+        self.catalog.close()
+        worker, self._catalog_worker = self._catalog_worker, None
+        if worker is not None:
+            worker.shutdown(wait=False)
         try:
             if self._bench is not None:
                 await self._bench.close()
@@ -121,14 +148,14 @@ class AsyncLlamaSwitch:
     def supervisor(self) -> ServerSupervisor:
         """The server supervisor (after :meth:`open`)."""
         if self._supervisor is None:
-            raise RuntimeError("AsyncLlamaSwitch is not open: use `async with` or await open()")
+            raise ServiceClosedError(_NOT_OPEN)
         return self._supervisor
 
     @property
     def bench(self) -> BenchRunner:
         """The benchmark runner (after :meth:`open`)."""
         if self._bench is None:
-            raise RuntimeError("AsyncLlamaSwitch is not open: use `async with` or await open()")
+            raise ServiceClosedError(_NOT_OPEN)
         return self._bench
 
     async def _binary(self, kind: BinaryKind) -> BinaryInfo:
@@ -146,11 +173,11 @@ class AsyncLlamaSwitch:
 
     async def list_models(self) -> list[ModelInfo]:
         """Every GGUF model in the models folder, with what its header says."""
-        return await asyncio.to_thread(self.catalog.list_models)
+        return await self._in_catalog(self.catalog.list_models)
 
     async def resolve_model(self, model: str) -> ModelInfo:
         """A model reference (file name, relative path, catalog name) to its catalog entry."""
-        return await asyncio.to_thread(self.catalog.resolve, model)
+        return await self._in_catalog(self.catalog.resolve, model)
 
     async def switch(
         self, model: str, config: ServerConfig | None = None, *, wait: bool = True
@@ -224,6 +251,13 @@ class AsyncLlamaSwitch:
         """The last ``lines`` lines a server printed."""
         return await self.supervisor.logs(model, port=port, lines=lines)
 
+    async def server_key(self, model: str | None = None, *, port: int | None = None) -> str | None:
+        """The API key of a server listening beyond loopback (None for a loopback one).
+
+        Such servers get a fresh random key each; llamaswitch tells it to nobody else.
+        """
+        return self.supervisor.server_key(model, port=port)
+
     def subscribe(self) -> Subscription:
         """Receive server state changes and benchmark progress from now on."""
         return self.events.subscribe()
@@ -248,6 +282,24 @@ class AsyncLlamaSwitch:
     async def cancel_benchmark(self, task_id: str) -> BenchTask:
         """Cancel a queued or running task; it keeps the results of finished tests."""
         return await self.bench.cancel(task_id)
+
+    async def delete_benchmark(self, task_id: str) -> BenchTask:
+        """Delete a finished task and its results; returns the task as it was.
+
+        A queued or running task raises :class:`~llamaswitch.TaskStateError`.
+        """
+        return await self.bench.delete(task_id)
+
+    async def prune_benchmarks(
+        self,
+        *,
+        before: datetime | None = None,
+        model: str | None = None,
+        state: str | None = None,
+    ) -> list[str]:
+        """Delete finished tasks created before ``before``, of ``model``, in ``state``
+        (at least one filter; all given must match); returns the deleted ids."""
+        return await self.bench.prune(before=before, model=model, state=state)
 
     async def list_benchmarks(
         self,

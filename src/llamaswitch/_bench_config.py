@@ -52,6 +52,7 @@ import attrs
 from llamaswitch._bench_parser import BENCH_OUTPUT_FORMATS, bench_test_name
 from llamaswitch._capabilities import Capabilities
 from llamaswitch._errors import ConfigValidationError
+from llamaswitch._text import text_problem
 
 # BENCH_OUTPUT_FORMATS lives with the parser (it names what it parses); it is re-exported
 # here because it is also what ``output`` accepts (``output_err`` also accepts ``none``).
@@ -251,6 +252,8 @@ def _text(
         if not isinstance(value, str) or any(c in value for c in forbid):
             extra = f" without {' or '.join(repr(c) for c in forbid)}" if forbid else ""
             return f"must be {what}{extra}, got {value!r}"
+        if (problem := text_problem(value)) is not None:
+            return problem
         if pattern is not None and not re.fullmatch(pattern, value):
             return f"must be {what}, got {value!r}"
         return None

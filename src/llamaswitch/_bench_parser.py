@@ -55,7 +55,10 @@ which JSON lacks; sql values are quoted but never escaped, so a value containing
 ``', '`` cannot be told apart from two values and raises :class:`BenchParseError`.
 
 Malformed input raises :class:`~llamaswitch.BenchParseError` naming the line (and the
-character position for JSON syntax errors), never another exception type.
+character position for JSON syntax errors), never another exception type. Text that is
+not valid Unicode (a lone surrogate: undecodable bytes read with ``surrogateescape``, or
+a JSON ``"\\ud800"`` escape) is malformed too: no string that comes out can fail to be
+written to SQLite, a JSON answer or a log.
 """
 
 from __future__ import annotations
@@ -73,6 +76,7 @@ from typing import Final
 import attrs
 
 from llamaswitch._errors import BenchParseError
+from llamaswitch._text import encodable
 
 __all__ = [
     "BENCH_OUTPUT_FORMATS",
@@ -131,8 +135,10 @@ _TEST_NAME = re.compile(
 _MD_SEPARATOR = re.compile(r"\|(?:\s*:?-+:?\s*\|)+")
 _MD_FOOTER = re.compile(r"build: (?P<commit>\S+) \((?P<number>-?\d+)\)")
 _PROGRESS = re.compile(r"llama-bench: benchmark (\d+)/(\d+): (.*)")
+# The table name stops at "(": with `\S+` it could take the parenthesis too, and the
+# backtracking was quadratic: a 40 kB line of "(" took 4 s, holding the GIL all along.
 _SQL_INSERT = re.compile(
-    r"INSERT INTO\s+\S+\s*\((?P<columns>[^)]*)\)\s*VALUES\s*\((?P<values>.*)\)\s*;",
+    r"INSERT INTO\s+[^\s(]+\s*\((?P<columns>[^)]*)\)\s*VALUES\s*\((?P<values>.*)\)\s*;",
     re.IGNORECASE,
 )
 _SQL_CREATE = re.compile(r"CREATE TABLE\b.*\(", re.IGNORECASE)
@@ -141,6 +147,9 @@ _SQL_LITERAL = re.compile(r"\s*(?:'(?P<text>(?:[^']|'')*)'|(?P<null>NULL)|(?P<ba
 _JSON_NONFINITE = re.compile(r"(?<=[\s\[,:])(-?)(inf|nan)(?=\s*[,\]}])")
 # What llama-bench's JSON escaper makes of every byte of a non-ASCII character.
 _MANGLED_BYTE: Final = "\uffff"
+# A JSON escape of a surrogate. A pair decodes to one character, a lone one to a lone
+# surrogate: only a text holding such an escape needs its decoded strings checked.
+_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def _freeze_params(params: Mapping[str, object]) -> Mapping[str, object]:
@@ -279,9 +288,12 @@ def parse_bench_output(
     absence raises.
 
     Raises :class:`~llamaswitch.BenchParseError` (with the line number) for malformed
-    output and ``ValueError`` for an unknown ``fmt``.
+    output, text that is not valid Unicode included, and ``ValueError`` for an unknown
+    ``fmt`` or a ``model_filename`` that is not valid Unicode.
     """
     text = text.removeprefix("\ufeff")
+    _check_unicode(text, None)
+    _check_model_filename(model_filename)
     if fmt == "json":
         return _parse_json(text, model_filename)
     if fmt == "jsonl":
@@ -304,14 +316,27 @@ def parse_jsonl_line(
     Lines that do not start with ``{`` (progress lines, warnings, blank lines) give
     ``None``, so a runner can feed every stderr line of ``--progress -oe jsonl`` here and
     to :func:`parse_progress_line`. A line that starts with ``{`` but is not a valid
-    result raises :class:`~llamaswitch.BenchParseError` (naming ``line_number`` if given).
+    result raises :class:`~llamaswitch.BenchParseError` (naming ``line_number`` if given),
+    a line that is not valid Unicode included; a ``model_filename`` that is not valid
+    Unicode raises ``ValueError``.
     """
+    _check_model_filename(model_filename)
     stripped = line.strip()
     if not stripped.startswith("{"):
         return None
+    _check_unicode(stripped, line_number)
+    return _jsonl_result(stripped, model_filename, line_number)
+
+
+def _jsonl_result(
+    stripped: str, model_filename: str | None, line_number: int | None
+) -> BenchResult:
+    """The result of a jsonl line that starts with ``{`` and is valid Unicode."""
     row, _ = _load_json(stripped, line=line_number)
     if not isinstance(row, dict):
         raise BenchParseError("expected a JSON object", line=line_number)
+    if _ESCAPED_SURROGATE.search(stripped):
+        _check_decoded(row, line_number)
     return _typed_result(row, model_filename, line_number)
 
 
@@ -331,6 +356,51 @@ def parse_progress_line(line: str) -> tuple[int, int, str] | None:
         return int(match[1]), int(match[2]), match[3]
     except ValueError:  # a count longer than Python's int digit limit: not llama-bench's
         return None
+
+
+# --- valid Unicode -----------------------------------------------------------------
+
+
+def _check_unicode(text: str, line: int | None) -> None:
+    """Refuse text that holds a lone surrogate, naming where (``line``: the text's own)."""
+    if text.isascii():  # a flag lookup in CPython; llama-bench prints ASCII but for "±"
+        return
+    try:
+        text.encode("utf-8")  # a C loop: a regex search would cost 5 ms a megabyte
+    except UnicodeEncodeError as exc:
+        position = exc.start
+    else:
+        return
+    column = position - text.rfind("\n", 0, position)
+    raise BenchParseError(
+        f"text is not valid Unicode (lone surrogate U+{ord(text[position]):04X}, column {column})",
+        line=text.count("\n", 0, position) + 1 if line is None else line,
+    )
+
+
+def _check_model_filename(model_filename: str | None) -> None:
+    if model_filename is not None and not encodable(model_filename):
+        raise ValueError(f"model_filename {model_filename!r} is not valid Unicode")
+
+
+def _check_decoded(value: object, line: int | None) -> None:
+    """Refuse decoded JSON where an escape left a lone surrogate in a key or a string."""
+    pending = [value]
+    while pending:  # not recursive: the JSON may nest as deep as json.loads allows
+        item = pending.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                near = item[max(0, exc.start - 20) : exc.start + 20]  # repr escapes it
+                raise BenchParseError(
+                    f"text is not valid Unicode (lone surrogate escaped in {near!r})", line=line
+                ) from None
+        elif isinstance(item, dict):
+            pending.extend(item)
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
 
 
 # --- typed rows (json, jsonl, and csv/sql after conversion) -------------------------
@@ -505,6 +575,7 @@ def _parse_json(text: str, model_filename: str | None) -> list[BenchResult]:
     data, text = _load_json(text)
     if not isinstance(data, list):
         raise BenchParseError("expected a JSON array of results", line=1)
+    escaped_surrogates = _ESCAPED_SURROGATE.search(text) is not None
     results = []
     for index, row in enumerate(data):
         if not isinstance(row, dict):
@@ -512,6 +583,8 @@ def _parse_json(text: str, model_filename: str | None) -> list[BenchResult]:
                 f"result {index + 1} is not a JSON object", line=_json_element_line(text, index)
             )
         try:
+            if escaped_surrogates:
+                _check_decoded(row, None)
             results.append(_typed_result(row, model_filename, None))
         except BenchParseError as exc:
             line = _json_element_line(text, index)
@@ -543,9 +616,9 @@ def _skip_space(text: str, position: int) -> int:
 def _parse_jsonl(text: str, model_filename: str | None) -> list[BenchResult]:
     results = []
     for number, line in enumerate(text.split("\n"), start=1):
-        result = parse_jsonl_line(line, model_filename=model_filename, line_number=number)
-        if result is not None:
-            results.append(result)
+        stripped = line.strip()  # as parse_jsonl_line does, the text being checked already
+        if stripped.startswith("{"):
+            results.append(_jsonl_result(stripped, model_filename, number))
     return results
 
 

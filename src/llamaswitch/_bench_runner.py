@@ -54,10 +54,11 @@ from llamaswitch._bench_parser import (
     parse_progress_line,
 )
 from llamaswitch._errors import (
-    BenchError,
     BenchParseError,
     ConfigValidationError,
+    ServiceClosedError,
     TaskNotFoundError,
+    TaskStateError,
     TaskTimeoutError,
 )
 from llamaswitch._events import EventBus
@@ -495,7 +496,7 @@ class BenchRunner:
 
     def _check_open(self) -> None:
         if not self._open:
-            raise BenchError("the benchmark runner is not open")
+            raise ServiceClosedError("the benchmark runner is not open")
 
     # -- submit and schedule --------------------------------------------------------------
 
@@ -837,7 +838,9 @@ class BenchRunner:
         """Cancel a queued or running task; a finished task is returned unchanged.
 
         A running task's process group gets SIGTERM (SIGKILL after a grace period); the
-        task ends ``cancelled`` with the results of the tests that finished.
+        task ends ``cancelled`` with the results of the tests that finished. Cancelling
+        is idempotent (a cancel racing the task's own end must not fail): the state of
+        the returned task says what happened.
         """
         self._check_open()
         live = self._live.get(task_id)
@@ -855,6 +858,52 @@ class BenchRunner:
             await self._stop_process(live)
         await live.done.wait()
         return await self.get(task_id)
+
+    async def delete(self, task_id: str) -> BenchTask:
+        """Delete a finished task and its results from the history; returns it as it was.
+
+        A queued or running task raises :class:`~llamaswitch.TaskStateError` (cancel it
+        first); an unknown id :class:`~llamaswitch.TaskNotFoundError`.
+        """
+        self._check_open()
+        live = self._live.get(task_id)
+        if live is not None:
+            raise TaskStateError(task_id, live.state, f"benchmark task {task_id} is "
+                                 f"{live.state}: cancel it before deleting it")  # fmt: skip
+        task = await self.get(task_id)
+        await self._store.delete_tasks([task_id])
+        self._events.emit("benchmark", "deleted", task_ids=[task_id])
+        return task
+
+    async def prune(
+        self,
+        *,
+        before: datetime | None = None,
+        model: str | None = None,
+        state: str | None = None,
+    ) -> list[str]:
+        """Delete the finished tasks created before ``before``, of ``model`` and in
+        ``state`` (every filter given must match); returns the deleted ids, oldest first.
+
+        At least one filter is needed, so that a forgotten argument never empties the
+        history. Queued and running tasks are never pruned.
+        """
+        self._check_open()
+        errors = []
+        if before is None and model is None and state is None:
+            errors.append(("before", "name what to prune: before, model or state"))
+        if state is not None and state not in FINAL_STATES:
+            allowed = ", ".join(sorted(FINAL_STATES))
+            errors.append(("state", f"must be one of {allowed} (queued and running tasks "
+                           f"are never pruned), got {state!r}"))  # fmt: skip
+        if errors:
+            raise ConfigValidationError(errors)
+        deleted = await self._store.prune(
+            before=None if before is None else format_time(before), model=model, state=state
+        )
+        if deleted:
+            self._events.emit("benchmark", "deleted", task_ids=deleted)
+        return deleted
 
     async def list(
         self,
@@ -1032,14 +1081,32 @@ def _last_error(tail: Sequence[str]) -> str:
     return ""
 
 
+def _time_or_none(text: str | None) -> datetime | None:
+    try:
+        return parse_time(text)
+    except (TypeError, ValueError):
+        return None
+
+
+def _history(stored: StoredTask) -> tuple[tuple[str, datetime], ...]:
+    entries = []
+    for entry in stored.state_history:
+        try:
+            state, moment = entry
+            entries.append((str(state), datetime.fromisoformat(moment)))
+        except (TypeError, ValueError):
+            continue  # a damaged entry: the rest of the history still shows
+    return tuple(entries)
+
+
 def _from_stored(stored: StoredTask) -> BenchTask:
     try:
         config = BenchConfig.from_dict(stored.config)
     except ConfigValidationError:
         # Written by another llamaswitch version with fields this one does not know.
         config = BenchConfig()
-    created = parse_time(stored.created_at)
-    assert created is not None  # noqa: S101 - NOT NULL column
+    # A damaged creation time reads as the epoch: the task still lists, last.
+    created = _time_or_none(stored.created_at) or datetime.fromtimestamp(0, UTC)
     state = stored.state if stored.state in TASK_STATES else "interrupted"
     return BenchTask(
         id=stored.id,
@@ -1058,9 +1125,9 @@ def _from_stored(stored: StoredTask) -> BenchTask:
         exit_code=stored.exit_code,
         stderr_tail=stored.stderr_tail,
         created_at=created,
-        started_at=parse_time(stored.started_at),
-        finished_at=parse_time(stored.finished_at),
-        state_history=tuple((str(s), datetime.fromisoformat(t)) for s, t in stored.state_history),
+        started_at=_time_or_none(stored.started_at),
+        finished_at=_time_or_none(stored.finished_at),
+        state_history=_history(stored),
         timeout_s=stored.timeout_s,
         binary_version=stored.binary_version,
         binary_commit=stored.binary_commit,

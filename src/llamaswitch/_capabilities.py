@@ -10,6 +10,7 @@ a typed setting to argv for whichever dialect the binary speaks.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
@@ -28,6 +29,7 @@ _OPTION_LINE = re.compile(r"^ {0,4}-")
 _GAP = re.compile(r"\s{2,}")
 _BRACED = re.compile(r"[{<\[]([^}>\]]*)[}>\]]")
 _ALLOWED = re.compile(r"allowed values:\s*(.+)$", re.IGNORECASE)
+_ENV_NOTE = re.compile(r"\(env: (\w+)\)")
 _BULLET = re.compile(r"^\s*-\s+([\w+.-]+)(?:\s+\([^)]*\))?\s*:")
 
 
@@ -180,6 +182,16 @@ class Capabilities:
         """Allowed values of a flag (empty when free-form or unknown)."""
         flag = self.flag(*names)
         return flag.choices if flag else ()
+
+    @functools.cached_property
+    def env_flags(self) -> Mapping[str, Flag]:
+        """The environment variables the binary reads, each with the flag it stands for
+        (``LLAMA_ARG_THREADS`` -> ``--threads``), from the ``(env: ...)`` notes of --help."""
+        found: dict[str, Flag] = {}
+        for flag in self.flags.values():
+            for name in _ENV_NOTE.findall(flag.description):
+                found.setdefault(name, flag)
+        return found
 
     @property
     def dialect(self) -> Literal["current", "legacy"]:

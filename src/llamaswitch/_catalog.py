@@ -18,6 +18,15 @@ Users name a model by its file name, its path relative to the folder, its name w
 resolve outside the folder are refused unless ``allow_outside`` is set: the HTTP API takes
 model paths from the network.
 
+Every string in a :class:`ModelInfo` is valid Unicode. A file whose path is not valid
+UTF-8 (its undecodable bytes reach Python as lone surrogates) is listed with an ``error``
+and U+FFFD in place of those bytes, and is never resolved: its name could not be written
+to a JSON answer, SQLite, a log or llama-server's command line.
+
+A listing reads the header of every new or changed file, each within the GGUF reader's
+CPU budget (50 ms), so one crafted file costs little; :meth:`ModelCatalog.close` abandons
+a long scan (thousands of new files) at the next file.
+
 >>> import tempfile
 >>> from llamaswitch.testing import write_tiny_model
 >>> folder = Path(tempfile.mkdtemp())
@@ -31,19 +40,21 @@ model paths from the network.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 import re
 import threading
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 import attrs
 
-from llamaswitch._errors import ModelNotFoundError, ModelPathError
-from llamaswitch._gguf import GGUFError, GGUFHeader, read_header
+from llamaswitch._errors import ModelNotFoundError, ModelPathError, ServiceClosedError
+from llamaswitch._gguf import HEADER_CPU_BUDGET_S, GGUFError, GGUFHeader, read_header
+from llamaswitch._text import encodable, scrub
 
 __all__ = ["ModelCatalog", "ModelInfo", "outside_paths"]
 
@@ -56,6 +67,14 @@ _GGUF_SUFFIX = ".gguf"
 _MAX_DEPTH = 32
 _SUGGESTIONS = 3
 _OUTSIDE_HINT = "set LLAMASWITCH_ALLOW_OUTSIDE_MODELS_DIR=true to allow it"
+_NAME_NOT_UTF8 = (
+    "file name is not valid UTF-8 (shown with U+FFFD for the bytes that are not): "
+    "rename the file to use it"
+)
+_FOLDER_NOT_UTF8 = (
+    "folder path is not valid UTF-8 (shown with U+FFFD for the bytes that are not): "
+    "rename the folder to use it"
+)
 
 
 @attrs.frozen(kw_only=True)
@@ -152,7 +171,7 @@ class ModelInfo:
 
 
 class _File(NamedTuple):
-    """A ``*.gguf`` file met while scanning."""
+    """A ``*.gguf`` file met while scanning; its strings are valid Unicode (see ``exact``)."""
 
     path: str  # absolute, as reached (through symlinks, not resolved)
     relative: str  # POSIX, relative to the models folder
@@ -162,6 +181,30 @@ class _File(NamedTuple):
     # size, mtime_ns and inode: a rewritten or replaced file gets a new key.
     stamp: tuple[int, int, int]
     problem: str | None  # why the file cannot be used without reading it
+    # False when the path on disk is not valid UTF-8 and the strings above are its
+    # U+FFFD rendering: they may name another file (or none), so it is never used.
+    exact: bool = True
+
+
+def _checked(file: _File) -> _File:
+    """``file``, or its U+FFFD rendering with an error when its path is not valid UTF-8."""
+    if encodable(file.path):  # `relative`, `folder` and `name` are parts of `path`
+        return file
+    return file._replace(
+        path=scrub(file.path),
+        relative=scrub(file.relative),
+        folder=scrub(file.folder),
+        name=scrub(file.name),
+        problem=_NAME_NOT_UTF8 if not encodable(file.name) else _FOLDER_NOT_UTF8,
+        exact=False,
+    )
+
+
+class _Entry(NamedTuple):
+    """A listed model, and whether its paths are exactly those on disk (it can be resolved)."""
+
+    model: ModelInfo
+    exact: bool
 
 
 _HeaderOrError = GGUFHeader | str
@@ -173,16 +216,34 @@ class ModelCatalog:
 
     Headers are cached by path, size, modification time and inode, so a second listing
     only ``stat``s the files. The catalog is safe to share between threads (the async API
-    calls it through ``asyncio.to_thread``).
+    calls it through ``asyncio.to_thread``): one scan runs at a time, and a listing asked
+    for meanwhile waits for it, then scans again (cheaply, the headers being cached).
+
+    A header that takes more than ``header_budget_s`` of CPU time to read (50 ms by
+    default; a real 150k-token vocabulary takes about 17 ms) is listed with an ``error``,
+    so one file cannot hold the catalog for long. A folder of thousands of new files still
+    takes a while to list the first time: :meth:`close` abandons that scan.
 
     ``allow_outside=True`` accepts model paths and symlinks that resolve outside
     ``models_dir`` (the ``LLAMASWITCH_ALLOW_OUTSIDE_MODELS_DIR`` setting).
     """
 
-    def __init__(self, models_dir: str | os.PathLike[str], *, allow_outside: bool = False) -> None:
+    def __init__(
+        self,
+        models_dir: str | os.PathLike[str],
+        *,
+        allow_outside: bool = False,
+        header_budget_s: float = HEADER_CPU_BUDGET_S,
+    ) -> None:
         self._models_dir = Path(models_dir).absolute()
+        # For messages: the folder itself may not be valid UTF-8.
+        self._shown_dir = scrub(str(self._models_dir))
         self._allow_outside = allow_outside
-        self._lock = threading.Lock()
+        self._header_budget_s = header_budget_s
+        # Guards `_scanning` and `_closed`; the caches belong to the thread that scans.
+        self._state = threading.Condition()
+        self._scanning = False
+        self._closed = False
         self._headers: dict[str, tuple[tuple[int, int, int], _HeaderOrError]] = {}
         # A model is a pure function of its file, header and projector; rebuilding a
         # thousand of them (Path parsing mostly) would double the time of a warm listing.
@@ -204,16 +265,39 @@ class ModelCatalog:
         """How many GGUF headers this catalog has read from disk (cache misses)."""
         return self._header_reads
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    def close(self) -> None:
+        """Abandon the scan in progress and refuse every later one; returns at once.
+
+        A service calls it first thing at shutdown, before it waits for its worker
+        threads: the listing in progress stops before its next file (after at most one
+        header read, itself bounded by the CPU budget) and raises ``ServiceClosedError``, and so
+        do the listings waiting for it and any later :meth:`list_models` or
+        :meth:`resolve`. It never returns a partial listing: missing models would look
+        deleted. Calling it again does nothing.
+        """
+        with self._state:
+            self._closed = True
+            self._state.notify_all()
+
     def list_models(self) -> list[ModelInfo]:
         """Every model in the folder, sorted by relative path (case-insensitively first).
 
         Hidden files and folders (names starting with ``.``) are skipped; symlinks are
         followed, but one that resolves outside the folder is listed with an ``error``
         (a file) or not entered (a folder) unless ``allow_outside`` is set. A file that is
-        not a readable GGUF is listed with ``error`` set. A missing folder lists nothing:
-        ``llamaswitch doctor`` is where that is reported.
+        not a readable GGUF, or whose path is not valid UTF-8, is listed with ``error``
+        set. A missing folder lists nothing: ``llamaswitch doctor`` is where that is
+        reported. Raises ``ServiceClosedError`` once the catalog is closed (see :meth:`close`).
         """
-        with self._lock:
+        return [entry.model for entry in self._list()]
+
+    def _list(self) -> list[_Entry]:
+        with self._scan_slot():
             root = str(self._models_dir)
             try:
                 root_stat = os.stat(root)
@@ -229,13 +313,32 @@ class ModelCatalog:
                 files,
                 depth=0,
             )
-            models = self._group(files)
+            entries = self._group(files)
             # Forget files that are gone, so the cache does not grow without bound.
             seen = {f.path for f in files}
             self._headers = {p: v for p, v in self._headers.items() if p in seen}
             self._infos = {p: v for p, v in self._infos.items() if p in seen}
-        models.sort(key=lambda m: (m.relative_path.casefold(), m.relative_path))
-        return models
+        entries.sort(key=lambda e: (e.model.relative_path.casefold(), e.model.relative_path))
+        return entries
+
+    @contextlib.contextmanager
+    def _scan_slot(self) -> Iterator[None]:
+        """Hold the catalog's one scan; waiting for it ends when the catalog closes."""
+        with self._state:
+            while self._scanning and not self._closed:
+                self._state.wait()
+            self._check_open()
+            self._scanning = True
+        try:
+            yield
+        finally:
+            with self._state:
+                self._scanning = False
+                self._state.notify()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ServiceClosedError("the model catalog is closed")
 
     def resolve(self, reference: str) -> ModelInfo:
         """The model a user means by ``reference``.
@@ -248,12 +351,21 @@ class ModelCatalog:
 
         Raises :class:`ModelPathError` when the reference resolves outside the models
         folder (``../``, a foreign absolute path, a symlink pointing out) and
-        ``allow_outside`` is not set; :class:`ModelNotFoundError` with the closest names
-        when nothing matches.
+        ``allow_outside`` is not set, or names a file whose path is not valid UTF-8;
+        :class:`ModelNotFoundError` with the closest names when nothing matches;
+        ``ServiceClosedError`` once the catalog is closed.
         """
         text = reference.strip()
         if not text or "\0" in text:  # no file has that name, and os calls refuse NUL
             raise ModelNotFoundError(reference, [])
+        if not encodable(text):
+            # Undecodable bytes of a command line (surrogateescape) or a JSON "\ud800":
+            # it can only mean a file listed under U+FFFD, and such a file is never used.
+            shown = scrub(text)
+            entries = self._list()
+            self._refuse_inexact(shown, Path(shown), entries)
+            listed = [entry.model for entry in entries if entry.exact]
+            raise ModelNotFoundError(shown, _suggest(shown, listed))
         given = Path(text)
         candidate = given if given.is_absolute() else self._models_dir / given
         real = os.path.realpath(candidate)
@@ -261,9 +373,10 @@ class ModelCatalog:
         if not inside and not self._allow_outside:
             raise ModelPathError(
                 f"model path {reference!r} resolves outside the models folder "
-                f"{self._models_dir}; {_OUTSIDE_HINT}"
+                f"{self._shown_dir}; {_OUTSIDE_HINT}"
             )
-        models = self.list_models()
+        entries = self._list()
+        models = [entry.model for entry in entries if entry.exact]
         found = _match(reference, text, given, models)
         if found is None:
             found = _by_real_path(models).get(real)
@@ -274,7 +387,7 @@ class ModelCatalog:
             if escaped:
                 raise ModelPathError(
                     f"model {reference!r} is {found.relative_path}, which resolves to "
-                    f"{escaped[0]}, outside the models folder {self._models_dir}; "
+                    f"{scrub(escaped[0])}, outside the models folder {self._shown_dir}; "
                     f"{_OUTSIDE_HINT}"
                 )
             return found
@@ -282,7 +395,16 @@ class ModelCatalog:
             outside = self._outside_model(candidate)
             if outside is not None:
                 return outside
+        self._refuse_inexact(text, given, entries)
         raise ModelNotFoundError(reference, _suggest(text, models))
+
+    @staticmethod
+    def _refuse_inexact(text: str, given: Path, entries: Sequence[_Entry]) -> None:
+        """Raise :class:`ModelPathError` if ``text`` names a model listed under U+FFFD."""
+        inexact = [entry.model for entry in entries if not entry.exact]
+        found = _match(text, text, given, inexact) if inexact else None
+        if found is not None:
+            raise ModelPathError(f"model {text!r} is {found.relative_path}: {found.error}")
 
     # -- scanning -------------------------------------------------------------------------
 
@@ -306,6 +428,7 @@ class ModelCatalog:
             name = entry.name
             if name.startswith("."):
                 continue
+            self._check_open()  # a closing service does not wait for thousands of files
             try:
                 self._visit(
                     entry,
@@ -357,16 +480,21 @@ class ModelCatalog:
         if not entry.is_file():
             if is_link:
                 broken = "broken symbolic link: its target does not exist"
-                out.append(_File(entry.path, relative + name, folder, name, 0, (0, 0, 0), broken))
+                out.append(
+                    _checked(_File(entry.path, relative + name, folder, name, 0, (0, 0, 0), broken))
+                )
             return
         st = entry.stat()
         problem: str | None = None
         if is_link and not self._allow_outside:
             target = os.path.realpath(entry.path)
             if not _is_inside(target, root_real):
-                problem = f"symbolic link to {target}, outside the models folder; {_OUTSIDE_HINT}"
+                problem = (
+                    f"symbolic link to {scrub(target)}, outside the models folder; {_OUTSIDE_HINT}"
+                )
         stamp = (st.st_size, st.st_mtime_ns, st.st_ino)
-        out.append(_File(entry.path, relative + name, folder, name, st.st_size, stamp, problem))
+        file = _File(entry.path, relative + name, folder, name, st.st_size, stamp, problem)
+        out.append(_checked(file))
 
     # -- headers --------------------------------------------------------------------------
 
@@ -375,9 +503,10 @@ class ModelCatalog:
         cached = self._headers.get(file.path)
         if cached is not None and cached[0] == file.stamp:
             return cached[1]
+        self._check_open()
         self._header_reads += 1
         try:
-            result: _HeaderOrError = read_header(file.path)
+            result: _HeaderOrError = read_header(file.path, cpu_budget_s=self._header_budget_s)
         except GGUFError as exc:
             result = str(exc)
         except OSError as exc:
@@ -388,16 +517,16 @@ class ModelCatalog:
 
     # -- grouping files into models -------------------------------------------------------
 
-    def _group(self, files: Iterable[_File]) -> list[ModelInfo]:
+    def _group(self, files: Iterable[_File]) -> list[_Entry]:
         by_folder: dict[str, list[_File]] = defaultdict(list)
         for file in files:
             by_folder[file.folder].append(file)
-        models: list[ModelInfo] = []
+        entries: list[_Entry] = []
         for folder_files in by_folder.values():
-            models.extend(self._group_folder(folder_files))
-        return models
+            entries.extend(self._group_folder(folder_files))
+        return entries
 
-    def _group_folder(self, files: list[_File]) -> list[ModelInfo]:
+    def _group_folder(self, files: list[_File]) -> list[_Entry]:
         projectors: list[_File] = []
         singles: list[tuple[_File, _HeaderOrError | None]] = []
         shard_sets: dict[tuple[str, int], dict[int, _File]] = defaultdict(dict)
@@ -419,13 +548,14 @@ class ModelCatalog:
                 singles.append((file, header))
 
         usable = sorted((p for p in projectors if p.problem is None), key=lambda p: p.name)
-        models = [
-            self._single(file, header, _projector_for(file.name, usable))
+        entries = [
+            _Entry(self._single(file, header, _projector_for(file.name, usable)), file.exact)
             for file, header in singles
         ]
         for (prefix, count), shards in shard_sets.items():
-            models.append(self._sharded(prefix, count, shards, usable))
-        return models
+            model = self._sharded(prefix, count, shards, usable)
+            entries.append(_Entry(model, all(shard.exact for shard in shards.values())))
+        return entries
 
     def _single(
         self, file: _File, header: _HeaderOrError | None, projector: Path | None
@@ -530,7 +660,7 @@ class ModelCatalog:
         """The model a file outside the folder belongs to, grouped with its folder mates."""
         folder = path.absolute().parent
         files: list[_File] = []
-        with self._lock:
+        with self._scan_slot():
             self._walk(
                 str(folder),
                 folder.as_posix().rstrip("/") + "/",
@@ -540,9 +670,9 @@ class ModelCatalog:
                 depth=0,
                 recursive=False,
             )
-            models = self._group(files)
+            entries = self._group(files)
         wanted = os.path.realpath(path)
-        return _by_real_path(models).get(wanted)
+        return _by_real_path(entry.model for entry in entries if entry.exact).get(wanted)
 
 
 # -- matching references ------------------------------------------------------------------

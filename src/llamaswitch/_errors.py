@@ -5,6 +5,7 @@ lower-layer errors (``OSError``, ``psutil.Error``, NVML errors, ``sqlite3.Error`
 translated at one boundary and chained with ``raise ... from``::
 
     LlamaSwitchError
+    ├── ServiceClosedError            the object (or the service) is closed or closing
     ├── SettingsError                 a setting has a bad value (names key, value, source)
     ├── ConfigValidationError         a ServerConfig / BenchConfig field is invalid
     ├── BinaryNotFoundError           llama-server / llama-bench could not be found
@@ -14,7 +15,8 @@ translated at one boundary and chained with ``raise ... from``::
     │   └── PrerequisiteMissingError  cmake, a C++ compiler or pip is not installed
     ├── ModelError
     │   ├── ModelNotFoundError        unknown model (suggests the closest names)
-    │   └── ModelPathError            a path resolves outside the models folder
+    │   ├── ModelPathError            a path resolves outside the models folder
+    │   └── ModelUnusableError        the file is no model llama.cpp could load (says why)
     ├── ServerError
     │   ├── PortInUseError            another process holds the port
     │   ├── ReservedPortError         the port is the REST API's own
@@ -25,6 +27,7 @@ translated at one boundary and chained with ``raise ... from``::
     └── BenchError
         ├── BenchParseError           llama-bench output could not be parsed
         ├── TaskNotFoundError         unknown benchmark task id
+        ├── TaskStateError            the task's state forbids it (cancel a finished task...)
         └── TaskTimeoutError          waiting for a task outlasted its timeout
 """
 
@@ -42,6 +45,7 @@ __all__ = [
     "ModelError",
     "ModelNotFoundError",
     "ModelPathError",
+    "ModelUnusableError",
     "PortInUseError",
     "PrerequisiteMissingError",
     "ReadinessTimeoutError",
@@ -49,9 +53,11 @@ __all__ = [
     "ServerError",
     "ServerNotFoundError",
     "ServerStartError",
+    "ServiceClosedError",
     "SettingsError",
     "SupersededError",
     "TaskNotFoundError",
+    "TaskStateError",
     "TaskTimeoutError",
     "ToolchainError",
     "UnsupportedOptionError",
@@ -60,6 +66,14 @@ __all__ = [
 
 class LlamaSwitchError(Exception):
     """Base class of every error llamaswitch raises on purpose."""
+
+
+class ServiceClosedError(LlamaSwitchError):
+    """The object was closed (or is closing): it takes no more requests.
+
+    Raised by a closed :class:`~llamaswitch.AsyncLlamaSwitch`, its catalog, supervisor or
+    benchmark runner, and by a service that is shutting down.
+    """
 
 
 class SettingsError(LlamaSwitchError, ValueError):
@@ -144,6 +158,18 @@ class ModelPathError(ModelError, ValueError):
     """A model path resolves outside the models folder."""
 
 
+class ModelUnusableError(ModelError, ValueError):
+    """The model file is not one llama.cpp could load: corrupt, truncated, a shard missing.
+
+    Raised before anything is stopped or started; ``reason`` is what the catalog found.
+    """
+
+    def __init__(self, model: str, reason: str) -> None:
+        self.model = model
+        self.reason = reason
+        super().__init__(f"model {model} cannot be used: {reason}")
+
+
 class ServerError(LlamaSwitchError):
     """Base class of model server errors."""
 
@@ -202,6 +228,16 @@ class BenchParseError(BenchError, ValueError):
 
 class TaskNotFoundError(BenchError, LookupError):
     """No benchmark task has this id."""
+
+
+class TaskStateError(BenchError):
+    """The task is in a state that forbids the request: cancelling a task that already
+    ended, deleting one that is still queued or running. ``state`` names that state."""
+
+    def __init__(self, task_id: str, state: str, message: str) -> None:
+        self.task_id = task_id
+        self.state = state
+        super().__init__(message)
 
 
 class TaskTimeoutError(BenchError, TimeoutError):

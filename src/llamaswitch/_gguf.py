@@ -19,6 +19,14 @@ Every problem with the bytes raises :class:`GGUFError` with the byte offset wher
 found; no other exception escapes :func:`parse_header` whatever it is given, and
 :func:`read_header` adds only the ``OSError`` of opening or reading the file.
 
+The catalog reads every file in the models folder on request, so what a header may cost
+is bounded whatever the bytes: a sparse file takes 4 KB of disk for any size, and its
+zeros are a well-formed run of empty keys. Counts are checked against the bytes left and
+capped far above what real models carry, keys and tensor names must be unique (as
+llama.cpp requires), and what is legal but slow anyway (a few million empty strings in
+an array) ends in a ``"header too large"`` :class:`GGUFError` once it has used
+:data:`HEADER_CPU_BUDGET_S` of CPU time.
+
 >>> header = parse_header(b"GGUF" + bytes([3, 0, 0, 0]) + bytes(16))
 >>> header.version, header.tensor_count, header.parameter_count
 (3, 0, 0)
@@ -30,6 +38,7 @@ import io
 import math
 import os
 import struct
+import time
 from typing import Any, Protocol
 
 import attrs
@@ -37,6 +46,7 @@ import attrs
 __all__ = [
     "FILE_TYPE_NAMES",
     "GGML_TYPE_SIZES",
+    "HEADER_CPU_BUDGET_S",
     "GGUFError",
     "GGUFHeader",
     "file_type_name",
@@ -56,6 +66,27 @@ _MAX_DIMS = 4  # GGML_MAX_DIMS: llama.cpp refuses tensors with more
 _MAX_ARRAY_NESTING = 8  # arrays of arrays are legal; unbounded nesting is a corrupt file
 # One read covers the whole header of a small model; big vocabularies take a few more.
 _CHUNK_BYTES = 64 * 1024
+
+# -- what one header may cost -------------------------------------------------------------
+# Listing the models folder reads every header in it, on a request. Without bounds a
+# crafted file buys minutes of CPU per listing for 4 KB of disk (a sparse file of zeros
+# is a valid run of empty keys: 100 MiB of it took 9 to 30 s to read, 1 GiB minutes).
+# The caps refuse counts no model has; the budget cuts off any legal layout that is slow.
+#
+# Real models carry 20 to 60 metadata keys, a few hundred at the very most.
+_MAX_KV_COUNT = 4096
+# Real models have hundreds to a few thousand tensors; tens of thousands is the most
+# anyone could mean.
+_MAX_TENSOR_COUNT = 65_536
+#: CPU seconds (``time.thread_time``: this thread's, so a slow disk or a busy machine does
+#: not count against a file) that reading one header may take before it is refused. A
+#: 150k-token vocabulary with its 150k merges takes about 17 ms on a 2024 x86 core.
+HEADER_CPU_BUDGET_S = 0.050
+# The clock is read every so many records (keys, tensors, inner arrays), not per record:
+# thread_time() is a system call of about 0.4 us.
+_CHECK_MASK = 63
+# Looked up at each call, so that a test can drive the budget with a clock of its own.
+_cpu_time = time.thread_time
 
 # GGUF value types (gguf.GGUFValueType).
 _T_UINT8, _T_INT8, _T_UINT16, _T_INT16, _T_UINT32, _T_INT32 = 0, 1, 2, 3, 4, 5
@@ -171,17 +202,31 @@ class _Source(Protocol):
 
 
 class _Reader:
-    """A cursor over a file with one buffer: skips move the cursor without reading."""
+    """A cursor over a file with one buffer: skips move the cursor without reading.
 
-    __slots__ = ("_base", "_buf", "_file", "_file_at", "_pos", "size")
+    It also keeps the header's CPU budget: :meth:`check_budget` raises once it is spent.
+    """
 
-    def __init__(self, file: _Source, size: int) -> None:
+    __slots__ = ("_base", "_budget_s", "_buf", "_deadline", "_file", "_file_at", "_pos", "size")
+
+    def __init__(self, file: _Source, size: int, *, budget_s: float) -> None:
         self._file = file
         self.size = size
         self._buf = b""
         self._base = 0  # file offset of _buf[0]
         self._pos = 0  # cursor inside _buf
         self._file_at = 0  # where the next file.read() reads from
+        self._budget_s = budget_s
+        self._deadline = _cpu_time() + budget_s
+
+    def check_budget(self, what: str) -> None:
+        """Refuse the header once reading it has used up its CPU budget."""
+        if _cpu_time() > self._deadline:
+            raise GGUFError(
+                f"header too large: reading {what} exceeds the "
+                f"{self._budget_s * 1000:g} ms CPU budget",
+                offset=self.offset,
+            )
 
     @property
     def offset(self) -> int:
@@ -273,27 +318,35 @@ class _Reader:
                 self.skip(pos - len(buf), what)
             else:
                 self._pos = pos
-                if count:
-                    self._fill(8, what)
+            if count:
+                # One pass covers at most a buffer (8k strings at least): a clock read
+                # per pass costs nothing, and a file of empty strings is cut off here.
+                self.check_budget(what)
+                self._fill(8, what)
 
 
-def read_header(path: str | os.PathLike[str]) -> GGUFHeader:
+def read_header(
+    path: str | os.PathLike[str], *, cpu_budget_s: float = HEADER_CPU_BUDGET_S
+) -> GGUFHeader:
     """Read the header of the GGUF file at ``path``.
 
-    Raises :class:`GGUFError` for bytes llama.cpp could not read, ``OSError`` when the
-    file cannot be opened or read.
+    Raises :class:`GGUFError` for bytes llama.cpp could not read or a header that takes
+    more than ``cpu_budget_s`` of CPU time to read, ``OSError`` when the file cannot be
+    opened or read.
     """
     # Unbuffered: _Reader does its own buffering, and skips should not drag data in.
     with open(path, "rb", buffering=0) as file:
-        return _parse(_Reader(file, os.fstat(file.fileno()).st_size))
+        size = os.fstat(file.fileno()).st_size
+        return _parse(_Reader(file, size, budget_s=cpu_budget_s))
 
 
-def parse_header(data: bytes) -> GGUFHeader:
+def parse_header(data: bytes, *, cpu_budget_s: float = HEADER_CPU_BUDGET_S) -> GGUFHeader:
     """Parse the header of a whole GGUF file held in memory.
 
-    Raises only :class:`GGUFError`, whatever the bytes.
+    Raises only :class:`GGUFError`, whatever the bytes (``"header too large"`` for a
+    header that takes more than ``cpu_budget_s`` of CPU time).
     """
-    return _parse(_Reader(io.BytesIO(data), len(data)))
+    return _parse(_Reader(io.BytesIO(data), len(data), budget_s=cpu_budget_s))
 
 
 def _parse(r: _Reader) -> GGUFHeader:
@@ -314,10 +367,25 @@ def _parse(r: _Reader) -> GGUFHeader:
         raise GGUFError(
             f"file ends before its {tensor_count} tensors: {r.remaining} bytes left", offset=8
         )
+    if kv_count > _MAX_KV_COUNT:
+        raise GGUFError(
+            f"header too large: {kv_count} key/values, more than the {_MAX_KV_COUNT} "
+            "a model could carry",
+            offset=16,
+        )
+    if tensor_count > _MAX_TENSOR_COUNT:
+        raise GGUFError(
+            f"header too large: {tensor_count} tensors, more than the {_MAX_TENSOR_COUNT} "
+            "a model could have",
+            offset=8,
+        )
 
     kept: dict[str, str | int | float | bool] = {}
-    for _ in range(kv_count):
-        _read_kv(r, kept)
+    seen_keys: set[bytes] = set()
+    for index in range(kv_count):
+        if not index & _CHECK_MASK:
+            r.check_budget(f"key/value {index}")
+        _read_kv(r, kept, seen_keys)
 
     alignment = kept.get("general.alignment", _DEFAULT_ALIGNMENT)
     if type(alignment) is not int or alignment <= 0 or alignment & (alignment - 1):
@@ -375,12 +443,17 @@ def _version_problem(version: int) -> str:
     return f"unknown GGUF version {version} (supported: 2 and 3)"
 
 
-def _read_kv(r: _Reader, kept: dict[str, str | int | float | bool]) -> None:
+def _read_kv(r: _Reader, kept: dict[str, str | int | float | bool], seen: set[bytes]) -> None:
     key_at = r.offset
     key_len = r.u64("a key length")
     if key_len > _MAX_NAME_BYTES:
         raise GGUFError(f"key length {key_len} exceeds {_MAX_NAME_BYTES}", offset=key_at)
-    key = r.take(key_len, "a key").decode("utf-8", "replace")
+    raw_key = r.take(key_len, "a key")
+    # "replace", never "surrogateescape": no lone surrogate may leave this module.
+    key = raw_key.decode("utf-8", "replace")
+    if raw_key in seen:  # llama.cpp refuses the file; and a run of zeros is one such key
+        raise GGUFError(f"duplicate key {key!r}", offset=key_at)
+    seen.add(raw_key)
     type_at = r.offset
     value_type = r.u32(f"the type of {key!r}")
     keep = key in _KEPT_KEYS or key.endswith(_ARCH_SUFFIXES)
@@ -425,7 +498,9 @@ def _skip_array(r: _Reader, key: str, depth: int) -> None:
                 f"file ends inside {what}: {count} arrays, {r.remaining} bytes left",
                 offset=type_at,
             )
-        for _ in range(count):
+        for index in range(count):
+            if not index & _CHECK_MASK:
+                r.check_budget(what)
             _skip_array(r, key, depth + 1)
     else:
         raise GGUFError(f"unknown element type {element_type} in {what}", offset=type_at)
@@ -435,12 +510,19 @@ def _read_tensor_infos(r: _Reader, count: int, alignment: int) -> tuple[int, int
     """Sum the tensors' elements; return it with the bytes their data spans."""
     parameters = 0
     extent = 0
+    names: set[bytes] = set()
     for index in range(count):
+        if not index & _CHECK_MASK:
+            r.check_budget(f"tensor {index}")
         at = r.offset
         name_len = r.u64("a tensor name length")
         if name_len > _MAX_NAME_BYTES:
             raise GGUFError(f"tensor name length {name_len} exceeds {_MAX_NAME_BYTES}", offset=at)
-        r.skip(name_len, f"the name of tensor {index}")
+        name = r.take(name_len, f"the name of tensor {index}")
+        if name in names:  # llama.cpp refuses the file
+            shown = name.decode("utf-8", "replace")
+            raise GGUFError(f"duplicate tensor name {shown!r} (tensor {index})", offset=at)
+        names.add(name)
         n_dims = r.u32(f"the dimension count of tensor {index}")
         if n_dims > _MAX_DIMS:
             raise GGUFError(f"tensor {index} has {n_dims} dimensions, at most 4", offset=at)

@@ -45,6 +45,8 @@ from typing import IO, Any
 import attrs
 import psutil
 
+from llamaswitch._text import scrub
+
 __all__ = ["ChildProcess", "ChildRecord", "ChildRegistry", "OutputLog"]
 
 _IS_WINDOWS = sys.platform == "win32"
@@ -161,8 +163,9 @@ class OutputLog:
     def note(self, text: str) -> None:
         """Add a line of llamaswitch's own (``=== started ...``) to the file and the ring."""
         self.flush_partial()
-        self._write(f"{text}\n".encode())
-        self._lines.append(text)
+        # Text is checked before it gets here; a note must still never fail a spawn.
+        self._write(f"{text}\n".encode("utf-8", "backslashreplace"))
+        self._lines.append(scrub(text))
         self.flush()
 
     def flush(self) -> None:

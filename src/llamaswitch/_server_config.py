@@ -26,6 +26,7 @@ mmap+mlock``. What a binary cannot honour raises
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 import types
@@ -38,16 +39,24 @@ import attrs
 from llamaswitch._binaries import BinaryInfo
 from llamaswitch._capabilities import Capabilities
 from llamaswitch._errors import ConfigValidationError
+from llamaswitch._text import text_problem
 
 __all__ = [
     "CACHE_TYPES",
-    "FORBIDDEN_ENV",
+    "ENV_NAMES",
+    "ENV_PREFIXES",
+    "FIELD_FLAGS",
     "FORBIDDEN_FLAGS",
+    "MIN_MODEL_PORT",
+    "RPC_FLAGS",
     "SPLIT_MODES",
     "FlashAttn",
     "GpuLayers",
     "RestartPolicy",
     "ServerConfig",
+    "env_problem",
+    "flag_problem",
+    "host_problem",
 ]
 
 FlashAttn: TypeAlias = bool | Literal["on", "off", "auto"]
@@ -117,31 +126,78 @@ FORBIDDEN_FLAGS: Mapping[str, str] = types.MappingProxyType({
          "-cl", "--cache-list"),
         "it makes llama-server print something and exit",
     ),
+    **dict.fromkeys(
+        ("--api-prefix",),
+        "it moves every route, /health included: the supervisor could never see the "
+        "server ready, and the gateway could not reach it",
+    ),
+    **dict.fromkeys(
+        ("--api-key",),
+        "the supervisor gives each server that listens beyond loopback a key of its own",
+    ),
 })  # fmt: skip
 
-#: Environment variables ``env`` may not set: llama.cpp reads each as the matching
-#: forbidden flag (``LLAMA_ARG_MODEL`` is ``--model``...).
-FORBIDDEN_ENV: frozenset[str] = frozenset({
-    "LLAMA_ARG_MODEL", "LLAMA_ARG_HOST", "LLAMA_ARG_PORT", "LLAMA_ARG_MODELS_DIR",
-    "LLAMA_ARG_MODELS_PRESET", "LLAMA_ARG_MODELS_MAX", "LLAMA_ARG_MODELS_AUTOLOAD",
-    "LLAMA_ARG_MODEL_URL", "LLAMA_ARG_HF_REPO", "LLAMA_ARG_HF_FILE", "LLAMA_ARG_HF_REPO_V",
-    "LLAMA_ARG_HF_FILE_V", "LLAMA_ARG_HFD_REPO", "LLAMA_ARG_DOCKER_REPO",
-    "LLAMA_ARG_STATIC_PATH", "LLAMA_ARG_MMPROJ_URL", "LLAMA_ARG_TOOLS",
-    "LLAMA_ARG_TOOLS_RUNTIME", "LLAMA_ARG_MCP_SERVERS_CONFIG", "LLAMA_ARG_MCP_SERVERS_JSON",
-    "LLAMA_ARG_AGENT", "LLAMA_ARG_UI_MCP_PROXY", "LLAMA_ARG_LOG_FILE",
-    "LLAMA_ARG_SLOT_SAVE_PATH", "LLAMA_ARG_SSL_KEY_FILE", "LLAMA_ARG_SSL_CERT_FILE",
-    "LLAMA_ARG_API_KEY_FILE", "LLAMA_ARG_CHAT_TEMPLATE_FILE", "LLAMA_ARG_UI_CONFIG_FILE",
-    "LLAMA_ARG_MMPROJ", "LLAMA_ARG_MODEL_DRAFT", "LLAMA_ARG_SPEC_DRAFT_MODEL",
-    "LLAMA_ARG_SPEC_DRAFT_HF_REPO", "LLAMA_ARG_VIDEO_FFMPEG_DIR",
-    # The dynamic linker loads whatever these name into the server process.
-    "LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "DYLD_INSERT_LIBRARIES",
-    "DYLD_LIBRARY_PATH", "PATH",
+#: Flags that a typed field sets: ``extra_args`` may not carry them (they would override
+#: the checked value, ``--threads -5`` say). Spelled as both generations spell them.
+FIELD_FLAGS: Mapping[str, str] = types.MappingProxyType({
+    **dict.fromkeys(("-t", "--threads"), "threads"),
+    **dict.fromkeys(("-tb", "--threads-batch"), "threads_batch"),
+    **dict.fromkeys(("-c", "--ctx-size"), "ctx_size"),
+    **dict.fromkeys(("-b", "--batch-size"), "batch_size"),
+    **dict.fromkeys(("-ub", "--ubatch-size"), "ubatch_size"),
+    **dict.fromkeys(("-ngl", "--gpu-layers", "--n-gpu-layers"), "n_gpu_layers"),
+    **dict.fromkeys(("-fa", "--flash-attn"), "flash_attn"),
+    **dict.fromkeys(("-sm", "--split-mode"), "split_mode"),
+    **dict.fromkeys(("-ts", "--tensor-split"), "tensor_split"),
+    **dict.fromkeys(("-mg", "--main-gpu"), "main_gpu"),
+    **dict.fromkeys(("--mlock",), "mlock"),
+    **dict.fromkeys(("--no-mmap", "--mmap"), "no_mmap"),
+    **dict.fromkeys(("-lm", "--load-mode"), "mlock and no_mmap"),
+    **dict.fromkeys(("-ctk", "--cache-type-k"), "cache_type_k"),
+    **dict.fromkeys(("-ctv", "--cache-type-v"), "cache_type_v"),
+    **dict.fromkeys(("-np", "--parallel"), "parallel"),
+    **dict.fromkeys(("-a", "--alias"), "alias"),
 })  # fmt: skip
+
+#: llama.cpp's RPC flag: it sends the model's weights to the hosts it names. Allowed only
+#: toward the hosts of the ``LLAMASWITCH_RPC_HOSTS`` setting (checked by the supervisor).
+RPC_FLAGS: frozenset[str] = frozenset({"--rpc"})
+
+#: The environment a server may be given (``env``): an allow-list. Only variables that tune
+#: a GPU runtime or OpenMP are known to be safe; anything else (the dynamic linker's
+#: ``LD_*``, ``GCONV_PATH``, ``PATH``...) could load code or write files. ``LLAMA_ARG_*``
+#: variables are llama.cpp's twins of its flags: allowed when that flag would be allowed
+#: in ``extra_args``. docs/configuration.md states the list.
+ENV_PREFIXES: tuple[str, ...] = ("CUDA_", "HIP_", "GGML_", "OMP_", "LLAMA_ARG_")
+#: Further variables allowed by exact name (device selection and thread counts).
+ENV_NAMES: frozenset[str] = frozenset({
+    "ROCR_VISIBLE_DEVICES", "HSA_OVERRIDE_GFX_VERSION", "ONEAPI_DEVICE_SELECTOR",
+    "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+})  # fmt: skip
+#: Words that make a name refused whatever its prefix: such a variable names a path to
+#: read, write or load (``CUDA_CACHE_PATH``, ``OMP_TOOL_LIBRARIES``, ``GGML_BACKEND_PATH``).
+_ENV_PATH_WORDS = frozenset({
+    "PATH", "PATHS", "DIR", "DIRS", "DIRECTORY", "FILE", "FILES", "FILENAME", "FILENAMES",
+    "LIB", "LIBS", "LIBRARY", "LIBRARIES", "PRELOAD", "OUTPUT", "INJECTION64", "URL",
+})  # fmt: skip
+#: ``LLAMA_ARG_*`` names that do not follow the ``--flag-name`` convention.
+_ENV_FLAG_EXCEPTIONS: Mapping[str, str] = types.MappingProxyType({
+    "LLAMA_ARG_BATCH": "--batch-size", "LLAMA_ARG_UBATCH": "--ubatch-size",
+    "LLAMA_ARG_N_PARALLEL": "--parallel", "LLAMA_ARG_STATIC_PATH": "--path",
+    "LLAMA_ARG_HFD_REPO": "--hf-repo-draft", "LLAMA_ARG_SPEC_DRAFT_HF_REPO": "--hf-repo-draft",
+    "LLAMA_ARG_ENDPOINT_METRICS": "--metrics", "LLAMA_ARG_ENDPOINT_SLOTS": "--slots",
+    "LLAMA_ARG_ENDPOINT_PROPS": "--props", "LLAMA_ARG_NO_ENDPOINT_SLOTS": "--no-slots",
+})  # fmt: skip
+
+
 #: Built-in model presets (``--gpt-oss-20b-default``, ``--fim-qwen-7b-spec``...) download
 #: weights from the internet.
 _PRESET_FLAG = re.compile(r"^--(?:embd|fim|gpt-oss|vision)-[\w.-]+-(?:default|spec)$")
 
 _INT32_MAX = 2**31 - 1
+#: Model servers listen on unprivileged ports only: below 1024 are the system's services
+#: (ssh on 22...), which a typo must not be able to name.
+MIN_MODEL_PORT = 1024
 _MAX_RESTARTS = 1000
 _MAX_BACKOFF_S = 3600.0
 _MAX_GPU_LAYERS = 9999
@@ -225,19 +281,40 @@ def _seconds(value: object, high: float) -> str | None:
 def _text(value: object, *, what: str = "a non-empty string") -> str | None:
     if not isinstance(value, str) or not value:
         return f"must be {what}, got {value!r}"
-    if "\x00" in value:
-        return "must not contain NUL characters"
-    return None
+    return text_problem(value)
 
 
-def _host(value: object) -> str | None:
+# RFC 1123 host name labels: what getaddrinfo can look up without the IDNA codec (which
+# raises on empty or overlong labels, so "a..b" would be a 500 instead of a clear 422).
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+_MAX_HOST_NAME = 253
+
+
+def host_problem(value: object) -> str | None:
+    """Why ``value`` is no IP address or host name llama-server could listen on, or None.
+
+    Syntax only: whether the name resolves, and to an address of this machine, is
+    checked by the supervisor before it acts.
+    """
     reason = _text(value, what="an IP address or host name such as 127.0.0.1")
     if reason:
         return reason
     assert isinstance(value, str)  # noqa: S101 - narrowed by _text
-    if any(c.isspace() for c in value) or "/" in value or "," in value:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        pass
+    else:
+        return None
+    name = value.removesuffix(".")
+    if (
+        len(name) > _MAX_HOST_NAME
+        or not name
+        or not all(_LABEL.fullmatch(label) for label in name.split("."))
+    ):
         return (
-            f"must be one IP address or host name, without spaces, slashes or commas, got {value!r}"
+            "must be an IP address or a host name of dot-separated labels of 1 to 63 "
+            f"letters, digits or '-' (ASCII; IDN names in their xn-- form), got {value!r}"
         )
     return None
 
@@ -328,7 +405,7 @@ class ServerConfig:
             checks.append((name, getattr(self, name), reason))
 
         for name, low, high in (
-            ("port", 1, 65535), ("threads", 1, 4096), ("threads_batch", 1, 4096),
+            ("port", MIN_MODEL_PORT, 65535), ("threads", 1, 4096), ("threads_batch", 1, 4096),
             ("ctx_size", 0, _INT32_MAX), ("batch_size", 1, _INT32_MAX),
             ("ubatch_size", 1, _INT32_MAX), ("main_gpu", 0, 1023), ("parallel", 1, 4096),
         ):  # fmt: skip
@@ -336,7 +413,7 @@ class ServerConfig:
             if value is not None:
                 check(name, _whole(value, low, high))
         if self.host is not None:
-            check("host", _host(self.host))
+            check("host", host_problem(self.host))
         layers = self.n_gpu_layers
         if (
             layers is not None
@@ -508,15 +585,58 @@ def _tensor_split_problem(value: object) -> str | None:
     return None
 
 
+def flag_problem(arg: str) -> str | None:
+    """Why ``extra_args`` may not carry ``arg`` (``--flag=value`` included), or None.
+
+    Refused: what the supervisor controls or what would make the server something else
+    (:data:`FORBIDDEN_FLAGS`), built-in presets (they download weights), and the flags of
+    typed fields (:data:`FIELD_FLAGS`: set the field, whose value is checked).
+    """
+    name = _flag_name(arg)
+    reason = FORBIDDEN_FLAGS.get(name)
+    if reason is None and _PRESET_FLAG.match(name):
+        reason = "model presets download weights; put the model in the models folder"
+    if reason is None and name in FIELD_FLAGS:
+        reason = f"use the field {FIELD_FLAGS[name]}, whose value is checked"
+    return reason
+
+
+def env_flag(name: str) -> str | None:
+    """The flag llama.cpp reads a ``LLAMA_ARG_*`` variable as (by its naming convention)."""
+    upper = name.upper()
+    if not upper.startswith("LLAMA_ARG_"):
+        return None
+    return _ENV_FLAG_EXCEPTIONS.get(upper) or "--" + upper[len("LLAMA_ARG_") :].lower().replace(
+        "_", "-"
+    )
+
+
+def env_problem(name: str) -> str | None:
+    """Why ``env`` may not set the variable ``name``, or None (see :data:`ENV_PREFIXES`)."""
+    upper = name.upper()
+    if not (upper.startswith(ENV_PREFIXES) or upper in ENV_NAMES):
+        allowed = ", ".join([*(f"{p}*" for p in ENV_PREFIXES), *sorted(ENV_NAMES)])
+        return (
+            f"only variables known to be safe for llama.cpp are accepted ({allowed}); "
+            "see docs/configuration.md"
+        )
+    if set(upper.split("_")) & _ENV_PATH_WORDS:
+        return "it names a path to read, write or load, chosen by whoever sends the request"
+    flag = env_flag(upper)
+    if flag is not None:
+        reason = flag_problem(flag)
+        if reason is not None:
+            return f"llama.cpp reads it as {flag}, which is not allowed: {reason}"
+    return None
+
+
 def _extra_args_problem(value: object) -> str | None:
     if not isinstance(value, tuple) or not all(isinstance(a, str) for a in value):
         return f"must be a list of strings, got {value!r}"
     for arg in value:
-        if "\x00" in arg:
-            return "must not contain NUL characters"
-        reason = FORBIDDEN_FLAGS.get(_flag_name(arg))
-        if reason is None and _PRESET_FLAG.match(arg):
-            reason = "model presets download weights; put the model in the models folder"
+        if (problem := text_problem(arg)) is not None:
+            return problem
+        reason = flag_problem(arg)
         if reason is not None:
             return f"{_flag_name(arg)} is not allowed: {reason}"
     return None
@@ -526,10 +646,11 @@ def _env_problem(value: object) -> str | None:
     if not isinstance(value, Mapping):
         return f"must be an object of NAME: value strings, got {value!r}"
     for key, item in value.items():
-        if not isinstance(key, str) or not key or "=" in key or "\x00" in key:
+        if not isinstance(key, str) or not key or "=" in key or text_problem(key) is not None:
             return f"{key!r} is not a valid environment variable name"
-        if not isinstance(item, str) or "\x00" in item:
-            return f"{key} must be a string without NUL characters, got {item!r}"
-        if key.upper() in FORBIDDEN_ENV:
-            return f"{key} is not allowed: llama.cpp reads it as a flag the supervisor controls"
+        if not isinstance(item, str) or text_problem(item) is not None:
+            return f"{key} must be a string without NUL characters or lone surrogates, got {item!r}"
+        reason = env_problem(key)
+        if reason is not None:
+            return f"{key} is not allowed: {reason}"
     return None

@@ -86,6 +86,10 @@ def _parse_port_range(raw: str) -> tuple[int, int]:
         raise ValueError("a range LOW-HIGH of whole numbers such as 8090-8190") from None
 
 
+def _parse_hosts(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
 def _parse_str(raw: str) -> str:
     return raw.strip()
 
@@ -136,8 +140,24 @@ def _check_port_range(value: Any) -> str | None:
     if not (isinstance(value, tuple) and len(value) == 2):
         return "a pair (low, high) of TCP ports"
     low, high = value
-    if _check_port(low) or _check_port(high) or low > high:
-        return "a range LOW-HIGH of TCP ports with 1 <= LOW <= HIGH <= 65535"
+    if _check_model_port(low) or _check_model_port(high) or low > high:
+        return "a range LOW-HIGH of TCP ports with 1024 <= LOW <= HIGH <= 65535"
+    return None
+
+
+def _check_hosts(value: Any) -> str | None:
+    if not isinstance(value, tuple) or not all(isinstance(v, str) and v for v in value):
+        return "a comma-separated list of HOST or HOST:PORT entries"
+    if any(c.isspace() or c == "/" for v in value for c in v):
+        return "a comma-separated list of HOST or HOST:PORT entries, without spaces or slashes"
+    return None
+
+
+def _check_model_port(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1024 <= value <= 65535:
+        return "a TCP port from 1024 to 65535 (model servers never take a system port)"
     return None
 
 
@@ -197,7 +217,7 @@ _SPECS: tuple[SettingSpec, ...] = (
                 "Range `LOW-HIGH` of ports for model servers started without a port. Must "
                 "not contain `SERVER_PORT`.", "`8090-8190`"),
     SettingSpec("default_model_port", "LLAMASWITCH_DEFAULT_MODEL_PORT", _parse_optional_int,
-                lambda v: None if v is None else _check_port(v),
+                _check_model_port,
                 "Port `switch` uses when the config names none. Empty: the first port of "
                 "`LLAMASWITCH_MODEL_PORTS`.", "(first model port)"),
     SettingSpec("ready_timeout_s", "LLAMASWITCH_READY_TIMEOUT_S", _parse_float,
@@ -219,6 +239,20 @@ _SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("bench_timeout_s", "LLAMASWITCH_BENCH_TIMEOUT_S", _parse_float,
                 _check_positive_seconds, "Default time limit of one benchmark task.",
                 "`3600`"),
+    SettingSpec("insecure", "LLAMASWITCH_INSECURE", _parse_bool, _check_bool,
+                "Allow the REST API and model servers on non-loopback addresses without an "
+                "API key (`serve --insecure`). Model servers beyond loopback get a key of "
+                "their own either way.", "`false`"),
+    SettingSpec("rpc_hosts", "LLAMASWITCH_RPC_HOSTS", _parse_hosts, _check_hosts,
+                "Hosts (`HOST` or `HOST:PORT`, comma-separated) that llama.cpp's RPC backend "
+                "(`--rpc`, `LLAMA_ARG_RPC`) may send a model's weights to. Empty: RPC refused.",
+                "(none)"),
+    SettingSpec("liveness_interval_s", "LLAMASWITCH_LIVENESS_INTERVAL_S", _parse_float,
+                _check_positive_seconds, "Seconds between `/health` checks of a ready model "
+                "server.", "`5`"),
+    SettingSpec("liveness_failures", "LLAMASWITCH_LIVENESS_FAILURES", _parse_int,
+                _check_positive_int, "Failed checks in a row after which a ready server is "
+                "`unresponsive` (and restarted, with `restart=on-failure`).", "`3`"),
 )  # fmt: skip
 
 SETTING_KEYS: Mapping[str, SettingSpec] = {spec.env: spec for spec in _SPECS}
@@ -268,6 +302,10 @@ class Settings:
     allow_outside_models_dir: bool = False
     bench_concurrency: int = 1
     bench_timeout_s: float = 3600.0
+    insecure: bool = False
+    rpc_hosts: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    liveness_interval_s: float = 5.0
+    liveness_failures: int = 3
     #: Where each value came from (field name -> "argument", "environment", a .env path
     #: or "default"); used to name the source in error messages.
     sources: Mapping[str, str] = attrs.field(factory=dict, eq=False, repr=False)
@@ -391,6 +429,8 @@ class Settings:
                 shown = "***"
             elif spec.field == "model_ports":
                 shown = f"{value[0]}-{value[1]}"
+            elif spec.field == "rpc_hosts":
+                shown = ",".join(value)
             else:
                 shown = "" if value is None else str(value)
             rows.append((spec.env, shown, self.sources.get(spec.field, "default")))

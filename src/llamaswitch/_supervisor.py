@@ -24,13 +24,25 @@ start, stop and report model servers. Its rules:
 - **States** (:class:`ServerState`) change only along the allowed transitions, and each
   change is published as a ``server``/``state`` event::
 
-      starting -> ready | failed | stopping        ready -> stopping | crashed
-      stopping -> stopped                          crashed | failed -> starting | stopped
+      starting -> ready | failed | stopping        ready -> stopping | crashed | unresponsive
+      unresponsive -> ready | stopping | crashed   stopping -> stopped
+      crashed | failed -> starting | stopped
 
 - **Crash watch**: an exit after ready turns the server ``crashed`` as soon as the
   process is reaped (milliseconds), with exit code, time and log tail; with
   ``restart="on-failure"`` a non-zero exit is followed by restarts with exponential
   backoff, at most ``restart_max`` in a row (both per server, in its ``ServerConfig``).
+- **Liveness**: a ready server's ``/health`` is asked every ``liveness_interval_s``; after
+  ``liveness_failures`` failures in a row it is ``unresponsive`` (back to ``ready`` when it
+  answers again). Under ``on-failure`` an unresponsive server is killed, which the crash
+  watch turns into a restart: a hang is a failure too.
+- **Validated before acting**: a switch checks the model, every field, the address (its
+  syntax, that it resolves to an address of this machine, and that a non-loopback one has
+  an API key), the RPC hosts, the binary's capabilities and the environment before it
+  stops anything; a refusal leaves the running server and its record as they were.
+- **Keys beyond loopback**: a server listening on a non-loopback address is started with a
+  fresh random ``--api-key`` (through ``LLAMA_API_KEY``, so no other user reads it in the
+  process list); :meth:`ServerSupervisor.server_key` tells it to whoever asks the API.
 - **Never an orphan**: children are spawned from the event-loop thread with Linux's
   parent-death signal and recorded in ``state_dir/children.json``; :meth:`open` stops the
   survivors of a manager that died, :meth:`close` stops every server and supersedes the
@@ -50,11 +62,14 @@ import concurrent.futures
 import contextlib
 import enum
 import errno
-import ipaddress
+import logging
 import os
+import re
+import secrets
 import shlex
 import socket
 import struct
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -69,21 +84,35 @@ from llamaswitch._binaries import BinaryInfo
 from llamaswitch._capabilities import BinaryKind
 from llamaswitch._catalog import ModelInfo, outside_paths
 from llamaswitch._errors import (
+    ConfigValidationError,
     ModelPathError,
+    ModelUnusableError,
     PortInUseError,
     ReadinessTimeoutError,
     ReservedPortError,
     ServerNotFoundError,
     ServerStartError,
+    ServiceClosedError,
     SupersededError,
 )
 from llamaswitch._events import EventBus
 from llamaswitch._gpu import GpuProbe
-from llamaswitch._process import ChildProcess, ChildRegistry, OutputLog
-from llamaswitch._server_config import ServerConfig
+from llamaswitch._process import ChildProcess, ChildRegistry, OutputLog, child_spawn
+from llamaswitch._server_checks import (
+    API_KEY_ENV,
+    address_problem,
+    binary_problems,
+    inherited_env,
+    is_address,
+    rpc_problems,
+)
+from llamaswitch._server_config import ServerConfig, env_flag
 from llamaswitch._settings import Settings
+from llamaswitch._text import encodable
 
 __all__ = ["ServerState", "ServerStatus", "ServerSupervisor", "Ticket"]
+
+logger = logging.getLogger(__name__)
 
 _DEFAULT_HOST = "127.0.0.1"
 _LOG_TAIL_LINES = 40
@@ -110,6 +139,14 @@ _RESTART_BACKOFF_MAX_S = 30.0
 # reach the port's lock, or at once if they have not reached the supervisor yet).
 _CLOSE_DRAIN_S = 5.0
 _MIB = 1024 * 1024
+# A name lookup slower than this is a broken resolver: refuse before acting.
+_RESOLVE_TIMEOUT_S = 5.0
+_API_KEY_BYTES = 24
+_PARSE_CHECK_TIMEOUT_S = 10.0
+# How many ports a start that picks its own port tries when llama-server cannot bind one.
+_BIND_ATTEMPTS = 3
+# What llama-server prints when its bind fails (current build, then legacy).
+_BIND_FAILURES = ("couldn't bind", "exiting due to HTTP server error", "failed to bind")
 
 
 class ServerState(enum.StrEnum):
@@ -123,18 +160,28 @@ class ServerState(enum.StrEnum):
     FAILED = "failed"
     #: Exited on its own after it was ready.
     CRASHED = "crashed"
+    #: Ready before, but its ``/health`` stopped answering (a hang, a stopped process):
+    #: ``LLAMASWITCH_LIVENESS_FAILURES`` checks in a row failed.
+    UNRESPONSIVE = "unresponsive"
 
 
 _TRANSITIONS: Mapping[ServerState | None, frozenset[ServerState]] = {
     None: frozenset({ServerState.STARTING}),
     ServerState.STARTING: frozenset({ServerState.READY, ServerState.FAILED, ServerState.STOPPING}),
-    ServerState.READY: frozenset({ServerState.STOPPING, ServerState.CRASHED}),
+    ServerState.READY: frozenset(
+        {ServerState.STOPPING, ServerState.CRASHED, ServerState.UNRESPONSIVE}
+    ),
+    ServerState.UNRESPONSIVE: frozenset(
+        {ServerState.READY, ServerState.STOPPING, ServerState.CRASHED}
+    ),
     ServerState.STOPPING: frozenset({ServerState.STOPPED}),
     ServerState.CRASHED: frozenset({ServerState.STARTING, ServerState.STOPPED}),
     ServerState.FAILED: frozenset({ServerState.STARTING, ServerState.STOPPED}),
     ServerState.STOPPED: frozenset(),
 }
-_ALIVE = frozenset({ServerState.STARTING, ServerState.READY})
+_ALIVE = frozenset({ServerState.STARTING, ServerState.READY, ServerState.UNRESPONSIVE})
+#: States of a server that had become ready and whose process still runs.
+_SERVING = frozenset({ServerState.READY, ServerState.UNRESPONSIVE})
 
 
 def _iso(timestamp: float | None) -> str | None:
@@ -269,6 +316,15 @@ class Ticket:
     ended: bool = False
 
 
+@attrs.frozen
+class _Plan:
+    """What a checked launch will run."""
+
+    argv: list[str]
+    env: dict[str, str]
+    api_key: str | None
+
+
 @attrs.define(eq=False)
 class _Server:
     """The supervisor's mutable record of one port's server (across restarts)."""
@@ -296,6 +352,9 @@ class _Server:
     sample: _Sample | None = None
     sampled_at: float = 0.0
     restart_task: asyncio.Task[None] | None = None
+    #: The key llama-server requires (servers beyond loopback only), known to nobody else.
+    api_key: str | None = None
+    liveness_task: asyncio.Task[None] | None = None
     #: The stop of ``process`` (SIGTERM, grace, SIGKILL, reap), kept so that a stop whose
     #: caller was cancelled is finished, not forgotten, by the next one.
     stopping: asyncio.Future[int] | None = None
@@ -339,7 +398,50 @@ def _url(host: str, port: int) -> str:
     return f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
 
 
-async def _health(host: str, port: int) -> int | None:
+_ARGUMENT_ERROR = re.compile(
+    r'error while handling (argument|environment variable) "([^"]+)": (.*)'
+    r"|error: invalid argument: (.*)"
+)
+
+
+async def _parse_check(argv: Sequence[str], env: Mapping[str, str]) -> tuple[str, str] | None:
+    """Whether llama-server accepts ``argv`` and ``env``, asked without starting it.
+
+    ``--version`` comes last: llama.cpp parses every argument and variable before it, and
+    exits at once. Returns ``(field, reason)`` for a refusal, None when accepted (or when
+    the check itself could not run: the launch then reports what happens).
+    """
+    command, kwargs = child_spawn([*argv, "--version"])
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, env=dict(env), **kwargs,
+        )  # fmt: skip
+    except (OSError, ValueError):
+        return None
+    try:
+        async with asyncio.timeout(_PARSE_CHECK_TIMEOUT_S):
+            output, _ = await process.communicate()
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+        return None
+    if process.returncode == 0:
+        return None
+    text = output.decode("utf-8", "replace")
+    found = _ARGUMENT_ERROR.search(text)
+    if found is None:
+        last = next((line for line in reversed(text.splitlines()) if line.strip()), "")
+        return ("extra_args", f"llama-server refused its arguments: {last.strip()}")
+    kind, name, why, invalid = found.groups()
+    field = "env" if kind == "environment variable" else "extra_args"
+    if invalid is not None:
+        return ("extra_args", f"llama-server refused {invalid.strip()}: invalid argument")
+    return (field, f"llama-server refused {name}: {why.strip()}")
+
+
+async def _health(host: str, port: int, *, timeout_s: float = _HEALTH_TIMEOUT_S) -> int | None:
     """The status code of ``GET /health``, None when nothing answers.
 
     Raw HTTP/1.1 over ``asyncio.open_connection``: the library has no HTTP client
@@ -350,7 +452,7 @@ async def _health(host: str, port: int) -> int | None:
     SO_REUSEPORT only (legacy) off the port.
     """
     try:
-        async with asyncio.timeout(_HEALTH_TIMEOUT_S):
+        async with asyncio.timeout(timeout_s):
             reader, writer = await asyncio.open_connection(host, port)
     except (OSError, TimeoutError):
         return None
@@ -359,7 +461,7 @@ async def _health(host: str, port: int) -> int | None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
     try:
-        async with asyncio.timeout(_HEALTH_TIMEOUT_S):
+        async with asyncio.timeout(timeout_s):
             writer.write(f"GET /health HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
             line = await reader.readline()
         parts = line.split()
@@ -369,16 +471,8 @@ async def _health(host: str, port: int) -> int | None:
     finally:
         writer.close()
         with contextlib.suppress(OSError, TimeoutError):
-            async with asyncio.timeout(_HEALTH_TIMEOUT_S):
+            async with asyncio.timeout(timeout_s):
                 await writer.wait_closed()
-
-
-def _is_address(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def _bind_free(host: str, port: int) -> bool:
@@ -487,6 +581,7 @@ class ServerSupervisor:
         self._idle.set()
         self._stop_alls = 0
         self._reserved: set[int] = set()
+        self._next_port: int = settings.model_ports[0]
         self._tasks: set[asyncio.Task[Any]] = set()
         self._registry = ChildRegistry(settings.state_dir / "children.json")
         # One worker, so registry writes happen in the order they were asked for (an
@@ -497,6 +592,8 @@ class ServerSupervisor:
         self._registry_ops: set[asyncio.Future[Any]] = set()
         self._sampling: asyncio.Future[None] | None = None
         self._closed = False
+        #: The last failure to write ``children.json`` (None while every write worked).
+        self.registry_error: str | None = None
         #: Survivors of a previous manager stopped by :meth:`open` (pid, port, argv).
         self.survivors_stopped: list[dict[str, Any]] = []
 
@@ -646,13 +743,29 @@ class ServerSupervisor:
         here whatever happens."""
         if ticket is None:
             ticket = self.ticket(config.port if config is not None else None)
-        try:
-            await self._place(ticket, (config.host if config is not None else None)
-                              or _DEFAULT_HOST)  # fmt: skip
-        except BaseException:
-            self.withdraw(ticket)
-            raise
-        return await self._launch(info, config, ticket, wait=wait, replace=False)
+        picked = ticket.port is None
+        host = (config.host if config is not None else None) or _DEFAULT_HOST
+        for attempt in range(1, _BIND_ATTEMPTS + 1):
+            try:
+                await self._place(ticket, host)
+            except BaseException:
+                self.withdraw(ticket)
+                raise
+            try:
+                return await self._launch(info, config, ticket, wait=wait, replace=False)
+            except ServerStartError as exc:
+                # A port it picked itself that llama-server could not bind after all (a
+                # client socket of this machine holding it, say): another port will do.
+                if not (picked and wait and attempt < _BIND_ATTEMPTS
+                        and _bind_failed(exc.log_tail)):  # fmt: skip
+                    raise
+                failed_port = ticket.port
+                assert failed_port is not None  # noqa: S101 - placed above
+                logger.info("port %d could not be bound; starting %s on another port",
+                            failed_port, info.name)  # fmt: skip
+                await self._clear_failed(failed_port)
+                ticket = self.ticket(None)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def stop(
         self, model: str | None = None, *, port: int | None = None
@@ -711,6 +824,14 @@ class ServerSupervisor:
             for s in sorted(servers, key=lambda s: s.port) if s.alive
         ]  # fmt: skip
 
+    def server_key(self, model: str | None = None, *, port: int | None = None) -> str | None:
+        """The API key llama-server requires, for a server beyond loopback (else None).
+
+        Each such server gets a fresh random key; nobody learns it but whoever asks here
+        (the gateway does, to forward requests).
+        """
+        return self._find(model, port).api_key
+
     def log_path(self, port: int) -> Path:
         """The rotating log file of the server on ``port``."""
         return self.settings.logs_dir / f"server-{port}.log"
@@ -727,16 +848,21 @@ class ServerSupervisor:
             )
 
     async def _pick_port(self, host: str) -> int:
-        """The first free port of the model range, added to ``_reserved``.
+        """The next free port of the model range, added to ``_reserved``.
 
         Reserved before it is tested, so that concurrent starts never pick the same one.
         Skipped: ports llamaswitch serves or has requests in flight for, the REST API's
         port and the default model port (``switch`` without a port goes there). An
-        address that cannot be listened on at all raises ``ServerStartError``.
+        address that cannot be listened on at all raises ``ServerStartError``. The search
+        starts after the port picked last, so a port just freed is the last to be used
+        again: connections to it may linger in TIME_WAIT for a minute, and a server that
+        starts, stops and starts again (the gateway's swaps) would meet them.
         """
         low, high = self.settings.model_ports
         taken = {self.settings.server_port, self.settings.model_port}
-        for port in range(low, high + 1):
+        start = self._next_port if low <= self._next_port <= high else low
+        order: list[int] = [*range(start, high + 1), *range(low, start)]
+        for port in order:
             if (port in taken or port in self._servers or port in self._inflight
                     or port in self._reserved):  # fmt: skip
                 continue
@@ -747,6 +873,7 @@ class ServerSupervisor:
                 self._reserved.discard(port)
                 raise
             if free:
+                self._next_port = port + 1
                 return port
             self._reserved.discard(port)
         raise PortInUseError(low, host, f"other processes: no free port in {low}-{high} "
@@ -756,7 +883,7 @@ class ServerSupervisor:
         try:
             # Binding an address literal never blocks: test it here, saving a thread
             # trip on every switch. Names (DNS) and the connect test go to a thread.
-            if _is_address(host) and _bind_free(host, port):
+            if is_address(host) and _bind_free(host, port):
                 return True
             return await asyncio.to_thread(_port_free, host, port)
         except OSError as exc:
@@ -797,7 +924,7 @@ class ServerSupervisor:
                 raise SupersededError(f"every server was stopped after this request for "
                                       f"port {port} was made")  # fmt: skip
             if self._closed:
-                raise RuntimeError("the supervisor is closed")
+                raise ServiceClosedError("the supervisor is closed")
             config = self._effective(config)
             self._check_reserved(port)
             host = config.host or _DEFAULT_HOST
@@ -809,13 +936,15 @@ class ServerSupervisor:
                     f"model {info.relative_path} resolves to {escaped[0]}, outside the "
                     f"models folder {self.settings.models_dir}"
                 )
+            if info.error is not None:
+                raise ModelUnusableError(info.relative_path, info.error)
             binary = await self._binary("llama-server")
-            # Built before anything is stopped: an option the binary cannot honour must
-            # not cost the user the server that runs now.
-            argv = [str(binary.path), *config.to_argv(binary, info.path, host, port)]
+            # Everything is checked before anything is stopped: a bad option, address or
+            # variable must not cost the user the server that runs now.
+            plan = await self._plan(info, config, binary, host, port)
             async with self._lock(port):
                 acted = True
-                server = await self._launch_locked(info, config, ticket, binary, argv,
+                server = await self._launch_locked(info, config, ticket, binary, plan,
                                                    replace=replace)  # fmt: skip
         finally:
             self._end(ticket, acted=acted)
@@ -823,13 +952,63 @@ class ServerSupervisor:
             await self._wait_ready(server)
         return self._status(server)
 
+    async def _plan(
+        self, info: ModelInfo, config: ServerConfig, binary: BinaryInfo, host: str, port: int
+    ) -> _Plan:
+        """The argv and environment of a launch, after every check that needs the
+        machine, the settings or the binary (none of them acts)."""
+        problems: list[tuple[str, str]] = []
+        reason, loopback = await self._address(host)
+        if reason is not None:
+            problems.append(("host", f"{host!r} {reason}"))
+        elif not loopback and not (self.settings.api_key or self.settings.insecure):
+            problems.append(("host", f"{host!r} is reachable from other machines, and so "
+                             "would be the model server: set LLAMASWITCH_API_KEY (or run "
+                             "serve --insecure) to listen beyond loopback"))  # fmt: skip
+        problems += rpc_problems(config, self.settings.rpc_hosts)
+        refused, unsupported = binary_problems(config, binary.capabilities)
+        problems += refused
+        if problems:
+            raise ConfigValidationError(problems)
+        if unsupported is not None:
+            raise unsupported
+        argv = [str(binary.path), *config.to_argv(binary, info.path, host, port)]
+        env = {**inherited_env(os.environ), **config.env}
+        if config.extra_args or any(env_flag(key) for key in config.env):
+            # Values only llama.cpp can judge (an extra flag's value, a LLAMA_ARG_*
+            # variable's): let it parse them now, before anything is stopped.
+            parse_refusal = await _parse_check(argv, env)
+            if parse_refusal is not None:
+                raise ConfigValidationError([parse_refusal])
+        api_key = None
+        if not loopback:
+            # Through the environment: an argv is readable by every user of the machine.
+            api_key = secrets.token_urlsafe(_API_KEY_BYTES)
+            env[API_KEY_ENV] = api_key
+        # The checks above refuse what cannot be encoded; this is the last line before a
+        # child's argv, a log file and the registry.
+        bad = [a for a in (*argv, *env, *env.values()) if not encodable(a)]
+        if bad:
+            raise ConfigValidationError([("config", f"{bad[0]!r} is not valid Unicode text")])
+        return _Plan(argv=argv, env=env, api_key=api_key)
+
+    async def _address(self, host: str) -> tuple[str | None, bool]:
+        """:func:`address_problem`, on the loop for an address literal (no DNS)."""
+        if is_address(host):
+            return address_problem(host)
+        try:
+            async with asyncio.timeout(_RESOLVE_TIMEOUT_S):
+                return await asyncio.to_thread(address_problem, host)
+        except TimeoutError:
+            return f"did not resolve within {_RESOLVE_TIMEOUT_S:g} s", False
+
     async def _launch_locked(
         self,
         info: ModelInfo,
         config: ServerConfig,
         ticket: Ticket,
         binary: BinaryInfo,
-        argv: list[str],
+        plan: _Plan,
         *,
         replace: bool,
     ) -> _Server:
@@ -846,7 +1025,8 @@ class ServerSupervisor:
             raise SupersededError(overtaken)
         current = self._servers.get(port)
         if current is not None:
-            if replace and current.alive and current.same_as(info, config, binary):
+            fresh = current.state in (ServerState.STARTING, ServerState.READY)
+            if replace and fresh and current.same_as(info, config, binary):
                 return current
             if not replace and current.alive:
                 raise PortInUseError(port, host, f"llamaswitch's own server for "
@@ -858,8 +1038,8 @@ class ServerSupervisor:
             holder = await asyncio.to_thread(_port_holder, port)
             raise PortInUseError(port, host, holder)
         server = _Server(
-            port=port, host=host, model=info, config=config, binary=binary, argv=argv,
-            env={**os.environ, **config.env},
+            port=port, host=host, model=info, config=config, binary=binary, argv=plan.argv,
+            env=plan.env, api_key=plan.api_key,
             output=OutputLog(self.log_path(port), max_lines=self._log_lines),
         )  # fmt: skip
         self._servers[port] = server
@@ -868,15 +1048,15 @@ class ServerSupervisor:
 
     async def _spawn(self, server: _Server) -> None:
         """Start the server's process (state ``starting``); readiness runs as a task."""
-        server.output.note(
-            f"=== llamaswitch {datetime.now(UTC).isoformat(timespec='seconds')}: "
-            f"starting {shlex.join(server.argv)}"
-        )
         try:
+            server.output.note(
+                f"=== llamaswitch {datetime.now(UTC).isoformat(timespec='seconds')}: "
+                f"starting {shlex.join(server.argv)}"
+            )
             proc = await ChildProcess.spawn(
                 server.argv, output=server.output, env=server.env, on_output=server.hint
             )
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: what Popen refuses (a NUL...)
             server.output.note(f"=== spawn failed: {exc}")
             if server.state is None:
                 self._forget(server)
@@ -906,6 +1086,13 @@ class ServerSupervisor:
         self._registry_call(self._registry.add, proc.pid, port=server.port, argv=server.argv)
         self._track(self._readiness(server, proc))
         self._track(self._watch_exit(server, proc))
+
+    async def _clear_failed(self, port: int) -> None:
+        """Drop the ``failed`` record a start left on ``port`` (it moved elsewhere)."""
+        async with self._lock(port):
+            server = self._servers.get(port)
+            if server is not None and server.state is ServerState.FAILED:
+                await self._stop_server(server, why="could not bind; moved to another port")
 
     def _forget(self, server: _Server) -> None:
         """Drop a record that never had a process, closing its log file."""
@@ -960,6 +1147,7 @@ class ServerSupervisor:
                 # Sampled in the background: the caller waiting for ready should not
                 # wait for psutil and NVML too; the next status() has the figures.
                 self._track(self._refresh_samples([server]))
+                server.liveness_task = self._track(self._watch_liveness(server, proc))
                 return
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -983,7 +1171,7 @@ class ServerSupervisor:
         server.exited_at = time.time()
         server.error = (f"llama-server exited with code {code} before it became ready "
                         f"(model {server.model.name}, port {server.port})")  # fmt: skip
-        if any("couldn't bind" in line for line in tail):
+        if _bind_failed(tail):
             server.error += (
                 f"; it could not bind port {server.port}, which no process listens on: "
                 "connections closed in the last minute (TIME_WAIT) by a server with other "
@@ -1006,17 +1194,52 @@ class ServerSupervisor:
             self._set_state(server, ServerState.FAILED)
         attempt.set_exception(ReadinessTimeoutError(server.error))
 
+    async def _watch_liveness(self, server: _Server, proc: ChildProcess) -> None:
+        """Ask a ready server's ``/health`` at an interval; a run of failures makes it
+        ``unresponsive`` (and, under ``on-failure``, killed: the crash watch restarts it)."""
+        interval = self.settings.liveness_interval_s
+        limit = self.settings.liveness_failures
+        host = _connect_host(server.host)
+        failures = 0
+        while True:
+            await asyncio.sleep(interval)
+            if server.process is not proc or server.state not in _SERVING:
+                return
+            code = await _health(host, server.port, timeout_s=min(_HEALTH_TIMEOUT_S, interval))
+            if server.process is not proc or server.state not in _SERVING:
+                return
+            if code == 200:
+                failures = 0
+                if server.state is ServerState.UNRESPONSIVE:
+                    server.error = None
+                    self._set_state(server, ServerState.READY)
+                continue
+            failures += 1
+            if failures < limit or server.state is ServerState.UNRESPONSIVE:
+                continue
+            server.error = (f"llama-server did not answer /health {failures} times in a row, "
+                            f"{interval:g} s apart (model {server.model.name}, port "
+                            f"{server.port}; last answer: {code or 'none'})")  # fmt: skip
+            self._set_state(server, ServerState.UNRESPONSIVE)
+            if server.config.restart == "on-failure":
+                server.output.note("=== llamaswitch: unresponsive, killed to be restarted")
+                await proc.kill()
+                return
+
     async def _watch_exit(self, server: _Server, proc: ChildProcess) -> None:
         """Reap the process when it exits; an exit after ready is a crash."""
         code = await proc.wait()
         self._registry_call(self._registry.remove, proc.pid)
         server.wake.set()  # the readiness poll notices at once
-        if server.process is not proc or server.state is not ServerState.READY:
+        if server.process is not proc or server.state not in _SERVING:
             return
         server.exit_code = code
         server.exited_at = time.time()
-        server.error = (f"llama-server exited on its own with code {code} after it was ready "
-                        f"(model {server.model.name}, port {server.port})")  # fmt: skip
+        if server.state is ServerState.UNRESPONSIVE:
+            server.error = f"{server.error}; it exited with code {code}"
+        else:
+            server.error = (f"llama-server exited on its own with code {code} after it was "
+                            f"ready (model {server.model.name}, port {server.port})")  # fmt: skip
         if server.ready_since is not None and (
             time.monotonic() - server.ready_since >= _RESTART_RESET_AFTER_S
         ):
@@ -1093,6 +1316,9 @@ class ServerSupervisor:
         if server.restart_task is not None:
             server.restart_task.cancel()
             server.restart_task = None
+        if server.liveness_task is not None:
+            server.liveness_task.cancel()
+            server.liveness_task = None
         proc = server.process
         if server.alive and proc is not None:
             self._set_state(server, ServerState.STOPPING)
@@ -1252,10 +1478,20 @@ class ServerSupervisor:
 
     def _registry_done(self, future: asyncio.Future[Any]) -> None:
         self._registry_ops.discard(future)
-        if not future.cancelled() and future.exception() is not None:
+        if future.cancelled():
+            return
+        exc = future.exception()
+        if exc is not None:
             # The record is a safety net; a state folder that cannot be written must not
-            # stop servers from running. The next open() cleans what it can.
-            pass
+            # stop servers from running, but the user must hear of it: a manager killed
+            # now would leave children the next start cannot find.
+            self.registry_error = f"{type(exc).__name__}: {exc}"
+            logger.warning("cannot update the child registry %s: %s",
+                           self._registry.path, self.registry_error)  # fmt: skip
+
+
+def _bind_failed(log_tail: Sequence[str]) -> bool:
+    return any(marker in line for line in log_tail for marker in _BIND_FAILURES)
 
 
 def _consume(future: asyncio.Future[Any]) -> None:

@@ -157,6 +157,10 @@ class LlamaSwitch:
         """See :meth:`AsyncLlamaSwitch.logs`."""
         return self._portal.call(self._async.logs(model, port=port, lines=lines))
 
+    def server_key(self, model: str | None = None, *, port: int | None = None) -> str | None:
+        """See :meth:`AsyncLlamaSwitch.server_key`."""
+        return self._portal.call(self._async.server_key(model, port=port))
+
     # -- benchmarks -----------------------------------------------------------------------
 
     def submit_benchmark(
@@ -176,6 +180,22 @@ class LlamaSwitch:
     def cancel_benchmark(self, task_id: str) -> BenchTask:
         """See :meth:`AsyncLlamaSwitch.cancel_benchmark`."""
         return self._portal.call(self._async.cancel_benchmark(task_id))
+
+    def delete_benchmark(self, task_id: str) -> BenchTask:
+        """See :meth:`AsyncLlamaSwitch.delete_benchmark`."""
+        return self._portal.call(self._async.delete_benchmark(task_id))
+
+    def prune_benchmarks(
+        self,
+        *,
+        before: datetime | None = None,
+        model: str | None = None,
+        state: str | None = None,
+    ) -> list[str]:
+        """See :meth:`AsyncLlamaSwitch.prune_benchmarks`."""
+        return self._portal.call(
+            self._async.prune_benchmarks(before=before, model=model, state=state)
+        )
 
     def list_benchmarks(
         self,

@@ -30,7 +30,8 @@ import attrs
 import psutil
 
 from llamaswitch._bench_parser import BenchResult
-from llamaswitch._errors import BenchError
+from llamaswitch._errors import BenchError, ServiceClosedError
+from llamaswitch._text import scrub, scrub_data
 
 __all__ = [
     "FINAL_STATES",
@@ -220,12 +221,18 @@ class TaskStore:
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         if self._executor is None:
-            raise BenchError("the benchmark database is closed")
+            raise ServiceClosedError("the benchmark database is closed")
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._executor, fn, *args)
         except sqlite3.Error as exc:
             raise BenchError(f"benchmark database {self.path}: {exc}") from exc
+        except UnicodeEncodeError as exc:
+            # Text is checked where it enters; this refuses what slipped past, rather than
+            # store a row every later read would trip on.
+            raise BenchError(
+                f"benchmark database {self.path}: refused text that is not valid Unicode ({exc})"
+            ) from exc
 
     # -- public operations ----------------------------------------------------------------
 
@@ -251,6 +258,19 @@ class TaskStore:
         """One task with its results, or ``None``."""
         return await self._call(self._get_task, task_id)
 
+    async def delete_tasks(self, task_ids: Sequence[str]) -> list[str]:
+        """Delete finished tasks and their results; returns the ids that were deleted.
+
+        Tasks still queued or running are never deleted (the runner refuses them first).
+        """
+        return await self._call(self._delete, list(task_ids))
+
+    async def prune(
+        self, *, before: str | None = None, model: str | None = None, state: str | None = None
+    ) -> list[str]:
+        """Delete the finished tasks matching every filter given; returns their ids."""
+        return await self._call(self._prune, before, model, state)
+
     async def list_tasks(
         self,
         *,
@@ -267,7 +287,7 @@ class TaskStore:
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
-            raise BenchError("the benchmark database is closed")
+            raise ServiceClosedError("the benchmark database is closed")
         return self._conn
 
     def _connect(self) -> None:
@@ -358,6 +378,39 @@ class TaskStore:
             values = [_encode(name, value) for name, value in changes.items()]
             db.execute(f"UPDATE tasks SET {assignments} WHERE id=?", [*values, task_id])  # noqa: S608 - names come from _COLUMNS
 
+    def _delete(self, task_ids: list[str]) -> list[str]:
+        with _transaction(self._db()) as db:
+            found = []
+            for task_id in task_ids:
+                row = db.execute("SELECT state FROM tasks WHERE id=?", (task_id,)).fetchone()
+                if row is not None and row["state"] in FINAL_STATES:
+                    found.append(task_id)
+            self._delete_ids(db, found)
+        return found
+
+    def _prune(self, before: str | None, model: str | None, state: str | None) -> list[str]:
+        clauses, params = _filters(model, state)
+        clauses.append(f"state IN ({', '.join('?' for _ in FINAL_STATES)})")
+        params += sorted(FINAL_STATES)
+        if before is not None:
+            clauses.append("created_at<?")
+            params.append(before)
+        with _transaction(self._db()) as db:
+            ids = [
+                row["id"]
+                for row in db.execute(
+                    f"SELECT id FROM tasks WHERE {' AND '.join(clauses)} ORDER BY seq",  # noqa: S608 - fixed clauses
+                    params,
+                )
+            ]
+            self._delete_ids(db, ids)
+        return ids
+
+    @staticmethod
+    def _delete_ids(db: sqlite3.Connection, ids: Sequence[str]) -> None:
+        # Results go with their task (ON DELETE CASCADE), in the same transaction.
+        db.executemany("DELETE FROM tasks WHERE id=?", [(task_id,) for task_id in ids])
+
     def _add_result(self, row: _ResultRow) -> None:
         self._db().execute(_INSERT_RESULT, row)  # one statement: its own transaction
 
@@ -376,14 +429,7 @@ class TaskStore:
         until: str | None,
         limit: int,
     ) -> list[StoredTask]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        if model is not None:
-            clauses.append("(model=? OR model_relative=? OR model_path=?)")
-            params += [model, model, model]
-        if state is not None:
-            clauses.append("state=?")
-            params.append(state)
+        clauses, params = _filters(model, state)
         if since is not None:
             clauses.append("created_at>=?")
             params.append(since)
@@ -405,19 +451,33 @@ class TaskStore:
         ids = [row["id"] for row in rows]
         by_task: dict[str, list[BenchResult]] = {task_id: [] for task_id in ids}
         placeholders = ", ".join("?" for _ in ids)
+        damaged: dict[str, int] = {}
         for result_row in db.execute(
             f"SELECT task_id, data FROM results WHERE task_id IN ({placeholders}) "  # noqa: S608
             "ORDER BY task_id, idx",
             ids,
         ):
-            by_task[result_row["task_id"]].append(
-                BenchResult.from_dict(json.loads(result_row["data"]))
-            )
-        tasks = []
-        for row in rows:
-            values = {name: _decode(name, row[name]) for name in _COLUMNS}
-            tasks.append(StoredTask(**values, results=tuple(by_task[row["id"]])))
-        return tasks
+            task_id = result_row["task_id"]
+            try:
+                data = scrub_data(json.loads(result_row["data"]))
+                by_task[task_id].append(BenchResult.from_dict(data))
+            except (ValueError, TypeError, KeyError, AttributeError):
+                # A row no version of llamaswitch would write: skip it, say so, go on.
+                damaged[task_id] = damaged.get(task_id, 0) + 1
+        return [_stored(row, tuple(by_task[row["id"]]), damaged.get(row["id"], 0)) for row in rows]
+
+
+def _filters(model: str | None, state: str | None) -> tuple[list[str], list[Any]]:
+    """WHERE clauses (and their parameters) for a model (name or path) and a state."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    if model is not None:
+        clauses.append("(model=? OR model_relative=? OR model_path=?)")
+        params += [model, model, model]
+    if state is not None:
+        clauses.append("state=?")
+        params.append(state)
+    return clauses, params
 
 
 @contextlib.contextmanager
@@ -442,7 +502,7 @@ _ResultRow = tuple[str, int, str, float, float, str, str]
 
 def _result_row(task_id: str, index: int, result: BenchResult, now: str) -> _ResultRow:
     """The values of one ``results`` row."""
-    data = json.dumps(result.to_dict(), allow_nan=True)
+    data = json.dumps(result.to_dict(), allow_nan=True, ensure_ascii=False)
     return (task_id, index, result.test, result.avg_ts, result.stddev_ts, data, now)
 
 
@@ -468,11 +528,38 @@ def _owner_alive(owner: str | None, me: str) -> bool:
 
 def _encode(name: str, value: Any) -> Any:
     if name in _JSON_COLUMNS:
-        return json.dumps(value, default=str)
+        # Not ASCII-escaped: a lone surrogate then fails the write (UnicodeEncodeError)
+        # instead of being stored as an escape that every later read decodes again.
+        return json.dumps(value, default=str, ensure_ascii=False)
     return value
 
 
 def _decode(name: str, value: Any) -> Any:
     if name in _JSON_COLUMNS:
-        return json.loads(value) if value is not None else None
-    return value
+        return scrub_data(json.loads(value)) if value is not None else None
+    return scrub(value) if isinstance(value, str) else value
+
+
+#: What a JSON column reads as when its text is damaged.
+_JSON_FALLBACK: Final[Mapping[str, Any]] = {
+    "config": {}, "argv": [], "state_history": [], "host": {}, "running_servers": [],
+}  # fmt: skip
+
+
+def _stored(row: sqlite3.Row, results: tuple[BenchResult, ...], damaged: int) -> StoredTask:
+    """One row as a :class:`StoredTask`; a damaged column is read as empty and named in
+    ``error``, so that one bad row never hides the rest of the history."""
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for name in _COLUMNS:
+        try:
+            values[name] = _decode(name, row[name])
+        except (ValueError, TypeError):
+            values[name] = _JSON_FALLBACK.get(name)
+            problems.append(name)
+    if damaged:
+        problems.append(f"{damaged} result row{'s' if damaged != 1 else ''}")
+    if problems:
+        note = f"the stored record is damaged ({', '.join(problems)} unreadable)"
+        values["error"] = f"{values['error']}; {note}" if values.get("error") else note
+    return StoredTask(**values, results=results)

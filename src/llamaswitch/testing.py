@@ -44,6 +44,9 @@ class TinyModelSpec:
     head_count: int = 4
     head_count_kv: int = 4
     seed: int = 0
+    #: ``general.architecture``. Anything but ``llama`` makes a file whose header is
+    #: sound but that llama.cpp refuses to load (an unknown architecture).
+    architecture: str = "llama"
 
     @property
     def vocab_size(self) -> int:
@@ -70,12 +73,15 @@ def write_tiny_model(
     head_count: int = 4,
     head_count_kv: int = 4,
     seed: int = 0,
+    architecture: str = "llama",
 ) -> Path:
     """Write a tiny real llama-architecture GGUF model to ``path`` and return the path.
 
     The file is deterministic for a given set of arguments: the same seed writes the same
     bytes. ``name`` goes into ``general.name``. ``embedding_length`` must be a multiple of
     ``head_count``, and ``head_count`` of ``head_count_kv``. Parent folders are created.
+    ``architecture`` other than ``llama`` writes a model llama.cpp cannot load although
+    its header is sound: what a test of a failing load needs.
     """
     spec = TinyModelSpec(
         name=name,
@@ -86,6 +92,7 @@ def write_tiny_model(
         head_count=head_count,
         head_count_kv=head_count_kv,
         seed=seed,
+        architecture=architecture,
     )
     _check(spec)
     target = Path(path)
@@ -144,7 +151,7 @@ def _write(spec: TinyModelSpec, target: Path) -> None:
     scores = [0.0, 0.0, 0.0, *([0.0] * 256), *(-float(i) for i in range(1, len(_PIECES) + 1))]
     vocab = len(tokens)
 
-    writer = gguf.GGUFWriter(str(target), "llama")
+    writer = gguf.GGUFWriter(str(target), spec.architecture)
     try:
         writer.add_name(spec.name)
         writer.add_context_length(spec.context_length)

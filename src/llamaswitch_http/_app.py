@@ -13,6 +13,7 @@ from llamaswitch._api import AsyncLlamaSwitch
 from llamaswitch._settings import Settings, is_loopback
 from llamaswitch_http import _handlers as h
 from llamaswitch_http._auth import guard_middleware
+from llamaswitch_http._bodies import BODY_TIMEOUT_S, body_limits_middleware
 from llamaswitch_http._errors import error_middleware
 from llamaswitch_http._metrics import Metrics, metrics
 from llamaswitch_http._openapi import build_openapi, openapi
@@ -42,12 +43,15 @@ ROUTES: Final = (
     ("POST", "/api/v1/model/stop", h.model_stop),
     ("GET", "/api/v1/model/status", h.model_status),
     ("GET", "/api/v1/model/logs", h.model_logs),
+    ("GET", "/api/v1/model/key", h.model_key),
     ("POST", "/api/v1/benchmark", h.benchmark_submit),
     ("GET", "/api/v1/benchmark/status", h.benchmark_status),
     ("POST", "/api/v1/benchmark/cancel", h.benchmark_cancel),
+    ("DELETE", "/api/v1/benchmark", h.benchmark_delete),
     ("GET", "/api/v1/benchmarks", h.benchmarks_list),
     ("GET", "/api/v1/benchmarks/compare", h.benchmarks_compare),
     ("POST", "/api/v1/benchmarks/import", h.benchmarks_import),
+    ("POST", "/api/v1/benchmarks/prune", h.benchmarks_prune),
     ("GET", "/api/v1/events", events),
     ("GET", "/api/v1/health", h.health),
     ("GET", "/api/v1/openapi.json", openapi),
@@ -80,10 +84,12 @@ async def _core_lifecycle(app: web.Application) -> AsyncIterator[None]:
         await core.close()
 
 
-async def _end_event_streams(app: web.Application) -> None:
+async def _end_long_requests(app: web.Application) -> None:
     # on_shutdown runs before in-flight handlers are awaited: without this, each open
-    # event stream would hold the shutdown for its whole timeout.
+    # event stream, and a request waiting for a long catalog scan, would hold the
+    # shutdown for its whole timeout.
     app[EVENT_STREAMS].close_all()
+    app[CORE].catalog.close()
 
 
 def create_app(
@@ -93,6 +99,7 @@ def create_app(
     client_max_size: int = MAX_BODY_BYTES,
     sse_heartbeat_s: float = 15.0,
     status_cache_ttl_s: float = DEFAULT_TTL_S,
+    body_timeout_s: float = BODY_TIMEOUT_S,
 ) -> web.Application:
     """The REST service as an aiohttp application.
 
@@ -101,7 +108,8 @@ def create_app(
     on startup and closes it on cleanup, which stops every model server it started and
     marks running benchmarks ``interrupted``. ``settings`` (default: the core's) provide
     the API key and the service's own address. ``status_cache_ttl_s`` bounds how long the
-    rendered list of all servers' statuses is reused between server events (0: never).
+    rendered list of all servers' statuses is reused between server events (0: never);
+    ``body_timeout_s`` how long a client may take to send a request body (408 after).
 
     >>> from aiohttp import web
     >>> app = create_app(settings=Settings(models_dir="models"))
@@ -113,6 +121,7 @@ def create_app(
         middlewares=[
             error_middleware,
             guard_middleware(settings.api_key, loopback_only=is_loopback(settings.server_host)),
+            body_limits_middleware(max_bytes=client_max_size, timeout_s=body_timeout_s),
         ],
         client_max_size=client_max_size,
     )
@@ -123,7 +132,7 @@ def create_app(
     app[STATUS_CACHE] = StatusCache(ttl_s=status_cache_ttl_s)
     app[OPENAPI] = build_openapi(secured=settings.api_key is not None)
     app.cleanup_ctx.append(_core_lifecycle)
-    app.on_shutdown.append(_end_event_streams)
+    app.on_shutdown.append(_end_long_requests)
     for method, path, handler in ROUTES:
         if method == "GET":
             # HEAD on the event stream would hold the connection with nothing to send.

@@ -27,6 +27,8 @@ __all__ = ["OPEN_PATHS", "guard_middleware"]
 
 #: Routes that answer without the key: load balancers and `doctor`-style probes need them.
 OPEN_PATHS: Final = frozenset({"/api/v1/health"})
+#: Methods a cross-site page may send that change nothing.
+_SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def _unauthorized(detail: str) -> ApiError:
@@ -71,7 +73,7 @@ def guard_middleware(api_key: str | None, *, loopback_only: bool = False) -> Mid
                 "listens on loopback only (a DNS-rebinding guard)",
                 code="foreign_host",
             )
-        if request.method == "POST" and _cross_site(request):
+        if request.method not in _SAFE_METHODS and _cross_site(request):
             raise ApiError(
                 403,
                 "Forbidden",

@@ -9,6 +9,7 @@ is not an int), and every problem is reported at once as ``reason @ $.path`` (th
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import types
@@ -19,19 +20,25 @@ from typing import Any, Final, TypeVar, Union, get_args, get_origin
 import attrs
 import cattrs
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 from cattrs.errors import ForbiddenExtraKeysError
 from cattrs.v import transform_error
 
 from llamaswitch._errors import ConfigValidationError
-from llamaswitch_http._errors import ApiError, validation_error
+from llamaswitch._text import text_problem
+from llamaswitch_http._errors import ApiError, envelope, json_response, validation_error
 
 __all__ = [
+    "BODY_TIMEOUT_S",
     "BenchmarkBody",
     "ImportBody",
+    "PruneBody",
     "Query",
     "StopBody",
     "SwitchBody",
+    "body_limits_middleware",
     "parse_config",
+    "parse_moment",
     "read_body",
 ]
 
@@ -70,6 +77,15 @@ class ImportBody:
     text: str
     format: str = "json"
     model: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class PruneBody:
+    """``POST /api/v1/benchmarks/prune``: which finished tasks to delete (all must match)."""
+
+    before: str | None = None
+    model: str | None = None
+    state: str | None = None
 
 
 _TYPE_NAMES: Final[Mapping[object, str]] = {
@@ -131,6 +147,96 @@ def _reject_constant(name: str) -> object:
     raise ValueError(f"{name} is not valid JSON")
 
 
+class _DuplicateKeyError(ValueError):
+    """A JSON object names one key twice (``json`` would keep the last silently)."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKeyError(f"the key {key!r} appears twice in one object")
+        result[key] = value
+    return result
+
+
+# A "\uD800"-"\uDFFF" escape: only a body holding one can decode to a lone surrogate (a
+# pair decodes to one character), so only such bodies are walked.
+_SURROGATE_ESCAPE: Final = re.compile(rb"\\u[dD][89a-fA-F]")
+_MAX_TEXT_PROBLEMS: Final = 20
+
+
+def _text_problems(value: object, path: str, out: list[str]) -> None:
+    """Every string (keys included) that is not valid Unicode, as ``reason @ path``."""
+    if len(out) >= _MAX_TEXT_PROBLEMS:
+        return
+    if isinstance(value, str):
+        reason = text_problem(value, nul=False)
+        if reason is not None:
+            out.append(f"{reason} @ {path}")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            reason = text_problem(key, nul=False)
+            if reason is not None:
+                out.append(f"a key {reason.removeprefix('must be ')!s} @ {path}")
+                continue
+            _text_problems(item, f"{path}.{key}", out)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _text_problems(item, f"{path}[{index}]", out)
+
+
+#: Seconds a client has to send a request body once its headers are in. A slow client
+#: (or a slowloris attack) otherwise holds a connection and its file descriptor forever.
+BODY_TIMEOUT_S: Final = 30.0
+
+
+def body_limits_middleware(*, max_bytes: int, timeout_s: float = BODY_TIMEOUT_S) -> Middleware:
+    """Refuse a body that announces more than ``max_bytes`` before reading any of it (413),
+    and read every body within ``timeout_s`` (408, and the connection is closed).
+
+    It runs after the key check, so an unauthenticated client cannot make the service
+    read anything. Handlers then get the body from aiohttp's cache at no cost.
+    """
+
+    @web.middleware
+    async def limits(request: web.Request, handler: Handler) -> web.StreamResponse:
+        length = request.content_length
+        if length is not None and length > max_bytes:
+            return await _answer_and_close(
+                request, 413, "Request body too large", "request_body_too_large",
+                f"the body announces {length} bytes; at most {max_bytes} are accepted",
+            )  # fmt: skip
+        if request.body_exists:
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await request.read()
+            except TimeoutError:
+                return await _answer_and_close(
+                    request, 408, "Request timeout", "body_timeout",
+                    f"the request body did not arrive within {timeout_s:g} s",
+                )  # fmt: skip
+        return await handler(request)
+
+    return limits
+
+
+async def _answer_and_close(
+    request: web.Request, status: int, message: str, code: str, detail: str
+) -> web.StreamResponse:
+    """Send an error envelope and drop the connection: aiohttp would otherwise wait
+    (lingering, 10 s) for the rest of a body that is not coming or not wanted."""
+    response = json_response(
+        envelope(success=False, message=message, data={"code": code}, error=detail),
+        status=status,
+    )
+    response.force_close()
+    await response.prepare(request)
+    await response.write_eof()
+    request.protocol.force_close()
+    return response
+
+
 async def read_json(request: web.Request) -> object:
     """The request body as JSON; ``None`` when there is none. 400 when malformed.
 
@@ -140,7 +246,7 @@ async def read_json(request: web.Request) -> object:
     preflight that this service never grants.
     """
     raw = await request.read()  # enforces the app's client_max_size (413)
-    if not raw.strip():
+    if not raw:
         return None
     ctype = request.content_type
     if ctype != "application/json" and not ctype.endswith("+json"):
@@ -151,13 +257,23 @@ async def read_json(request: web.Request) -> object:
             code="unsupported_media_type",
         )
     try:
-        return json.loads(raw, parse_constant=_reject_constant)
+        value = json.loads(raw, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+    except _DuplicateKeyError as exc:
+        raise ApiError(
+            400, "Malformed JSON", f"the request body is ambiguous: {exc}", code="duplicate_key"
+        ) from None
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         # RecursionError: arrays nested thousands deep, which the parser refuses that way.
         why = "it is nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         raise ApiError(
             400, "Malformed JSON", f"the request body is not valid JSON: {why}", code="bad_json"
         ) from None
+    if _SURROGATE_ESCAPE.search(raw):
+        problems: list[str] = []
+        _text_problems(value, "$", problems)
+        if problems:
+            raise validation_error(problems)
+    return value
 
 
 async def read_body(request: web.Request, cls: type[T], *, optional: bool = False) -> T:
@@ -195,7 +311,12 @@ class Query:
 
     def _raw(self, name: str) -> str | None:
         self._known.add(name)
-        value = self._query.get(name)
+        given = self._query.getall(name, ())
+        if len(given) > 1:
+            # Which one would count is a guess a strict API does not make.
+            self.errors.append(f"given {len(given)} times; give it once @ $.query.{name}")
+            return None
+        value = given[0] if given else None
         if value is not None and not value.strip():
             self.errors.append(f"must not be empty @ $.query.{name}")
             return None
@@ -243,17 +364,12 @@ class Query:
         value = self._raw(name)
         if value is None:
             return None
-        try:
-            moment = datetime.fromisoformat(value.strip())
-            moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
-            # Converted here so that a date at the edge of the calendar (0001-01-01+05:00)
-            # is refused now rather than overflowing later in the store.
-            return moment.astimezone(UTC)
-        except (ValueError, OverflowError):
+        moment = parse_moment(value)
+        if moment is None:
             self.errors.append(
                 f"invalid value for type, expected an ISO 8601 date-time @ $.query.{name}"
             )
-            return None
+        return moment
 
     def choice(self, name: str, allowed: tuple[str, ...]) -> str | None:
         """One of ``allowed``."""
@@ -272,6 +388,19 @@ class Query:
                 self._known.add(name)
         if self.errors:
             raise validation_error(self.errors)
+
+
+def parse_moment(text: str) -> datetime | None:
+    """An ISO 8601 date or date-time as UTC (without a zone it is taken as UTC); None if
+    it is none."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+        moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+        # Converted here so that a date at the edge of the calendar (0001-01-01+05:00)
+        # is refused now rather than overflowing later in the store.
+        return moment.astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None
 
 
 def parse_config(build: Callable[[dict[str, Any]], T], data: dict[str, Any] | None) -> T:

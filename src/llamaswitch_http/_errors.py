@@ -40,16 +40,20 @@ from llamaswitch._errors import (
     LlamaSwitchError,
     ModelNotFoundError,
     ModelPathError,
+    ModelUnusableError,
     PortInUseError,
     ReadinessTimeoutError,
     ReservedPortError,
     ServerNotFoundError,
     ServerStartError,
+    ServiceClosedError,
     SupersededError,
     TaskNotFoundError,
+    TaskStateError,
     TaskTimeoutError,
     UnsupportedOptionError,
 )
+from llamaswitch._text import scrub
 
 __all__ = [
     "ApiError",
@@ -106,7 +110,12 @@ def dumps(value: object) -> bytes:
         # Rare (a llama-bench stddev of NaN): walk the value only when it is needed.
         text = json.dumps(_finite(value), default=_default, ensure_ascii=False,
                           separators=(",", ":"))  # fmt: skip
-    return text.encode()
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        # A lone surrogate got past the boundaries (a row stored by an older version):
+        # answer with U+FFFD in its place rather than fail the whole response.
+        return scrub(text).encode()
 
 
 def envelope(
@@ -188,6 +197,7 @@ _STATUS: Final[tuple[tuple[type[LlamaSwitchError], int, str, str], ...]] = (
     (ModelNotFoundError, 404, "Model not found", "model_not_found"),
     (ServerNotFoundError, 404, "Server not found", "server_not_found"),
     (TaskNotFoundError, 404, "Benchmark task not found", "task_not_found"),
+    (TaskStateError, 409, "Benchmark task state forbids it", "task_state"),
     (PortInUseError, 409, "Port in use", "port_in_use"),
     (ReservedPortError, 409, "Port reserved", "port_reserved"),
     (SupersededError, 409, "Switch superseded", "superseded"),
@@ -195,6 +205,7 @@ _STATUS: Final[tuple[tuple[type[LlamaSwitchError], int, str, str], ...]] = (
     (UnsupportedOptionError, 422, "Option not supported by the llama.cpp binary",
      "unsupported_option"),
     (ModelPathError, 422, "Model path refused", "model_path_refused"),
+    (ModelUnusableError, 422, "Model unusable", "model_unusable"),
     (BenchParseError, 422, "Benchmark output could not be parsed", "bench_parse_error"),
     # The model server is our upstream: its failure to come up is a gateway error,
     # not a bug of this service.
@@ -203,7 +214,8 @@ _STATUS: Final[tuple[tuple[type[LlamaSwitchError], int, str, str], ...]] = (
     (BinaryIdentityError, 503, "llama.cpp binary unusable", "binary_unusable"),
     (ReadinessTimeoutError, 504, "Model server not ready in time", "readiness_timeout"),
     (TaskTimeoutError, 504, "Benchmark task timed out", "task_timeout"),
-    # Last: the base class. A request racing the shutdown finds the runner closed.
+    (ServiceClosedError, 503, "Service closing", "service_closed"),
+    # Last: the base class (a database that cannot be written, say).
     (BenchError, 503, "Benchmarks unavailable", "bench_unavailable"),
 )  # fmt: skip
 
@@ -238,6 +250,8 @@ def _library_error(exc: LlamaSwitchError) -> web.Response | None:
                 data.update(field=exc.field, binary=exc.binary, version=exc.version)
             elif isinstance(exc, BenchParseError):
                 data["line"] = exc.line
+            elif isinstance(exc, TaskStateError):
+                data.update(task_id=exc.task_id, state=exc.state)
             if status == 422:
                 data["errors"] = [str(exc)]
             return json_response(
@@ -302,7 +316,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPException as exc:
         return _http_error(exc, request)
     except LlamaSwitchError as exc:
-        response = _library_error(exc)
-        return response if response is not None else _bug(exc, request)
+        mapped = _library_error(exc)
+        return mapped if mapped is not None else _bug(exc, request)
     except Exception as exc:  # the one place where bugs become a 500 with a trace id
         return _bug(exc, request)

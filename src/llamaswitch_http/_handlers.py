@@ -21,10 +21,12 @@ from llamaswitch._version import __version__
 from llamaswitch_http._bodies import (
     BenchmarkBody,
     ImportBody,
+    PruneBody,
     Query,
     StopBody,
     SwitchBody,
     parse_config,
+    parse_moment,
     read_body,
 )
 from llamaswitch_http._errors import dumps, envelope, json_body, ok, validation_error
@@ -32,12 +34,15 @@ from llamaswitch_http._state import CORE, STATUS_CACHE
 
 __all__ = [
     "benchmark_cancel",
+    "benchmark_delete",
     "benchmark_status",
     "benchmark_submit",
     "benchmarks_compare",
     "benchmarks_import",
     "benchmarks_list",
+    "benchmarks_prune",
     "health",
+    "model_key",
     "model_logs",
     "model_start",
     "model_status",
@@ -153,6 +158,18 @@ async def model_status(request: web.Request) -> web.Response:
     return ok(status.to_dict(), "Model status retrieved")
 
 
+async def model_key(request: web.Request) -> web.Response:
+    """``GET /api/v1/model/key?model_name=|port=``: the API key of a server that listens
+    beyond loopback (``null`` for a loopback one), for clients that call it directly."""
+    query = Query(request)
+    model_name, port = _server_ref(query)
+    if model_name is None and port is None:
+        query.errors.append("name a server by model_name or by port @ $.query")
+    query.check()
+    key = await request.app[CORE].server_key(model_name, port=port)
+    return ok({"api_key": key}, "Model server key retrieved")
+
+
 async def model_logs(request: web.Request) -> web.Response:
     """``GET /api/v1/model/logs?model_name=|port=&lines=``: a server's last output lines."""
     query = Query(request)
@@ -199,8 +216,38 @@ async def benchmark_status(request: web.Request) -> web.Response:
 
 async def benchmark_cancel(request: web.Request) -> web.Response:
     """``POST /api/v1/benchmark/cancel?task_id=``: stop a queued or running task."""
-    task = await request.app[CORE].cancel_benchmark(_task_id(Query(request)))
+    core = request.app[CORE]
+    task_id = _task_id(Query(request))
+    before = await core.benchmark_status(task_id)
+    task = await core.cancel_benchmark(task_id)
+    if before.finished or task.state != "cancelled":
+        # Idempotent, but never vague: the message says the state it was already in.
+        return ok(task.to_dict(), f"Benchmark task already {task.state}: nothing to cancel")
     return ok(task.to_dict(), "Benchmark task cancelled")
+
+
+async def benchmark_delete(request: web.Request) -> web.Response:
+    """``DELETE /api/v1/benchmark?task_id=``: remove a finished task and its results."""
+    task = await request.app[CORE].delete_benchmark(_task_id(Query(request)))
+    return ok(task.to_dict(), "Benchmark task deleted")
+
+
+async def benchmarks_prune(request: web.Request) -> web.Response:
+    """``POST /api/v1/benchmarks/prune``: delete finished tasks by age, model or state."""
+    Query(request).check()
+    body = await read_body(request, PruneBody)
+    before = None
+    if body.before is not None:
+        before = parse_moment(body.before)
+        if before is None:
+            raise validation_error(["invalid value for type, expected an ISO 8601 date-time "
+                                    "@ $.before"])  # fmt: skip
+    deleted = await request.app[CORE].prune_benchmarks(
+        before=before, model=body.model, state=body.state
+    )
+    return ok(
+        {"deleted": deleted, "count": len(deleted)}, f"{len(deleted)} benchmark tasks deleted"
+    )
 
 
 async def benchmarks_list(request: web.Request) -> web.Response:

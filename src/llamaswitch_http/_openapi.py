@@ -16,7 +16,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from llamaswitch._bench_config import BENCH_CACHE_TYPES, BENCH_OUTPUT_FORMATS
-from llamaswitch._bench_runner import TASK_STATES
+from llamaswitch._bench_runner import FINAL_STATES, TASK_STATES
 from llamaswitch._server_config import CACHE_TYPES, SPLIT_MODES
 from llamaswitch._supervisor import ServerState
 from llamaswitch._version import __version__
@@ -248,6 +248,16 @@ _IMPORT_BODY: Final = _obj(
     required=["text"],
 )  # fmt: skip
 
+_PRUNE_BODY: Final = _obj(
+    {"before": _null({"type": "string", "minLength": 1,
+                      "description": "ISO 8601: tasks created before this time."}),
+     "model": _null({"type": "string", "minLength": 1, "description": "Model name or path."}),
+     "state": _null({"enum": sorted(FINAL_STATES)})},
+    required=[],
+    description="At least one filter; every filter given must match. Queued and running "
+    "tasks are never pruned.",
+)  # fmt: skip
+
 # -- response data ----------------------------------------------------------------------
 
 
@@ -422,7 +432,9 @@ _ERRORS: Final[Mapping[int, str]] = {
     403: "Cross-site request from a browser, or a Host header naming another machine "
     "while the service listens on loopback (DNS-rebinding guard).",
     404: "Unknown model, server or task.",
-    409: "Port in use, port reserved for the API, or switch superseded.",
+    408: "The request body did not arrive in time (the connection is closed).",
+    409: "Port in use, port reserved for the API, switch superseded, or a benchmark task "
+    "whose state forbids the request (data.state names it).",
     413: "Body too large.",
     415: "Body not sent as application/json.",
     422: "Validation failed: data.errors lists every problem as 'reason @ $.path'.",
@@ -461,7 +473,7 @@ def _op(
         responses[str(status)] = {"description": description, "content": content}
     codes = set(errors) | {403, 500}
     if body is not None:
-        codes |= {400, 413, 415, 422}
+        codes |= {400, 408, 413, 415, 422}
     if secured and not open_route:
         codes.add(401)
     for status in sorted(codes):
@@ -520,18 +532,33 @@ def openapi_document(*, secured: bool) -> dict[str, Any]:
             params=[_MODEL_NAME, _PORT,
                     _query("lines", _int(1, 10_000), "How many lines (default 100).")],
             errors=(404, 422), secured=s)},
-        "/api/v1/benchmark": {"post": _op(
-            "Queue a llama-bench run; answers at once with the task",
-            ok={202: ("The task (queued or running).", _ref("BenchTask"))},
-            body=_ref("BenchmarkRequest"), errors=(404, 503), secured=s)},
         "/api/v1/benchmark/status": {"get": _op(
             "A task: state, progress, queue position, results, output, error",
             ok={200: ("The task.", _ref("BenchTask"))},
             params=[_TASK_ID], errors=(404, 422), secured=s)},
         "/api/v1/benchmark/cancel": {"post": _op(
             "Cancel a queued or running task (finished tests' results are kept)",
-            ok={200: ("The task, cancelled (or unchanged if it had ended).", _ref("BenchTask"))},
+            ok={200: ("The task, cancelled; or unchanged if it had ended, the message then "
+                      "naming its state ('Benchmark task already completed: ...').",
+                      _ref("BenchTask"))},
             params=[_TASK_ID], errors=(403, 404, 422), secured=s)},
+        "/api/v1/benchmark": {"post": _op(
+            "Queue a llama-bench run; answers at once with the task",
+            ok={202: ("The task (queued or running).", _ref("BenchTask"))},
+            body=_ref("BenchmarkRequest"), errors=(404, 503), secured=s),
+            "delete": _op(
+            "Delete a finished task and its results (409 for a queued or running one)",
+            ok={200: ("The task as it was.", _ref("BenchTask"))},
+            params=[_TASK_ID], errors=(404, 409, 422), secured=s)},
+        "/api/v1/benchmarks/prune": {"post": _op(
+            "Delete the finished tasks matching every filter given (at least one)",
+            ok={200: ("The ids deleted, oldest first.", _obj(
+                {"deleted": _STR_LIST, "count": _INT}))},
+            body=_ref("PruneRequest"), errors=(), secured=s)},
+        "/api/v1/model/key": {"get": _op(
+            "The API key of a model server listening beyond loopback (null on loopback)",
+            ok={200: ("The key.", _obj({"api_key": _null(_STR)}))},
+            params=[_MODEL_NAME, _PORT], errors=(404, 422), secured=s)},
         "/api/v1/benchmarks": {"get": _op(
             "Benchmark history, newest first",
             ok={200: ("Tasks.", {"type": "array", "items": _ref("BenchTask")})},
@@ -589,6 +616,7 @@ def openapi_document(*, secured: bool) -> dict[str, Any]:
                 "StopRequest": _STOP_BODY,
                 "BenchmarkRequest": _BENCH_BODY,
                 "ImportRequest": _IMPORT_BODY,
+                "PruneRequest": _PRUNE_BODY,
                 "ModelInfo": _MODEL_INFO,
                 "ServerStatus": _SERVER_STATUS,
                 "BenchResult": _BENCH_RESULT,

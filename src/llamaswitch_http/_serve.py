@@ -25,13 +25,14 @@ SHUTDOWN_TIMEOUT_S: Final = 5.0
 
 
 def check_bind(settings: Settings, *, insecure: bool = False) -> None:
-    """Refuse to listen beyond this machine without an API key (unless ``insecure``).
+    """Refuse to listen beyond this machine without an API key (unless ``insecure`` or
+    the ``LLAMASWITCH_INSECURE`` setting).
 
     The API starts processes and reads model files: on an open address without a key,
     anyone on the network could.
     """
     host = settings.server_host
-    if insecure or settings.api_key or is_loopback(host):
+    if insecure or settings.insecure or settings.api_key or is_loopback(host):
         return
     raise SettingsError(
         "LLAMASWITCH_HOST",
@@ -72,7 +73,12 @@ def run_server(
             server_port=settings.server_port if port is None else port,
             sources={**settings.sources, **dict.fromkeys(given, "argument")},
         )
-    check_bind(settings, insecure=insecure)
+    if insecure and not settings.insecure:
+        # Model servers beyond loopback follow the same rule as the API itself.
+        settings = attrs.evolve(
+            settings, insecure=True, sources={**settings.sources, "insecure": "argument"}
+        )
+    check_bind(settings)
     asyncio.run(_serve(settings, announce))
 
 

@@ -8,7 +8,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -26,22 +25,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from llamaswitch._settings import Settings
 from llamaswitch_http import create_app
 from tests.conftest import LlamaBuild
+from tests.helpers import free_port, free_range
 
 T = TypeVar("T")
 
 ENVELOPE_KEYS = {"success", "message", "data", "error"}
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now (the OS's choice, outside 8090-8190)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _free_range(size: int = 20) -> tuple[int, int]:
-    low = min(free_port(), 65535 - size)
-    return low, low + size
 
 
 def make_settings(
@@ -49,7 +37,7 @@ def make_settings(
 ) -> Settings:
     """Settings on a build's binaries, a tmp state folder, and ports nobody else uses."""
     # Not the default 8090-8190: other test runs on this machine use it.
-    low, high = _free_range()
+    low, high = free_range()
     api_port = free_port()
     while low <= api_port <= high:
         api_port = free_port()

@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from llamaswitch._api import AsyncLlamaSwitch
 from llamaswitch._catalog import ModelInfo
+from llamaswitch.testing import write_tiny_model
 from llamaswitch_http import create_app
 from llamaswitch_http._status_cache import StatusCache
 from tests.conftest import LlamaBuild
@@ -261,11 +262,16 @@ def test_benchmark_runs_as_a_task_with_status_history_and_compare(
             assert set(rows) == {"pp16", "tg8"}
             assert set(rows["pp16"]) == {task_id, other_id}
 
-            # Cancelling a finished task leaves it as it was.
+            # Cancelling a finished task leaves it as it was, and says which state it is in.
             cancelled = await call(
                 client, "POST", f"/api/v1/benchmark/cancel?task_id={task_id}", status=200
             )
             assert cancelled["data"]["state"] == "completed"
+            assert cancelled["message"] == "Benchmark task already completed: nothing to cancel"
+            again = await call(
+                client, "POST", f"/api/v1/benchmark/cancel?task_id={task_id}", status=200
+            )
+            assert again["message"] == cancelled["message"]
 
     run(scenario())
 
@@ -291,6 +297,10 @@ def test_cancel_stops_a_running_benchmark(
             )
             assert body["message"] == "Benchmark task cancelled"
             assert body["data"]["state"] == "cancelled"
+            again = await call(
+                client, "POST", f"/api/v1/benchmark/cancel?task_id={task_id}", status=200
+            )
+            assert again["message"] == "Benchmark task already cancelled: nothing to cancel"
 
     run(scenario())
 
@@ -611,7 +621,7 @@ def test_health_reports_the_binaries_found(
 def test_a_server_that_dies_while_starting_is_502_with_llama_cpps_words(
     llama_build: LlamaBuild, models_dir: Path, state_dir: Path
 ) -> None:
-    (models_dir / "corrupt.gguf").write_bytes(b"GGUF" + bytes(range(256)) * 8)
+    write_tiny_model(models_dir / "corrupt.gguf", name="corrupt", architecture="nosucharch")
 
     async def scenario() -> None:
         settings = make_settings(llama_build, models_dir, state_dir)
@@ -626,6 +636,24 @@ def test_a_server_that_dies_while_starting_is_502_with_llama_cpps_words(
             assert body["data"]["code"] == "server_start_failed"
             assert body["data"]["log_tail"], body
             await call(client, "POST", "/api/v1/model/stop", status=200)
+
+    run(scenario())
+
+
+def test_a_model_file_that_is_no_gguf_is_422_and_starts_nothing(
+    models_dir: Path, state_dir: Path
+) -> None:
+    (models_dir / "corrupt.gguf").write_bytes(b"GGUF" + bytes(range(256)) * 8)
+
+    async def scenario() -> None:
+        settings = make_settings(None, models_dir, state_dir)
+        async with client_for(settings) as client:
+            body = await call(client, "POST", "/api/v1/model/switch?wait=true", status=422,
+                              json={"model_path": "corrupt.gguf"})  # fmt: skip
+            assert body["data"]["code"] == "model_unusable"
+            assert "unknown GGUF version" in body["error"]
+            status = await call(client, "GET", "/api/v1/model/status", status=200)
+            assert status["data"] == []
 
     run(scenario())
 

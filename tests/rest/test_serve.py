@@ -4,11 +4,14 @@ demo, and its failures."""
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
 import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -313,3 +316,36 @@ def test_serve_without_the_http_extra_says_how_to_install_it(tmp_path: Path) -> 
     assert result.returncode == 3, result
     assert "pip install 'llamaswitch[http]'" in result.stderr
     assert "aiohttp" in result.stderr
+
+
+def _slow_headers(folder: Path, count: int) -> None:
+    """``count`` sparse 256 MiB files whose headers each take the whole CPU budget."""
+    head = b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", 1) + b"a"
+    head += struct.pack("<IIQ", 9, 8, (2**28 - len(head) - 16) // 8)
+    for index in range(count):
+        path = folder / f"slow-{index:03d}.gguf"
+        path.write_bytes(head)
+        os.truncate(path, 2**28)
+
+
+def test_a_long_catalog_scan_blocks_no_other_route_and_no_sigterm(
+    llama_build: LlamaBuild, models_dir: Path, tmp_path: Path
+) -> None:
+    # A cold scan of several seconds: 120 files of about 50 ms each.
+    _slow_headers(models_dir, 120)
+    port = free_port()
+    env = _env(llama_build, models_dir, tmp_path / "state", port)
+    with serve(["serve"], env, tmp_path, port) as service:
+        scan = threading.Thread(target=service.request, args=("GET", "/api/v1/models"))
+        scan.start()
+        time.sleep(0.3)  # the scan is under way
+        started = time.monotonic()
+        status, body = service.request("GET", "/api/v1/model/status")
+        assert status == 200, body
+        status, body = service.request("GET", "/api/v1/benchmarks")
+        assert status == 200, body
+        assert time.monotonic() - started < 1.0
+        stopping = time.monotonic()
+        assert service.stop() == 0, service.text()
+        assert time.monotonic() - stopping < 2.0
+        scan.join(10)
