@@ -5,7 +5,7 @@ Written from llama-bench's printers (``tools/llama-bench/llama-bench.cpp``: ``te
 ``sql_printer``) of both generations, and checked against their real output: the tests
 render the captured JSON rows back and compare with the captured files byte for byte.
 
-It is deliberately independent of ``llamaswitch._bench_parser``: it knows nothing of
+It is deliberately independent of ``llamaswitch.bench.parser``: it knows nothing of
 parsing and shares no code with it. It reproduces llama-bench's quirks too: the JSON
 escaper garbles every byte of a non-ASCII character into ``\\uffff`` + ``f`` (a signed
 ``char`` printed with ``%04x`` into an 8-byte buffer), sql values are never escaped, and

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import socket
 
-from llamaswitch._supervisor import _port_free
+from llamaswitch.servers.supervisor import _port_free
 
 __all__ = ["free_port", "free_range"]
 

@@ -10,9 +10,9 @@ from typing import Any
 import attrs
 import pytest
 
-from llamaswitch._bench_config import MAX_BENCH_TESTS, BenchConfig
-from llamaswitch._bench_parser import parse_jsonl_line, parse_progress_line
 from llamaswitch._errors import ConfigValidationError, UnsupportedOptionError
+from llamaswitch.bench.config import MAX_BENCH_TESTS, BenchConfig
+from llamaswitch.bench.parser import parse_jsonl_line, parse_progress_line
 from tests.conftest import LlamaBuild
 
 # The seed's first benchmark body (POST /api/v1/benchmark), comments removed, as written.

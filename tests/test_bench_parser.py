@@ -21,7 +21,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from llamaswitch._bench_parser import (
+from llamaswitch._errors import BenchParseError
+from llamaswitch.bench.parser import (
     BENCH_OUTPUT_FORMATS,
     BenchResult,
     bench_test_name,
@@ -29,7 +30,6 @@ from llamaswitch._bench_parser import (
     parse_jsonl_line,
     parse_progress_line,
 )
-from llamaswitch._errors import BenchParseError
 
 from .bench_render import (
     BOOL,

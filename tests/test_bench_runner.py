@@ -21,10 +21,6 @@ from typing import Any, TypeVar
 import psutil
 import pytest
 
-from llamaswitch import _bench_runner
-from llamaswitch._bench_config import BenchConfig
-from llamaswitch._bench_parser import BenchResult, parse_bench_output
-from llamaswitch._bench_runner import FINAL_STATES, BenchRunner, BenchTask
 from llamaswitch._binaries import BinaryInfo
 from llamaswitch._capabilities import BinaryKind
 from llamaswitch._catalog import ModelCatalog, ModelInfo
@@ -37,6 +33,10 @@ from llamaswitch._errors import (
 )
 from llamaswitch._events import Event, EventBus
 from llamaswitch._settings import Settings
+from llamaswitch.bench import runner as _bench_runner
+from llamaswitch.bench.config import BenchConfig
+from llamaswitch.bench.parser import BenchResult, parse_bench_output
+from llamaswitch.bench.runner import FINAL_STATES, BenchRunner, BenchTask
 from tests.conftest import LlamaBuild
 
 pytestmark = pytest.mark.real_binary
@@ -685,8 +685,8 @@ def test_history_survives_close_and_reopen(settings: Settings, llama_build: Llam
 MANAGER_SCRIPT = """
 import asyncio, sys
 from pathlib import Path
-from llamaswitch._bench_config import BenchConfig
-from llamaswitch._bench_runner import BenchRunner
+from llamaswitch.bench.config import BenchConfig
+from llamaswitch.bench.runner import BenchRunner
 from llamaswitch._binaries import identify
 from llamaswitch._catalog import ModelCatalog
 from llamaswitch._settings import Settings

@@ -21,14 +21,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from llamaswitch._bench_parser import (
+from llamaswitch._errors import BenchParseError
+from llamaswitch._text import encodable
+from llamaswitch.bench.parser import (
     BENCH_OUTPUT_FORMATS,
     BenchResult,
     parse_bench_output,
     parse_jsonl_line,
 )
-from llamaswitch._errors import BenchParseError
-from llamaswitch._text import encodable
 
 DATA = Path(__file__).parent / "data" / "bench"
 CAPTURES = sorted(

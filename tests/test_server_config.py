@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from llamaswitch._capabilities import Capabilities, Flag
 from llamaswitch._errors import ConfigValidationError, UnsupportedOptionError
-from llamaswitch._server_config import (
+from llamaswitch.servers.config import (
     CACHE_TYPES,
     FORBIDDEN_FLAGS,
     SPLIT_MODES,
@@ -89,7 +89,7 @@ def test_every_bad_field_is_reported_at_once() -> None:
 def test_unset_fields_are_none_and_pass_nothing() -> None:
     config = ServerConfig()
     assert config.threads is None
-    assert config.to_dict() == {"restart": "no"}
+    assert config.to_dict() == {}  # restart="no" is the default: not written
     for dialect in DIALECTS:
         assert args(config, dialect) == []
 
@@ -290,8 +290,8 @@ def test_any_json_object_either_loads_or_raises_config_validation_error(
         (ServerConfig(n_gpu_layers=99), ["--gpu-layers", "99"], ["--gpu-layers", "99"]),
         (ServerConfig(n_gpu_layers="all"), ["--gpu-layers", "99999"], ["--gpu-layers", "all"]),
         (ServerConfig(split_mode="row", tensor_split="0.5,0.5", main_gpu=1),
-         ["--main-gpu", "1", "--split-mode", "row", "--tensor-split", "0.5,0.5"],
-         ["--main-gpu", "1", "--split-mode", "row", "--tensor-split", "0.5,0.5"]),
+         ["--split-mode", "row", "--tensor-split", "0.5,0.5", "--main-gpu", "1"],
+         ["--split-mode", "row", "--tensor-split", "0.5,0.5", "--main-gpu", "1"]),
         (ServerConfig(cache_type_k="q8_0", cache_type_v="q4_0", parallel=2, alias="m"),
          ["--cache-type-k", "q8_0", "--cache-type-v", "q4_0", "--parallel", "2", "--alias", "m"],
          ["--cache-type-k", "q8_0", "--cache-type-v", "q4_0", "--parallel", "2", "--alias", "m"]),

@@ -85,7 +85,7 @@ def test_direct_construction_reads_no_environment(monkeypatch: pytest.MonkeyPatc
 @pytest.mark.parametrize(
     ("key", "value", "allowed"),
     [
-        ("SERVER_PORT", "80a", "a whole number"),
+        ("SERVER_PORT", "80a", "a TCP port from 1 to 65535"),
         ("SERVER_PORT", "70000", "a TCP port from 1 to 65535"),
         ("GPU_LAYERS", "-5", "a whole number of layers >= 0"),
         ("LLAMASWITCH_READY_TIMEOUT_S", "soon", "a number of seconds"),

@@ -48,7 +48,7 @@ from llamaswitch._errors import (
 from llamaswitch._events import Event, EventBus, Subscription
 from llamaswitch._gpu import GpuProbe
 from llamaswitch._process import ChildProcess, ChildRegistry, OutputLog
-from llamaswitch._supervisor import ServerState, ServerStatus
+from llamaswitch.servers.supervisor import ServerState, ServerStatus
 from llamaswitch.testing import write_tiny_model
 
 from .conftest import LlamaBuild, require_build
@@ -1329,7 +1329,7 @@ def test_a_failed_spawn_closes_its_log_file(
             super().__init__(*args, **kwargs)
             logs.append(self)
 
-    monkeypatch.setattr("llamaswitch._supervisor.OutputLog", KeptOutputLog)
+    monkeypatch.setattr("llamaswitch.servers.supervisor.OutputLog", KeptOutputLog)
     settings = make_settings(tmp_path, models_dir, fake_server)
     port = free_port()
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from llamaswitch._task_store import TaskStore, _process_tag
+from llamaswitch.bench.store import TaskStore, _process_tag
 
 
 def _task(task_id: str) -> dict[str, object]:

@@ -14,9 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from llamaswitch._api import AsyncLlamaSwitch
-    from llamaswitch._bench_config import BenchConfig
-    from llamaswitch._bench_parser import BenchResult, parse_bench_output
-    from llamaswitch._bench_runner import BenchTask, Comparison
     from llamaswitch._binaries import BinaryInfo
     from llamaswitch._capabilities import Capabilities
     from llamaswitch._catalog import ModelCatalog, ModelInfo
@@ -48,10 +45,13 @@ if TYPE_CHECKING:
         UnsupportedOptionError,
     )
     from llamaswitch._events import Event
-    from llamaswitch._server_config import ServerConfig
     from llamaswitch._settings import Settings
-    from llamaswitch._supervisor import ServerState, ServerStatus
     from llamaswitch._sync import LlamaSwitch
+    from llamaswitch.bench.config import BenchConfig
+    from llamaswitch.bench.parser import BenchResult, parse_bench_output
+    from llamaswitch.bench.runner import BenchTask, Comparison
+    from llamaswitch.servers.config import ServerConfig
+    from llamaswitch.servers.supervisor import ServerState, ServerStatus
 
 __all__ = [
     "AsyncLlamaSwitch",
@@ -99,20 +99,20 @@ __all__ = [
 
 _HOMES = {
     "AsyncLlamaSwitch": "_api",
-    "BenchConfig": "_bench_config",
-    "BenchResult": "_bench_parser",
-    "parse_bench_output": "_bench_parser",
-    "BenchTask": "_bench_runner",
-    "Comparison": "_bench_runner",
+    "BenchConfig": "bench.config",
+    "BenchResult": "bench.parser",
+    "parse_bench_output": "bench.parser",
+    "BenchTask": "bench.runner",
+    "Comparison": "bench.runner",
     "BinaryInfo": "_binaries",
     "Capabilities": "_capabilities",
     "ModelCatalog": "_catalog",
     "ModelInfo": "_catalog",
     "Event": "_events",
-    "ServerConfig": "_server_config",
+    "ServerConfig": "servers.config",
     "Settings": "_settings",
-    "ServerState": "_supervisor",
-    "ServerStatus": "_supervisor",
+    "ServerState": "servers.supervisor",
+    "ServerStatus": "servers.supervisor",
     "LlamaSwitch": "_sync",
 }
 

@@ -1,8 +1,8 @@
 """The async Python API: one object that lists models, runs servers and benchmarks.
 
 :class:`AsyncLlamaSwitch` composes the :class:`~llamaswitch._catalog.ModelCatalog`, the
-:class:`~llamaswitch._supervisor.ServerSupervisor` and the
-:class:`~llamaswitch._bench_runner.BenchRunner`; it holds no logic of its own beyond
+:class:`~llamaswitch.servers.supervisor.ServerSupervisor` and the
+:class:`~llamaswitch.bench.runner.BenchRunner`; it holds no logic of its own beyond
 resolving model references and binaries. :class:`~llamaswitch._sync.LlamaSwitch` is its
 blocking twin.
 
@@ -31,10 +31,10 @@ from llamaswitch._process import prepare_spawn
 from llamaswitch._settings import Settings
 
 if TYPE_CHECKING:
-    from llamaswitch._bench_config import BenchConfig
-    from llamaswitch._bench_runner import BenchRunner, BenchTask, Comparison
-    from llamaswitch._server_config import ServerConfig
-    from llamaswitch._supervisor import ServerStatus, ServerSupervisor
+    from llamaswitch.bench.config import BenchConfig
+    from llamaswitch.bench.runner import BenchRunner, BenchTask, Comparison
+    from llamaswitch.servers.config import ServerConfig
+    from llamaswitch.servers.supervisor import ServerStatus, ServerSupervisor
 
 __all__ = ["AsyncLlamaSwitch"]
 
@@ -86,8 +86,8 @@ class AsyncLlamaSwitch:
             return
         if self.catalog.closed:  # opened again after a close
             self.catalog = self._new_catalog()
-        from llamaswitch._bench_runner import BenchRunner
-        from llamaswitch._supervisor import ServerSupervisor
+        from llamaswitch.bench.runner import BenchRunner
+        from llamaswitch.servers.supervisor import ServerSupervisor
 
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
         # Probes for setpriv once, in a worker thread: the first spawn runs on the loop.

@@ -23,11 +23,11 @@ from llamaswitch._gpu import GpuProbe
 from llamaswitch._settings import Settings
 
 if TYPE_CHECKING:
-    from llamaswitch._bench_config import BenchConfig
-    from llamaswitch._bench_runner import BenchTask, Comparison
     from llamaswitch._catalog import ModelInfo
-    from llamaswitch._server_config import ServerConfig
-    from llamaswitch._supervisor import ServerStatus
+    from llamaswitch.bench.config import BenchConfig
+    from llamaswitch.bench.runner import BenchTask, Comparison
+    from llamaswitch.servers.config import ServerConfig
+    from llamaswitch.servers.supervisor import ServerStatus
 
 __all__ = ["LlamaSwitch"]
 

@@ -27,6 +27,7 @@ from llamaswitch_http._state import (
     STATUS_CACHE,
 )
 from llamaswitch_http._status_cache import DEFAULT_TTL_S, StatusCache
+from llamaswitch_http._ui import add_ui_routes
 
 __all__ = ["MAX_BODY_BYTES", "ROUTES", "create_app"]
 
@@ -139,4 +140,5 @@ def create_app(
             app.router.add_get(path, handler, allow_head=handler is not events)
         else:
             app.router.add_route(method, path, handler)
+    add_ui_routes(app, auth_required=settings.api_key is not None)
     return app

@@ -1,7 +1,8 @@
 """Who may call the service: the API key, and no cross-site writes from browsers.
 
-When ``LLAMASWITCH_API_KEY`` is set, every route except ``/api/v1/health`` needs
-``Authorization: Bearer <key>``; the key is compared in constant time. Independently of
+When ``LLAMASWITCH_API_KEY`` is set, every route except ``/api/v1/health`` (and the
+dashboard's static files, which hold no data) needs ``Authorization: Bearer <key>``; the
+key is compared in constant time. Independently of
 the key, a ``POST`` that a browser sends from another site (an ``Origin`` header naming a
 different host) is refused: a service on ``127.0.0.1`` is reachable from every web page
 the user opens, and a form posted to ``/api/v1/model/stop`` needs no preflight.
@@ -14,7 +15,7 @@ anything but this machine: that is how DNS rebinding reaches a loopback service 
 from __future__ import annotations
 
 import hmac
-from typing import Final
+from typing import Final, TypeVar
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -23,12 +24,23 @@ from aiohttp.typedefs import Middleware
 from llamaswitch._settings import is_loopback
 from llamaswitch_http._errors import ApiError, Handler
 
-__all__ = ["OPEN_PATHS", "guard_middleware"]
+__all__ = ["OPEN_PATHS", "guard_middleware", "open_without_key"]
 
 #: Routes that answer without the key: load balancers and `doctor`-style probes need them.
 OPEN_PATHS: Final = frozenset({"/api/v1/health"})
 #: Methods a cross-site page may send that change nothing.
 _SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
+#: Marks a handler that answers without the key (the dashboard's static files). The mark
+#: is on the handler the router chose, not on a path prefix, so no spelling of a path
+#: (``/ui/../api/v1/models``) can borrow it.
+_OPEN_MARK: Final = "_llamaswitch_open_without_key"
+_H = TypeVar("_H")
+
+
+def open_without_key(handler: _H) -> _H:
+    """Let ``handler`` answer without the API key: only for content that holds no data."""
+    setattr(handler, _OPEN_MARK, True)
+    return handler
 
 
 def _unauthorized(detail: str) -> ApiError:
@@ -80,7 +92,10 @@ def guard_middleware(api_key: str | None, *, loopback_only: bool = False) -> Mid
                 f"cross-site request from {request.headers.get('Origin')!r} refused",
                 code="cross_site_request",
             )
-        if expected is not None and request.path not in OPEN_PATHS:
+        open_route = request.path in OPEN_PATHS or getattr(
+            request.match_info.handler, _OPEN_MARK, False
+        )
+        if expected is not None and not open_route:
             header = request.headers.get("Authorization")
             if header is None:
                 raise _unauthorized("this service needs an API key: send "

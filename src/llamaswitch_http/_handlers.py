@@ -11,13 +11,13 @@ from typing import Any, Final
 import attrs
 from aiohttp import web
 
-from llamaswitch._bench_config import BENCH_OUTPUT_FORMATS, BenchConfig
-from llamaswitch._bench_runner import TASK_STATES
 from llamaswitch._capabilities import BinaryKind
 from llamaswitch._catalog import ModelInfo
 from llamaswitch._errors import LlamaSwitchError
-from llamaswitch._server_config import ServerConfig
 from llamaswitch._version import __version__
+from llamaswitch.bench.config import BENCH_OUTPUT_FORMATS, BenchConfig
+from llamaswitch.bench.runner import TASK_STATES
+from llamaswitch.servers.config import ServerConfig
 from llamaswitch_http._bodies import (
     BenchmarkBody,
     ImportBody,

@@ -22,8 +22,8 @@ from prometheus_client import (
     generate_latest,
 )
 
-from llamaswitch._supervisor import ServerState
-from llamaswitch._task_store import TASK_STATES, UNFINISHED_STATES
+from llamaswitch.bench.store import TASK_STATES, UNFINISHED_STATES
+from llamaswitch.servers.supervisor import ServerState
 from llamaswitch_http._state import CORE, METRICS
 
 if TYPE_CHECKING:

@@ -15,11 +15,11 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from llamaswitch._bench_config import BENCH_CACHE_TYPES, BENCH_OUTPUT_FORMATS
-from llamaswitch._bench_runner import FINAL_STATES, TASK_STATES
-from llamaswitch._server_config import CACHE_TYPES, SPLIT_MODES
-from llamaswitch._supervisor import ServerState
 from llamaswitch._version import __version__
+from llamaswitch.bench.config import BENCH_CACHE_TYPES, BENCH_OUTPUT_FORMATS
+from llamaswitch.bench.runner import FINAL_STATES, TASK_STATES
+from llamaswitch.servers.config import CACHE_TYPES, SPLIT_MODES
+from llamaswitch.servers.supervisor import ServerState
 from llamaswitch_http._errors import dumps
 from llamaswitch_http._state import OPENAPI
 

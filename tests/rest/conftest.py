@@ -38,14 +38,17 @@ def make_settings(
     """Settings on a build's binaries, a tmp state folder, and ports nobody else uses."""
     # Not the default 8090-8190: other test runs on this machine use it.
     low, high = free_range()
-    api_port = free_port()
-    while low <= api_port <= high:
-        api_port = free_port()
+    # The API's own port is the free one just below the range (free_range's promise);
+    # the default model port is another one, outside the range.
+    api_port = low - 1
+    model_port = free_port()
+    while model_port == api_port or low <= model_port <= high:
+        model_port = free_port()
     values: dict[str, Any] = {
         "models_dir": models_dir,
         "state_dir": state_dir,
         "server_port": api_port,
-        "default_model_port": free_port(),
+        "default_model_port": model_port,
         "model_ports": (low, high),
         "stop_timeout_s": 5.0,
         "ready_timeout_s": 60.0,

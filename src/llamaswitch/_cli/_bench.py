@@ -37,7 +37,6 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from llamaswitch._bench_parser import BENCH_OUTPUT_FORMATS
 from llamaswitch._cli._client import (
     EXIT_INTERRUPTED,
     Backend,
@@ -51,7 +50,8 @@ from llamaswitch._cli._client import (
 from llamaswitch._cli._common import EXIT_FAILED, EXIT_OK, positive_int, positive_seconds
 from llamaswitch._cli._render import console, err_console, text
 from llamaswitch._cli._servers import load_config_json
-from llamaswitch._task_store import FINAL_STATES, TASK_STATES
+from llamaswitch.bench.parser import BENCH_OUTPUT_FORMATS
+from llamaswitch.bench.store import FINAL_STATES, TASK_STATES
 
 __all__ = ["bench_config_from_args", "register"]
 

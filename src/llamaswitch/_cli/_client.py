@@ -369,13 +369,13 @@ class LocalBackend:
 
 def _server_config(config: Mapping[str, Any]) -> Any:
     # Built by the library so its validation (and its messages) apply unchanged.
-    from llamaswitch._server_config import ServerConfig
+    from llamaswitch.servers.config import ServerConfig
 
     return ServerConfig.from_dict(dict(config)) if config else None
 
 
 def _bench_config(config: Mapping[str, Any]) -> Any:
-    from llamaswitch._bench_config import BenchConfig
+    from llamaswitch.bench.config import BenchConfig
 
     return BenchConfig.from_dict(dict(config)) if config else None
 

@@ -98,7 +98,9 @@ from llamaswitch._errors import (
 from llamaswitch._events import EventBus
 from llamaswitch._gpu import GpuProbe
 from llamaswitch._process import ChildProcess, ChildRegistry, OutputLog, child_spawn
-from llamaswitch._server_checks import (
+from llamaswitch._settings import Settings
+from llamaswitch._text import encodable
+from llamaswitch.servers.checks import (
     API_KEY_ENV,
     address_problem,
     binary_problems,
@@ -106,9 +108,7 @@ from llamaswitch._server_checks import (
     is_address,
     rpc_problems,
 )
-from llamaswitch._server_config import ServerConfig, env_flag
-from llamaswitch._settings import Settings
-from llamaswitch._text import encodable
+from llamaswitch.servers.config import ServerConfig, env_flag
 
 __all__ = ["ServerState", "ServerStatus", "ServerSupervisor", "Ticket"]
 

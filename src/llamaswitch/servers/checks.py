@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from llamaswitch._capabilities import Capabilities
 from llamaswitch._errors import UnsupportedOptionError
-from llamaswitch._server_config import (
+from llamaswitch.servers.config import (
     RPC_FLAGS,
     ServerConfig,
     env_flag,

@@ -29,9 +29,9 @@ from typing import Any, Final, Literal, TypeVar, get_args
 import attrs
 import psutil
 
-from llamaswitch._bench_parser import BenchResult
 from llamaswitch._errors import BenchError, ServiceClosedError
 from llamaswitch._text import scrub, scrub_data
+from llamaswitch.bench.parser import BenchResult
 
 __all__ = [
     "FINAL_STATES",

@@ -45,14 +45,6 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 import attrs
 
-from llamaswitch._bench_config import BenchConfig
-from llamaswitch._bench_parser import (
-    BENCH_OUTPUT_FORMATS,
-    BenchResult,
-    parse_bench_output,
-    parse_jsonl_line,
-    parse_progress_line,
-)
 from llamaswitch._errors import (
     BenchParseError,
     ConfigValidationError,
@@ -63,7 +55,16 @@ from llamaswitch._errors import (
 )
 from llamaswitch._events import EventBus
 from llamaswitch._process import _terminate_tree, child_spawn
-from llamaswitch._task_store import (
+from llamaswitch._text import text_problem
+from llamaswitch.bench.config import BenchConfig
+from llamaswitch.bench.parser import (
+    BENCH_OUTPUT_FORMATS,
+    BenchResult,
+    parse_bench_output,
+    parse_jsonl_line,
+    parse_progress_line,
+)
+from llamaswitch.bench.store import (
     FINAL_STATES,
     TASK_STATES,
     StoredTask,
@@ -892,6 +893,8 @@ class BenchRunner:
         errors = []
         if before is None and model is None and state is None:
             errors.append(("before", "name what to prune: before, model or state"))
+        if model is not None and (not model.strip() or text_problem(model)):
+            errors.append(("model", f"must be a model name or path, got {model!r}"))
         if state is not None and state not in FINAL_STATES:
             allowed = ", ".join(sorted(FINAL_STATES))
             errors.append(("state", f"must be one of {allowed} (queued and running tasks "

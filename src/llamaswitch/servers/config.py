@@ -5,7 +5,9 @@ A ``ServerConfig`` carries the settings of the seed API's switch examples (``hos
 ``mlock``...) plus what users need beyond them (``parallel``, ``alias``, ``no_mmap``,
 ``extra_args``, ``env``, and the restart policy: ``restart``, ``restart_max``,
 ``restart_backoff_s``). Every field is optional: ``None`` means "not passed",
-so llama.cpp's own default applies.
+so llama.cpp's own default applies. Each field is declared once, with its
+:class:`~llamaswitch._vocabulary.Spec`: validation, the JSON Schema, the CLI options,
+``docs/model_params.md`` and the flags ``extra_args`` may not carry all derive from it.
 
 Values are checked when the object is built; every bad field is reported at once, each
 message naming its field::
@@ -30,7 +32,7 @@ import ipaddress
 import math
 import re
 import types
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
 
@@ -40,6 +42,21 @@ from llamaswitch._binaries import BinaryInfo
 from llamaswitch._capabilities import Capabilities
 from llamaswitch._errors import ConfigValidationError
 from llamaswitch._text import text_problem
+from llamaswitch._vocabulary import (
+    MODEL_PORT,
+    Choice,
+    Custom,
+    Number,
+    Switch,
+    Text,
+    Whole,
+    field_flags,
+    from_data,
+    problems,
+    spec,
+    specs,
+    to_data,
+)
 
 __all__ = [
     "CACHE_TYPES",
@@ -47,13 +64,13 @@ __all__ = [
     "ENV_PREFIXES",
     "FIELD_FLAGS",
     "FORBIDDEN_FLAGS",
-    "MIN_MODEL_PORT",
     "RPC_FLAGS",
     "SPLIT_MODES",
     "FlashAttn",
     "GpuLayers",
     "RestartPolicy",
     "ServerConfig",
+    "env_flag",
     "env_problem",
     "flag_problem",
     "host_problem",
@@ -71,6 +88,8 @@ CACHE_TYPES: tuple[str, ...] = (
 SPLIT_MODES: tuple[str, ...] = ("none", "layer", "row", "tensor")
 _FLASH_ATTN_WORDS = ("on", "off", "auto")
 _RESTART_POLICIES = ("no", "on-failure")
+_MAX_RESTARTS = 1000
+_MAX_BACKOFF_S = 3600.0
 
 #: Flags ``extra_args`` may not carry, and why. The supervisor chooses the model, the
 #: address and the port (servers are keyed by port, and the REST API's port is never
@@ -137,28 +156,6 @@ FORBIDDEN_FLAGS: Mapping[str, str] = types.MappingProxyType({
     ),
 })  # fmt: skip
 
-#: Flags that a typed field sets: ``extra_args`` may not carry them (they would override
-#: the checked value, ``--threads -5`` say). Spelled as both generations spell them.
-FIELD_FLAGS: Mapping[str, str] = types.MappingProxyType({
-    **dict.fromkeys(("-t", "--threads"), "threads"),
-    **dict.fromkeys(("-tb", "--threads-batch"), "threads_batch"),
-    **dict.fromkeys(("-c", "--ctx-size"), "ctx_size"),
-    **dict.fromkeys(("-b", "--batch-size"), "batch_size"),
-    **dict.fromkeys(("-ub", "--ubatch-size"), "ubatch_size"),
-    **dict.fromkeys(("-ngl", "--gpu-layers", "--n-gpu-layers"), "n_gpu_layers"),
-    **dict.fromkeys(("-fa", "--flash-attn"), "flash_attn"),
-    **dict.fromkeys(("-sm", "--split-mode"), "split_mode"),
-    **dict.fromkeys(("-ts", "--tensor-split"), "tensor_split"),
-    **dict.fromkeys(("-mg", "--main-gpu"), "main_gpu"),
-    **dict.fromkeys(("--mlock",), "mlock"),
-    **dict.fromkeys(("--no-mmap", "--mmap"), "no_mmap"),
-    **dict.fromkeys(("-lm", "--load-mode"), "mlock and no_mmap"),
-    **dict.fromkeys(("-ctk", "--cache-type-k"), "cache_type_k"),
-    **dict.fromkeys(("-ctv", "--cache-type-v"), "cache_type_v"),
-    **dict.fromkeys(("-np", "--parallel"), "parallel"),
-    **dict.fromkeys(("-a", "--alias"), "alias"),
-})  # fmt: skip
-
 #: llama.cpp's RPC flag: it sends the model's weights to the hosts it names. Allowed only
 #: toward the hosts of the ``LLAMASWITCH_RPC_HOSTS`` setting (checked by the supervisor).
 RPC_FLAGS: frozenset[str] = frozenset({"--rpc"})
@@ -194,12 +191,6 @@ _ENV_FLAG_EXCEPTIONS: Mapping[str, str] = types.MappingProxyType({
 #: weights from the internet.
 _PRESET_FLAG = re.compile(r"^--(?:embd|fim|gpt-oss|vision)-[\w.-]+-(?:default|spec)$")
 
-_INT32_MAX = 2**31 - 1
-#: Model servers listen on unprivileged ports only: below 1024 are the system's services
-#: (ssh on 22...), which a typo must not be able to name.
-MIN_MODEL_PORT = 1024
-_MAX_RESTARTS = 1000
-_MAX_BACKOFF_S = 3600.0
 _MAX_GPU_LAYERS = 9999
 #: What "all layers" becomes on builds whose -ngl takes numbers only: llama.cpp clamps
 #: the count to the model's layers. Above _MAX_GPU_LAYERS so that it reads back as "all".
@@ -225,6 +216,8 @@ def _to_tensor_split(value: object) -> object:
 
 
 def _to_str_tuple(value: object) -> object:
+    if value is None:
+        return ()
     return tuple(value) if isinstance(value, list | tuple) else value
 
 
@@ -251,10 +244,6 @@ def _to_seconds(value: object) -> object:
     return value
 
 
-def _to_flash_attn(value: object) -> object:
-    return _to_bool(value)
-
-
 def _to_gpu_layers(value: object) -> object:
     # Settings document GPU_LAYERS=-1 as "all layers"; keep one spelling for it.
     if type(value) is int and value == -1:
@@ -262,27 +251,11 @@ def _to_gpu_layers(value: object) -> object:
     return value
 
 
-# -- checks: value -> None if fine, else the reason -----------------------------------
+def _to_restart(value: object) -> object:
+    return "no" if value is None else value
 
 
-def _whole(value: object, low: int, high: int) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        return f"must be a whole number from {low} to {high}, got {value!r}"
-    return None
-
-
-def _seconds(value: object, high: float) -> str | None:
-    ok = isinstance(value, float) and math.isfinite(value) and 0 <= value <= high
-    if not ok:
-        return f"must be a number of seconds from 0 to {high:g}, got {value!r}"
-    return None
-
-
-def _text(value: object, *, what: str = "a non-empty string") -> str | None:
-    if not isinstance(value, str) or not value:
-        return f"must be {what}, got {value!r}"
-    return text_problem(value)
-
+# -- the kinds only a server config has --------------------------------------------------
 
 # RFC 1123 host name labels: what getaddrinfo can look up without the IDNA codec (which
 # raises on empty or overlong labels, so "a..b" would be a 500 instead of a clear 422).
@@ -296,7 +269,7 @@ def host_problem(value: object) -> str | None:
     Syntax only: whether the name resolves, and to an address of this machine, is
     checked by the supervisor before it acts.
     """
-    reason = _text(value, what="an IP address or host name such as 127.0.0.1")
+    reason = Text(what="an IP address or host name such as 127.0.0.1").problem(value)
     if reason:
         return reason
     assert isinstance(value, str)  # noqa: S101 - narrowed by _text
@@ -319,255 +292,17 @@ def host_problem(value: object) -> str | None:
     return None
 
 
-def _enum(value: object, allowed: Sequence[str]) -> str | None:
-    if not isinstance(value, str) or value not in allowed:
-        return f"must be one of {', '.join(allowed)}, got {value!r}"
-    return None
+def _gpu_layers_problem(value: object) -> str | None:
+    if value in ("auto", "all") or Whole(0, _MAX_GPU_LAYERS).accepts(value):
+        return None
+    return (f"must be a whole number from 0 to {_MAX_GPU_LAYERS}, -1 or 'all' (every layer), "
+            f"or 'auto', got {value!r}")  # fmt: skip
 
 
-def _flag_name(arg: str) -> str:
-    # llama.cpp itself has no `--flag=value` form, but refuse the forbidden flags in that
-    # shape too in case a build learns it.
-    return arg.split("=", 1)[0]
-
-
-@attrs.frozen(kw_only=True)
-class ServerConfig:
-    """Settings of one llama-server (frozen; ``None`` = not passed, llama.cpp's default).
-
-    >>> ServerConfig(port=8091, threads=2, ctx_size=256, flash_attn=True).to_dict()
-    {'port': 8091, 'threads': 2, 'ctx_size': 256, 'flash_attn': True, 'restart': 'no'}
-
-    Build one from a JSON body with :meth:`from_dict` (unknown keys are refused).
-    """
-
-    #: Address llama-server listens on (default ``127.0.0.1``).
-    host: str | None = None
-    #: TCP port; ``switch`` defaults to the settings' default model port, ``start`` picks
-    #: a free one from the model port range.
-    port: int | None = None
-    threads: int | None = None
-    threads_batch: int | None = None
-    #: Context size in tokens; 0 takes the model's.
-    ctx_size: int | None = None
-    batch_size: int | None = None
-    ubatch_size: int | None = None
-    #: Layers offloaded to GPUs: a count, ``"all"`` (``-1`` is read as ``"all"``) or
-    #: ``"auto"`` (current builds only). Unset: the ``GPU_LAYERS`` setting, if any.
-    n_gpu_layers: GpuLayers | None = attrs.field(default=None, converter=_to_gpu_layers)
-    #: ``True``/``False`` or ``"on"``/``"off"``/``"auto"`` (``auto``: current builds only).
-    flash_attn: FlashAttn | None = attrs.field(default=None, converter=_to_flash_attn)
-    #: One of :data:`SPLIT_MODES` (``tensor``: current builds only).
-    split_mode: str | None = None
-    #: Share of the model per GPU: ``"0.5,0.5"`` or ``[0.5, 0.5]``; kept as floats.
-    tensor_split: tuple[float, ...] | None = attrs.field(default=None, converter=_to_tensor_split)
-    main_gpu: int | None = None
-    #: Keep the model in RAM (``--mlock``, or ``--load-mode mmap+mlock`` on current builds).
-    mlock: bool | None = attrs.field(default=None, converter=_to_bool)
-    #: One of :data:`CACHE_TYPES`.
-    cache_type_k: str | None = None
-    cache_type_v: str | None = None
-    #: Number of server slots (concurrent requests).
-    parallel: int | None = None
-    #: Model name the server reports through its API.
-    alias: str | None = None
-    #: Do not memory-map the model (``--no-mmap``, or the matching ``--load-mode``).
-    no_mmap: bool | None = attrs.field(default=None, converter=_to_bool)
-    #: Further llama-server arguments, passed last, as given (so they override the typed
-    #: fields). Flags the supervisor controls are refused: see :data:`FORBIDDEN_FLAGS`.
-    extra_args: tuple[str, ...] = attrs.field(default=(), converter=_to_str_tuple)
-    #: Extra environment variables for the server process (on top of llamaswitch's own).
-    env: Mapping[str, str] = attrs.field(
-        factory=lambda: types.MappingProxyType({}), converter=_to_env, hash=False
-    )
-    #: ``"no"``: a crashed server stays down; ``"on-failure"``: it is restarted after a
-    #: non-zero exit, with backoff and a maximum number of attempts.
-    restart: RestartPolicy = "no"
-    #: With ``restart="on-failure"``: how many restarts may follow one another before the
-    #: server is left ``crashed``/``failed`` (0 to 1000; unset: 5). A server that stayed
-    #: ready for a minute before crashing starts a fresh series.
-    restart_max: int | None = None
-    #: With ``restart="on-failure"``: seconds before the first restart of a series, doubled
-    #: for each one after it, at most 30 s (0 to 3600; unset: 0.5).
-    restart_backoff_s: float | None = attrs.field(default=None, converter=_to_seconds)
-
-    def __attrs_post_init__(self) -> None:
-        errors = self._problems()
-        if errors:
-            raise ConfigValidationError(errors)
-
-    # -- validation ------------------------------------------------------------------------
-
-    def _problems(self) -> list[tuple[str, str]]:
-        checks: list[tuple[str, object, str | None]] = []
-
-        def check(name: str, reason: str | None) -> None:
-            checks.append((name, getattr(self, name), reason))
-
-        for name, low, high in (
-            ("port", MIN_MODEL_PORT, 65535), ("threads", 1, 4096), ("threads_batch", 1, 4096),
-            ("ctx_size", 0, _INT32_MAX), ("batch_size", 1, _INT32_MAX),
-            ("ubatch_size", 1, _INT32_MAX), ("main_gpu", 0, 1023), ("parallel", 1, 4096),
-        ):  # fmt: skip
-            value = getattr(self, name)
-            if value is not None:
-                check(name, _whole(value, low, high))
-        if self.host is not None:
-            check("host", host_problem(self.host))
-        layers = self.n_gpu_layers
-        if (
-            layers is not None
-            and layers not in ("auto", "all")
-            and _whole(layers, 0, _MAX_GPU_LAYERS)
-        ):
-            check("n_gpu_layers", f"must be a whole number from 0 to {_MAX_GPU_LAYERS}, -1 or "
-                  f"'all' (every layer), or 'auto', got {layers!r}")  # fmt: skip
-        fa = self.flash_attn
-        if fa is not None and not isinstance(fa, bool) and fa not in _FLASH_ATTN_WORDS:
-            check("flash_attn", f"must be true/false or one of on, off, auto, got {fa!r}")
-        if self.split_mode is not None:
-            check("split_mode", _enum(self.split_mode, SPLIT_MODES))
-        if self.tensor_split is not None:
-            check("tensor_split", _tensor_split_problem(self.tensor_split))
-        for name in ("mlock", "no_mmap"):
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, bool):
-                check(name, f"must be true or false, got {value!r}")
-        for name in ("cache_type_k", "cache_type_v"):
-            value = getattr(self, name)
-            if value is not None:
-                check(name, _enum(value, CACHE_TYPES))
-        if self.alias is not None:
-            check("alias", _text(self.alias))
-        check("extra_args", _extra_args_problem(self.extra_args))
-        check("env", _env_problem(self.env))
-        check("restart", _enum(self.restart, _RESTART_POLICIES))
-        if self.restart_max is not None:
-            check("restart_max", _whole(self.restart_max, 0, _MAX_RESTARTS))
-        if self.restart_backoff_s is not None:
-            check("restart_backoff_s", _seconds(self.restart_backoff_s, _MAX_BACKOFF_S))
-        return [(name, reason) for name, _, reason in checks if reason]
-
-    # -- construction ----------------------------------------------------------------------
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None, *, path: str = "") -> ServerConfig:
-        """Build a config from a JSON object, strictly: unknown keys are refused by name.
-
-        ``path`` prefixes the field names in error messages (``"config"`` gives
-        ``config.threads: ...``), for callers that validate a larger document.
-
-        >>> ServerConfig.from_dict({"flash_attn": True, "tensor_split": "0.5,0.5"}).tensor_split
-        (0.5, 0.5)
-        """
-        prefix = f"{path}." if path else ""
-        if data is None:
-            return cls()
-        if not isinstance(data, Mapping):
-            raise ConfigValidationError([(path or "config", f"must be an object, got {data!r}")])
-        known = {a.name for a in attrs.fields(cls)}
-        unknown = sorted(str(k) for k in data if k not in known)
-        if unknown:
-            raise ConfigValidationError(
-                [(f"{prefix}{k}", f"unknown field (known: {', '.join(sorted(known))})")
-                 for k in unknown]
-            )  # fmt: skip
-        values = {str(k): v for k, v in data.items()}
-        if values.get("restart", "no") is None:
-            values["restart"] = "no"
-        if values.get("extra_args", ()) is None:
-            values["extra_args"] = ()
-        try:
-            return cls(**values)
-        except ConfigValidationError as exc:
-            if not prefix:
-                raise
-            raise ConfigValidationError([(f"{prefix}{p}", r) for p, r in exc.errors]) from None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON-friendly form: the fields that are set, plus ``restart``."""
-        result: dict[str, Any] = {}
-        for field in attrs.fields(type(self)):
-            value = getattr(self, field.name)
-            if value is None or (field.name in ("extra_args", "env") and not value):
-                continue
-            if isinstance(value, tuple):
-                value = list(value)
-            elif isinstance(value, Mapping):
-                value = dict(value)
-            result[field.name] = value
-        return result
-
-    def with_defaults(self, *, gpu_layers: int | None) -> ServerConfig:
-        """This config with the ``GPU_LAYERS`` setting filled in when ``n_gpu_layers`` is unset."""
-        if self.n_gpu_layers is not None or gpu_layers is None:
-            return self
-        return attrs.evolve(self, n_gpu_layers=gpu_layers)
-
-    # -- argv ------------------------------------------------------------------------------
-
-    def to_argv(
-        self,
-        binary: BinaryInfo | Capabilities,
-        model_path: str | Path,
-        host: str,
-        port: int,
-    ) -> list[str]:
-        """llama-server's arguments (without the program) for this binary's dialect.
-
-        ``host`` and ``port`` are the resolved address (the supervisor fills the config's
-        defaults); every other field is passed only when set. ``extra_args`` come last.
-        Raises :class:`~llamaswitch._errors.UnsupportedOptionError` for a setting the
-        binary cannot honour.
-
-        >>> from llamaswitch._capabilities import Capabilities
-        >>> caps = Capabilities.from_help("llama-server", '''
-        ... -m,    --model FNAME                    model path
-        ... --host HOST                             ip address to listen
-        ... --port PORT                             port to listen
-        ... -fa,   --flash-attn                     enable Flash Attention
-        ... ''')
-        >>> ServerConfig(flash_attn=True).to_argv(caps, "m.gguf", "127.0.0.1", 8091)
-        ['--model', 'm.gguf', '--host', '127.0.0.1', '--port', '8091', '-fa']
-        """
-        caps = binary.capabilities if isinstance(binary, BinaryInfo) else binary
-        argv: list[str] = []
-        argv += caps.option("model", str(model_path), "-m", "--model")
-        argv += caps.option("host", host, "--host")
-        argv += caps.option("port", port, "--port")
-        for field, names in _VALUED_OPTIONS:
-            value = getattr(self, field)
-            if value is not None:
-                argv += caps.option(field, value, *names)
-        if self.n_gpu_layers is not None:
-            argv += caps.gpu_layers_args(self.n_gpu_layers, legacy_all=_LEGACY_ALL_LAYERS)
-        if self.flash_attn is not None:
-            argv += caps.flash_attn_args(self.flash_attn)
-        if self.split_mode is not None:
-            argv += caps.option("split_mode", self.split_mode, "-sm", "--split-mode")
-        if self.tensor_split is not None:
-            text = ",".join(repr(float(v)) for v in self.tensor_split)
-            argv += caps.option("tensor_split", text, "-ts", "--tensor-split")
-        argv += caps.server_load_args(mlock=self.mlock, no_mmap=self.no_mmap)
-        argv += self.extra_args
-        # Every element a plain str: subprocess would take PathLike too, but records and
-        # the status (JSON) must not carry anything else.
-        return [str(a) for a in argv]
-
-
-#: Typed fields passed as ``flag value`` through ``Capabilities.option``, in argv order.
-_VALUED_OPTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("threads", ("-t", "--threads")),
-    ("threads_batch", ("-tb", "--threads-batch")),
-    ("ctx_size", ("-c", "--ctx-size")),
-    ("batch_size", ("-b", "--batch-size")),
-    ("ubatch_size", ("-ub", "--ubatch-size")),
-    ("main_gpu", ("-mg", "--main-gpu")),
-    ("cache_type_k", ("-ctk", "--cache-type-k")),
-    ("cache_type_v", ("-ctv", "--cache-type-v")),
-    ("parallel", ("-np", "--parallel")),
-    ("alias", ("-a", "--alias")),
-)
+def _flash_attn_problem(value: object) -> str | None:
+    if isinstance(value, bool) or value in _FLASH_ATTN_WORDS:
+        return None
+    return f"must be true/false or one of on, off, auto, got {value!r}"
 
 
 def _tensor_split_problem(value: object) -> str | None:
@@ -583,6 +318,12 @@ def _tensor_split_problem(value: object) -> str | None:
     if not any(v > 0 for v in value):
         return f"needs at least one share above 0, got {list(value)!r}"
     return None
+
+
+def _flag_name(arg: str) -> str:
+    # llama.cpp itself has no `--flag=value` form, but refuse the forbidden flags in that
+    # shape too in case a build learns it.
+    return arg.split("=", 1)[0]
 
 
 def flag_problem(arg: str) -> str | None:
@@ -654,3 +395,352 @@ def _env_problem(value: object) -> str | None:
         if reason is not None:
             return f"{key} is not allowed: {reason}"
     return None
+
+
+_HOST = Custom(
+    "an IP address or host name such as 127.0.0.1", host_problem,
+    {"type": "string", "minLength": 1},
+)  # fmt: skip
+_GPU_LAYERS = Custom(
+    f"a number of layers from 0 to {_MAX_GPU_LAYERS}, -1 or 'all', or 'auto' (current builds)",
+    _gpu_layers_problem,
+    {"anyOf": [{"type": "integer", "minimum": -1, "maximum": _MAX_GPU_LAYERS},
+               {"enum": ["auto", "all"]}]},
+)  # fmt: skip
+_FLASH_ATTN = Custom(
+    "true/false or on, off, auto (auto: current builds)", _flash_attn_problem,
+    {"anyOf": [{"type": "boolean"}, {"enum": ["on", "off", "auto", 0, 1]}]},
+)  # fmt: skip
+_TENSOR_SPLIT = Custom(
+    'shares per GPU: "0.5,0.5" or [0.5, 0.5]', _tensor_split_problem,
+    {"anyOf": [{"type": "string", "minLength": 1},
+               {"type": "array", "items": {"type": "number", "minimum": 0},
+                "minItems": 1, "maxItems": 128}]},
+)  # fmt: skip
+_EXTRA_ARGS = Custom(
+    "a list of further llama-server arguments", _extra_args_problem,
+    {"type": "array", "items": {"type": "string"}},
+)  # fmt: skip
+_ENV = Custom(
+    "an object of NAME: value strings (allowed names only)", _env_problem,
+    {"type": "object", "additionalProperties": {"type": "string"}},
+)  # fmt: skip
+
+
+# -- argv rules: how a field reaches llama-server -----------------------------------------
+
+
+def _gpu_layers_argv(caps: Capabilities, config: Any, name: str) -> list[str]:
+    return caps.gpu_layers_args(getattr(config, name), legacy_all=_LEGACY_ALL_LAYERS)
+
+
+def _flash_attn_argv(caps: Capabilities, config: Any, name: str) -> list[str]:
+    return caps.flash_attn_args(getattr(config, name))
+
+
+def _tensor_split_argv(caps: Capabilities, config: Any, name: str) -> list[str]:
+    text = ",".join(repr(float(v)) for v in getattr(config, name))
+    return caps.option(name, text, "-ts", "--tensor-split")
+
+
+def _load_argv(caps: Capabilities, config: Any, name: str) -> list[str]:
+    # mlock and no_mmap are one setting on current builds (--load-mode): passed together.
+    return caps.server_load_args(mlock=config.mlock, no_mmap=config.no_mmap)
+
+
+@attrs.frozen(kw_only=True)
+class ServerConfig:
+    """Settings of one llama-server (frozen; ``None`` = not passed, llama.cpp's default).
+
+    >>> ServerConfig(port=8091, threads=2, ctx_size=256, flash_attn=True).to_dict()
+    {'port': 8091, 'threads': 2, 'ctx_size': 256, 'flash_attn': True}
+
+    Build one from a JSON body with :meth:`from_dict` (unknown keys are refused). The
+    field reference, generated from these declarations, is ``docs/model_params.md``.
+    """
+
+    host: str | None = attrs.field(
+        default=None,
+        metadata=spec(
+            "Address llama-server listens on (default 127.0.0.1); beyond loopback it gets a key.",
+            _HOST,
+            flags=("--host",),
+            passed=False,
+            default_doc="`127.0.0.1`",
+        ),
+    )
+    port: int | None = attrs.field(
+        default=None,
+        metadata=spec(
+            "TCP port: switch takes the default model port, start a free one of the range.",
+            MODEL_PORT,
+            flags=("--port",),
+            passed=False,
+            default_doc="(picked)",
+            common=True,
+        ),
+    )
+    threads: int | None = attrs.field(
+        default=None,
+        metadata=spec(
+            "CPU threads for generation.", Whole(1, 4096), flags=("-t", "--threads"), common=True
+        ),
+    )
+    threads_batch: int | None = attrs.field(
+        default=None,
+        metadata=spec(
+            "CPU threads for prompt processing.", Whole(1, 4096), flags=("-tb", "--threads-batch")
+        ),
+    )
+    ctx_size: int | None = attrs.field(
+        default=None,
+        metadata=spec(
+            "Context size in tokens (0: the model's), shared by the slots.",
+            Whole(0),
+            flags=("-c", "--ctx-size"),
+            common=True,
+        ),
+    )
+    batch_size: int | None = attrs.field(
+        default=None, metadata=spec("Logical batch size.", Whole(1), flags=("-b", "--batch-size"))
+    )
+    ubatch_size: int | None = attrs.field(
+        default=None,
+        metadata=spec("Physical (micro) batch size.", Whole(1), flags=("-ub", "--ubatch-size")),
+    )
+    n_gpu_layers: GpuLayers | None = attrs.field(
+        default=None,
+        converter=_to_gpu_layers,
+        metadata=spec(
+            "Layers offloaded to GPUs: a count, -1 or 'all', 'auto'. Unset: GPU_LAYERS.",
+            _GPU_LAYERS,
+            flags=("-ngl", "--gpu-layers", "--n-gpu-layers"),
+            argv=_gpu_layers_argv,
+            cli_metavar="N|all|auto",
+            common=True,
+        ),
+    )
+    flash_attn: FlashAttn | None = attrs.field(
+        default=None,
+        converter=_to_bool,
+        metadata=spec(
+            "Flash attention: true/false or on/off/auto (a bare -fa: on).",
+            _FLASH_ATTN,
+            flags=("-fa", "--flash-attn"),
+            argv=_flash_attn_argv,
+            dialects={"legacy": "-fa (a switch; no auto)", "current": "-fa on|off|auto"},
+            cli_style="optional",
+            cli_metavar="on|off|auto",
+            common=True,
+        ),
+    )
+    split_mode: str | None = attrs.field(
+        default=None,
+        metadata=spec(
+            "How to split the model over GPUs (tensor: current builds).",
+            Choice(SPLIT_MODES),
+            flags=("-sm", "--split-mode"),
+        ),
+    )
+    tensor_split: tuple[float, ...] | None = attrs.field(
+        default=None,
+        converter=_to_tensor_split,
+        metadata=spec(
+            'Share of the model per GPU: "0.5,0.5" or [0.5, 0.5]; kept as floats.',
+            _TENSOR_SPLIT,
+            flags=("-ts", "--tensor-split"),
+            argv=_tensor_split_argv,
+            cli_metavar="SHARES",
+        ),
+    )
+    main_gpu: int | None = attrs.field(
+        default=None,
+        metadata=spec(
+            "The GPU for the whole model (split none) or for intermediate results.",
+            Whole(0, 1023),
+            flags=("-mg", "--main-gpu"),
+        ),
+    )
+    mlock: bool | None = attrs.field(
+        default=None,
+        converter=_to_bool,
+        metadata=spec(
+            "Keep the model in RAM (no swapping).",
+            Switch(),
+            flags=("--mlock", "-lm", "--load-mode"),
+            argv=_load_argv,
+            cli=("--mlock",),
+            dialects={"legacy": "--mlock", "current": "--load-mode mmap+mlock"},
+        ),
+    )
+    cache_type_k: str | None = attrs.field(
+        default=None,
+        metadata=spec("K cache type.", Choice(CACHE_TYPES), flags=("-ctk", "--cache-type-k")),
+    )
+    cache_type_v: str | None = attrs.field(
+        default=None,
+        metadata=spec("V cache type.", Choice(CACHE_TYPES), flags=("-ctv", "--cache-type-v")),
+    )
+    parallel: int | None = attrs.field(
+        default=None,
+        metadata=spec(
+            "Server slots: requests served at once (each gets ctx_size / parallel tokens).",
+            Whole(1, 4096),
+            flags=("-np", "--parallel"),
+            common=True,
+        ),
+    )
+    alias: str | None = attrs.field(
+        default=None,
+        metadata=spec(
+            "Model name the server reports through its API.", Text(), flags=("-a", "--alias")
+        ),
+    )
+    no_mmap: bool | None = attrs.field(
+        default=None,
+        converter=_to_bool,
+        metadata=spec(
+            "Do not memory-map the model (read it into memory).",
+            Switch(),
+            flags=("--no-mmap", "--mmap"),
+            argv=_load_argv,
+            cli=("--no-mmap",),
+            dialects={"legacy": "--no-mmap", "current": "--load-mode none"},
+        ),
+    )
+    extra_args: tuple[str, ...] = attrs.field(
+        default=(),
+        converter=_to_str_tuple,
+        metadata=spec(
+            "Further llama-server arguments, passed last as a list (never a shell); flags "
+            "llamaswitch controls or a typed field sets are refused.",
+            _EXTRA_ARGS,
+            passed=False,
+            cli=("--extra-arg",),
+            cli_style="repeat",
+            cli_metavar="ARG",
+        ),
+    )
+    env: Mapping[str, str] = attrs.field(
+        factory=lambda: types.MappingProxyType({}),
+        converter=_to_env,
+        hash=False,
+        metadata=spec(
+            "Extra environment variables of the server process (an allow-list: see "
+            "docs/configuration.md).",
+            _ENV,
+            passed=False,
+            cli=("--env",),
+            cli_style="repeat",
+            cli_metavar="NAME=VALUE",
+            default_doc="(none)",
+        ),
+    )
+    restart: RestartPolicy = attrs.field(
+        default="no",
+        converter=_to_restart,
+        metadata=spec(
+            "After a crash: no, or on-failure (restarts with backoff).",
+            Choice(_RESTART_POLICIES),
+            passed=False,
+        ),
+    )
+    restart_max: int | None = attrs.field(
+        default=None,
+        metadata=spec(
+            "With on-failure: restarts in a row before giving up (unset: 5).",
+            Whole(0, _MAX_RESTARTS),
+            passed=False,
+            default_doc="`5`",
+        ),
+    )
+    restart_backoff_s: float | None = attrs.field(default=None, converter=_to_seconds,
+        metadata=spec(
+        "With on-failure: first wait before a restart, doubled each time, at most 30 s.",
+        Number(0, _MAX_BACKOFF_S), passed=False, cli=("--restart-backoff",),
+        default_doc="`0.5`"))  # fmt: skip
+
+    def __attrs_post_init__(self) -> None:
+        errors = problems(self)
+        if errors:
+            raise ConfigValidationError(errors)
+
+    # -- construction ----------------------------------------------------------------------
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None, *, path: str = "") -> ServerConfig:
+        """Build a config from a JSON object, strictly: unknown keys are refused by name.
+
+        ``path`` prefixes the field names in error messages (``"config"`` gives
+        ``config.threads: ...``), for callers that validate a larger document.
+
+        >>> ServerConfig.from_dict({"flash_attn": True, "tensor_split": "0.5,0.5"}).tensor_split
+        (0.5, 0.5)
+        """
+        config: ServerConfig = from_data(cls, data, path=path)
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form: the fields that are set (and differ from their default)."""
+        return to_data(self)
+
+    def with_defaults(self, *, gpu_layers: int | None) -> ServerConfig:
+        """This config with the ``GPU_LAYERS`` setting filled in when ``n_gpu_layers`` is unset."""
+        if self.n_gpu_layers is not None or gpu_layers is None:
+            return self
+        return attrs.evolve(self, n_gpu_layers=gpu_layers)
+
+    # -- argv ------------------------------------------------------------------------------
+
+    def to_argv(
+        self,
+        binary: BinaryInfo | Capabilities,
+        model_path: str | Path,
+        host: str,
+        port: int,
+    ) -> list[str]:
+        """llama-server's arguments (without the program) for this binary's dialect.
+
+        ``host`` and ``port`` are the resolved address (the supervisor fills the config's
+        defaults); every other field is passed only when set, by its spec's rule, in
+        declaration order. ``extra_args`` come last. Raises
+        :class:`~llamaswitch._errors.UnsupportedOptionError` for a setting the binary
+        cannot honour.
+
+        >>> from llamaswitch._capabilities import Capabilities
+        >>> caps = Capabilities.from_help("llama-server", '''
+        ... -m,    --model FNAME                    model path
+        ... --host HOST                             ip address to listen
+        ... --port PORT                             port to listen
+        ... -fa,   --flash-attn                     enable Flash Attention
+        ... ''')
+        >>> ServerConfig(flash_attn=True).to_argv(caps, "m.gguf", "127.0.0.1", 8091)
+        ['--model', 'm.gguf', '--host', '127.0.0.1', '--port', '8091', '-fa']
+        """
+        caps = binary.capabilities if isinstance(binary, BinaryInfo) else binary
+        argv: list[str] = []
+        argv += caps.option("model", str(model_path), "-m", "--model")
+        argv += caps.option("host", host, "--host")
+        argv += caps.option("port", port, "--port")
+        done: set[Any] = set()
+        for name, field_spec in _SPECS.items():
+            rule = field_spec.argv
+            if not field_spec.passed or getattr(self, name) is None or rule in done:
+                continue
+            if rule is None:
+                argv += caps.option(name, getattr(self, name), *field_spec.flags)
+            else:
+                done.add(rule)
+                argv += rule(caps, self, name)
+        argv += self.extra_args
+        # Every element a plain str: subprocess would take PathLike too, but records and
+        # the status (JSON) must not carry anything else.
+        return [str(a) for a in argv]
+
+
+_SPECS = specs(ServerConfig)
+#: Flags that a typed field sets: ``extra_args`` may not carry them (they would override
+#: the checked value, ``--threads -5`` say). Derived from the fields' specs.
+FIELD_FLAGS: Mapping[str, str] = types.MappingProxyType(
+    {flag: name for flag, name in field_flags(ServerConfig).items() if flag not in FORBIDDEN_FLAGS}
+)

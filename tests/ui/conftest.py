@@ -1,0 +1,290 @@
+"""Fixtures of the dashboard's browser tests.
+
+- ``service``: a real ``llamaswitch serve`` (one per module) on the current llama.cpp
+  build, with two tiny real models. After each test every model server is stopped and
+  every benchmark still active is cancelled, so tests stay independent (the suite's leak
+  check then finds nothing).
+- ``browser``: Debian's Chromium (``/usr/bin/chromium``) driven by Playwright, started as
+  the field notes say; Playwright gives each launch a fresh profile folder of its own
+  (it refuses ``--user-data-dir`` in ``launch``). Closed at the end of the session, and
+  a Chromium process left behind fails the run.
+- ``ui``: a fresh browser context and page per test (so sessionStorage starts empty),
+  which records console errors and page errors; any left at the end fails the test.
+  ``ui.axe()`` runs axe-core from ``ui/node_modules``; ``ui.shot(name)`` writes a
+  screenshot to ``test-artifacts/screenshots/``.
+
+Chromium, Playwright or axe-core missing: the test is skipped with the command that
+installs it, except under ``CI=true``, where it fails (as missing llama.cpp builds do).
+The browser tests use the current llama.cpp generation only: the pages show what the
+REST API returns, and the REST tests cover both generations.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+import psutil
+import pytest
+
+from llamaswitch.testing import write_tiny_model
+from tests.conftest import IN_CI, require_build
+from tests.helpers import free_port, free_range
+from tests.rest.conftest import ServeProcess, serve
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = Path(os.environ.get("LLAMASWITCH_CHROMIUM", "/usr/bin/chromium"))
+AXE = ROOT / "ui" / "node_modules" / "axe-core" / "axe.min.js"
+SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
+#: From FIELD_NOTES.md: without the networking flags Chromium keeps trying outside hosts.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+PAGES = ("overview", "models", "logs", "benchmarks", "activity")
+READY_TIMEOUT_MS = 15_000
+
+
+def need(condition: bool, reason: str) -> None:
+    """Skip without ``condition``; under CI=true fail instead."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"CI=true and {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+# -- the service ------------------------------------------------------------------------
+
+
+@attrs.define
+class Service:
+    """A running ``llamaswitch serve`` and how to call it."""
+
+    process: ServeProcess
+    url: str
+    models_dir: Path
+    key: str | None
+
+    def call(self, method: str, path: str, body: object = None) -> tuple[int, Any]:
+        """One API request (with the key, if any); (status, envelope)."""
+        headers = {"Authorization": f"Bearer {self.key}"} if self.key else {}
+        return self.process.request(method, path, body, headers)
+
+    def data(self, method: str, path: str, body: object = None) -> Any:
+        """The ``data`` of a successful call."""
+        status, envelope = self.call(method, path, body)
+        assert status < 400, (status, envelope)
+        return envelope["data"]
+
+    def wait(self, predicate: Any, what: str, timeout_s: float = 60.0) -> Any:
+        """Poll ``predicate()`` until it returns something truthy."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            value = predicate()
+            if value:
+                return value
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.1)
+
+    def clean_up(self) -> None:
+        """Stop every model server; cancel every benchmark still queued or running."""
+        for state in ("running", "queued"):
+            for task in self.data("GET", f"/api/v1/benchmarks?state={state}&limit=1000"):
+                self.call("POST", f"/api/v1/benchmark/cancel?task_id={task['id']}")
+        self.call("POST", "/api/v1/model/stop")
+
+
+def _start_service(tmp: Path, *, key: str | None = None) -> Iterator[Service]:
+    build = require_build("current")
+    models = tmp / "models"
+    write_tiny_model(models / "tiny.gguf", name="tiny", seed=1)
+    write_tiny_model(models / "other.gguf", name="other", seed=2, block_count=1)
+    low, high = free_range()
+    port = free_port()
+    while low <= port <= high:
+        port = free_port()
+    env = {
+        "LLAMA_SERVER_PATH": str(build.server.path),
+        "LLAMA_BENCH_PATH": str(build.bench.path),
+        "MODELS_DIR": str(models),
+        "LLAMASWITCH_STATE_DIR": str(tmp / "state"),
+        "SERVER_PORT": str(port),
+        "LLAMASWITCH_MODEL_PORTS": f"{low}-{high}",
+        "LLAMASWITCH_DEFAULT_MODEL_PORT": str(low),
+        "LLAMASWITCH_STOP_TIMEOUT_S": "5",
+    }
+    if key is not None:
+        env["LLAMASWITCH_API_KEY"] = key
+    with serve(["serve"], env, tmp, port) as process:
+        service = Service(process, process.url, models, key)
+        try:
+            yield service
+        finally:
+            with contextlib.suppress(OSError, AssertionError):
+                service.clean_up()
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """A real ``llamaswitch serve`` without an API key, for one test module."""
+    yield from _start_service(tmp_path_factory.mktemp("ui-service"))
+
+
+# -- the browser ------------------------------------------------------------------------
+
+
+def _chromium_processes() -> list[psutil.Process]:
+    found = []
+    with contextlib.suppress(psutil.Error):
+        for proc in psutil.Process().children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                if "chrom" in proc.name().lower() and proc.status() != psutil.STATUS_ZOMBIE:
+                    found.append(proc)
+    return found
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium under Playwright, for the whole session."""
+    need(CHROMIUM.exists(), f"no Chromium at {CHROMIUM}: run `apt-get install -y chromium`")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        need(False, "Python Playwright is missing: run `.venv/bin/pip install -e '.[test]'`")
+        raise
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+    deadline = time.monotonic() + 5
+    while _chromium_processes() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = _chromium_processes()
+    for proc in left:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    assert not left, f"Chromium processes outlived the browser: {[p.pid for p in left]}"
+
+
+@attrs.define
+class Ui:
+    """One page of a fresh browser context, and what the browser said on it."""
+
+    page: Any
+    service: Service
+    console_errors: list[str] = attrs.Factory(list)
+    #: Substrings of console errors a test expects (a 401 after a wrong key).
+    expected_errors: list[str] = attrs.Factory(list)
+
+    def open(self, name: str, query: str = "") -> Any:
+        """Load the dashboard on page ``name`` (a fresh document) and wait until it has
+        rendered its data."""
+        self.page.goto(f"{self.service.url}/ui/#/{name}{'?' + query if query else ''}")
+        self.wait_ready(name)
+        return self.page
+
+    def wait_ready(self, name: str) -> None:
+        """Wait for ``<main data-ready=NAME>``: the page shows its first data."""
+        self.page.wait_for_selector(f"main[data-ready='{name}']", timeout=READY_TIMEOUT_MS)
+
+    def go(self, name: str) -> None:
+        """Navigate inside the page (a hash change, as a click on the menu does)."""
+        self.page.evaluate("name => { location.hash = '#/' + name; }", name)
+        self.wait_ready(name)
+
+    def axe(self) -> list[dict[str, Any]]:
+        """axe-core's serious and critical violations on the page as it is."""
+        need(AXE.exists(), f"axe-core is missing ({AXE}): run `npm ci --prefix ui`")
+        # Evaluated through the DevTools protocol, which the page's CSP does not govern:
+        # an injected <script> tag would be (rightly) refused by it.
+        if not self.page.evaluate("typeof window.axe !== 'undefined'"):
+            self.page.evaluate(AXE.read_text(encoding="utf-8"))
+        result = self.page.evaluate(
+            "async () => (await axe.run(document, {resultTypes: ['violations']})).violations"
+        )
+        serious = [v for v in result if v.get("impact") in {"serious", "critical"}]
+        return [
+            {"id": v["id"], "impact": v["impact"], "help": v["help"],
+             "targets": [n["target"] for n in v["nodes"]][:5]}
+            for v in serious
+        ]  # fmt: skip
+
+    def shot(self, name: str) -> Path:
+        """A full-page screenshot kept as a test artifact."""
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        path = SCREENSHOTS / f"{name}.png"
+        self.page.screenshot(path=str(path), full_page=True)
+        return path
+
+    def unexpected_errors(self) -> list[str]:
+        """Console and page errors no test asked for."""
+        return [
+            e for e in self.console_errors if not any(x in e for x in self.expected_errors)
+        ]
+
+
+def _open_ui(browser: Any, service: Service, *, dark: bool = False) -> Iterator[Ui]:
+    context = browser.new_context(
+        viewport={"width": 1280, "height": 900},
+        color_scheme="dark" if dark else "light",
+        accept_downloads=True,
+    )
+    page = context.new_page()
+    ui = Ui(page, service)
+
+    def on_console(message: Any) -> None:
+        if message.type == "error":
+            ui.console_errors.append(f"console: {message.text} ({message.location})")
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda error: ui.console_errors.append(f"page error: {error}"))
+    try:
+        yield ui
+        # Close the page first: its event stream ends cleanly, before the service's
+        # clean-up stops servers under it.
+        page.close()
+        errors = ui.unexpected_errors()
+        assert not errors, "the browser reported errors:\n" + "\n".join(errors)
+    finally:
+        context.close()
+        # Each test leaves no server and no active benchmark behind, whatever it did.
+        service.clean_up()
+
+
+@pytest.fixture
+def ui(browser: Any, service: Service) -> Iterator[Ui]:
+    """A fresh page on the module's service (light theme)."""
+    yield from _open_ui(browser, service)
+
+
+@pytest.fixture
+def dark_ui(browser: Any, service: Service) -> Iterator[Ui]:
+    """A fresh page on the module's service whose system prefers the dark theme."""
+    yield from _open_ui(browser, service, dark=True)
+
+
+def api_json(url: str, key: str | None = None) -> Any:
+    """GET a URL, JSON answer (tests' direct look at the API)."""
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"} if key else {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return json.loads(exc.read())
