@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))  # the oracle lives in the tests package
 
 from tests.bench_render import CURRENT, Row, render  # noqa: E402
 
-from llamaswitch._bench_parser import BENCH_OUTPUT_FORMATS, parse_bench_output  # noqa: E402
+from llamaswitch.bench.parser import BENCH_OUTPUT_FORMATS, parse_bench_output  # noqa: E402
 
 SOURCE = ROOT / "tests" / "data" / "bench" / "current" / "sweep.json"
 

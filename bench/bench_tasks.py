@@ -22,13 +22,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from llamaswitch._bench_config import BenchConfig
-from llamaswitch._bench_runner import BenchRunner
 from llamaswitch._binaries import BinaryInfo, identify
 from llamaswitch._capabilities import BinaryKind
 from llamaswitch._catalog import ModelCatalog
 from llamaswitch._settings import Settings
 from llamaswitch._toolchain import find_cached_build
+from llamaswitch.bench.config import BenchConfig
+from llamaswitch.bench.runner import BenchRunner
 from llamaswitch.testing import write_tiny_model
 
 CONFIG = BenchConfig(n_prompt=32, n_gen=16, repetitions=2, threads=1)

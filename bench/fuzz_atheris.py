@@ -41,9 +41,9 @@ ZEROS = (0, 4096, 2**20, 8 * 2**20)
 CPU_BOUND_S = 0.5
 
 with atheris.instrument_imports():
-    from llamaswitch._bench_parser import parse_bench_output
     from llamaswitch._errors import BenchParseError
     from llamaswitch._gguf import GGUFError, parse_header
+    from llamaswitch.bench.parser import parse_bench_output
 
 
 def fuzz_gguf(data: bytes) -> None:
