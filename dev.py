@@ -9,6 +9,7 @@ compiler is enough. Works on Linux, macOS and Windows.
 
     python3 dev.py demo        # serve tiny demo models and print curl lines to try
     python3 dev.py test        # build both llama.cpp generations and run every test
+                               # (installs Chromium and ui/'s npm packages when missing)
     python3 dev.py test -k catalog -x   # extra arguments go to pytest
 """
 
@@ -72,10 +73,43 @@ def ensure_toolchain(*generations: str) -> None:
         _run(_venv_tool("llamaswitch"), "toolchain", "build", "--generation", generation)
 
 
+CHROMIUM = Path("/usr/bin/chromium")
+UI = ROOT / "ui"
+
+
+def _apt_install(*packages: str) -> None:
+    """Install Debian packages when this is a Debian-like machine and we are root."""
+    if shutil.which("apt-get") is None or not hasattr(os, "geteuid") or os.geteuid() != 0:
+        print(f"dev.py: cannot install {' '.join(packages)} here (needs apt-get as root); "
+              "the browser tests will skip (or fail under CI=true)", file=sys.stderr)  # fmt: skip
+        return
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    _run("apt-get", "update", "-q", env=env)
+    _run("apt-get", "install", "-y", "-q", "--no-install-recommends", *packages, env=env)
+
+
+def ensure_browser_test_tools() -> None:
+    """What the dashboard's browser tests need: Debian's Chromium (never a browser that
+    Playwright downloads) and axe-core from npm (``npm ci`` in ``ui/``)."""
+    missing = [] if CHROMIUM.exists() else ["chromium"]
+    if shutil.which("npm") is None:
+        missing.append("npm")
+    if missing:
+        _apt_install(*missing)
+    npm = shutil.which("npm")  # npm.cmd on Windows: run it by its full path
+    lock = UI / "package-lock.json"
+    installed = UI / "node_modules" / ".package-lock.json"
+    if npm is not None and (
+        not installed.exists() or installed.stat().st_mtime < lock.stat().st_mtime
+    ):
+        _run(npm, "ci", "--prefix", UI, "--no-audit", "--no-fund")
+
+
 def cmd_test(pytest_args: list[str]) -> int:
     """Everything the test suite needs, then pytest."""
     ensure_venv()
     ensure_toolchain("current", "legacy")
+    ensure_browser_test_tools()
     code = subprocess.run([_venv_tool("pytest"), *pytest_args], check=False).returncode
     if code == 5:
         # pytest's "no tests collected": a suite that ran nothing must not pass.

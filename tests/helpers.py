@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import socket
 
-from llamaswitch.servers.supervisor import _port_free
+from llamaswitch.servers.probes import port_free as _port_free
 
 __all__ = ["free_port", "free_range"]
 

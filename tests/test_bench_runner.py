@@ -33,6 +33,7 @@ from llamaswitch._errors import (
 )
 from llamaswitch._events import Event, EventBus
 from llamaswitch._settings import Settings
+from llamaswitch._wire import to_wire
 from llamaswitch.bench import runner as _bench_runner
 from llamaswitch.bench.config import BenchConfig
 from llamaswitch.bench.parser import BenchResult, parse_bench_output
@@ -678,7 +679,7 @@ def test_history_survives_close_and_reopen(settings: Settings, llama_build: Llam
     before = run(first_session())
     after = run(second_session())
     assert [t.id for t in after] == [t.id for t in reversed(before)]
-    assert [t.to_dict() for t in after] == [t.to_dict() for t in reversed(before)]
+    assert [to_wire(t) for t in after] == [to_wire(t) for t in reversed(before)]
     assert all(t.state == "completed" and len(t.results) == 2 for t in after)
 
 
@@ -857,7 +858,7 @@ def test_task_records_binary_host_and_running_servers(
     assert task.host["cpu"]
     assert task.host["cpu_count_logical"] >= 1
     assert "gpus" in task.host
-    wire = task.to_dict()
+    wire = to_wire(task)
     assert wire["task_id"] == wire["id"] == task.id
     assert wire["created_at"].endswith("Z")
     assert [s for s, _ in wire["state_history"]] == ["queued", "running", "completed"]
@@ -941,7 +942,7 @@ def test_compare_puts_tasks_side_by_side(settings: Settings, llama_build: LlamaB
     ]
     assert all(row.cells[two] is not None for row in comparison.rows)
     assert [row.cells[one] is not None for row in comparison.rows] == [True, True, False, False]
-    wire = comparison.to_dict()
+    wire = to_wire(comparison)
     assert wire["rows"][0]["results"][one]["avg_ts"] > 0
     assert wire["rows"][2]["results"][one] is None
     assert "pp16 (n_threads=2)" in comparison.to_markdown()

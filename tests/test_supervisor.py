@@ -48,6 +48,7 @@ from llamaswitch._errors import (
 from llamaswitch._events import Event, EventBus, Subscription
 from llamaswitch._gpu import GpuProbe
 from llamaswitch._process import ChildProcess, ChildRegistry, OutputLog
+from llamaswitch._wire import to_wire
 from llamaswitch.servers.supervisor import ServerState, ServerStatus
 from llamaswitch.testing import write_tiny_model
 
@@ -58,7 +59,7 @@ pytestmark = pytest.mark.real_binary
 
 T = TypeVar("T")
 HELP = Path(__file__).parent / "data" / "help"
-ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 SMALL = {"threads": 1, "ctx_size": 256, "parallel": 1}
 
 
@@ -204,7 +205,9 @@ def test_switch_serves_then_replaces_then_stops(settings: Settings) -> None:
             assert first.model_name == "tiny.gguf"
             assert first.port == port
             assert first.url == f"http://127.0.0.1:{port}"
-            assert ISO_UTC.match(first.start_time or "")
+            assert first.start_time is not None
+            assert first.start_time.tzinfo is not None
+            assert ISO_UTC.match(to_wire(first)["start_time"])
             assert first.ready_after_s is not None
             assert first.ready_after_s < 30
             sampled = await ls.status("tiny.gguf")  # resource figures come with status()
@@ -259,7 +262,7 @@ def test_status_and_logs_by_name_and_port(settings: Settings) -> None:
             assert by_name.port == port
             assert (await ls.status("tiny")).port == port
             assert (await ls.status(port=port)).model_name == "tiny.gguf"
-            wire = by_name.to_dict()
+            wire = to_wire(by_name)
             assert list(wire)[:7] == ["running", "model_name", "model_path", "port",
                                       "start_time", "process_id", "vram_usage"]  # fmt: skip
             assert wire["state"] == "ready"
@@ -703,7 +706,7 @@ def test_killed_child_is_crashed_within_a_second(settings: Settings) -> None:
             after = await ls.status(port=port)
             assert after.state is ServerState.CRASHED
             assert after.exit_code == -signal.SIGKILL
-            assert ISO_UTC.match(after.exited_at or "")
+            assert ISO_UTC.match(to_wire(after)["exited_at"])
             assert after.log_tail
             assert after.process_id is None
             assert not after.running
@@ -957,7 +960,7 @@ def test_option_the_legacy_build_cannot_honour_names_its_version(
 
 
 def _comparable(status: ServerStatus) -> dict[str, Any]:
-    wire = status.to_dict()
+    wire = to_wire(status)
     for key in ("start_time", "process_id", "ready_after_s", "rss_mib", "cpu_percent",
                 "exit_code", "exited_at"):  # fmt: skip
         wire.pop(key)
@@ -1102,7 +1105,7 @@ def test_vram_per_process_comes_from_nvml(settings: Settings) -> None:
             await asyncio.sleep(ls.supervisor.sample_ttl_s)
             status = await ls.status("tiny.gguf")
             assert status.vram_usage == 768
-            assert status.to_dict()["vram_per_gpu_mib"] == {"0": 512, "1": 256}
+            assert to_wire(status)["vram_per_gpu_mib"] == {"0": 512, "1": 256}
 
     run(scenario())
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from types import TracebackType
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
     from llamaswitch.servers.supervisor import ServerStatus, ServerSupervisor
 
 __all__ = ["AsyncLlamaSwitch"]
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -104,6 +107,8 @@ class AsyncLlamaSwitch:
         )
         await self._bench.open()
         self._opened = True
+        logger.debug("opened on %s (models in %s)", self.settings.state_dir,
+                     self.settings.models_dir)  # fmt: skip
 
     async def close(self) -> None:
         """Interrupt benchmarks and stop every model server this object started.
@@ -233,7 +238,7 @@ class AsyncLlamaSwitch:
     @overload
     async def status(self) -> list[ServerStatus]: ...
     @overload
-    async def status(self, model: str) -> ServerStatus: ...
+    async def status(self, model: str, *, port: int | None = None) -> ServerStatus: ...
     @overload
     async def status(self, model: None = None, *, port: int) -> ServerStatus: ...
 

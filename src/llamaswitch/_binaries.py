@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -37,6 +38,8 @@ __all__ = [
     "identify",
     "locate",
 ]
+
+logger = logging.getLogger(__name__)
 
 # Two --version layouts: "version: 5293 (8733e0c)" (spring 2025 builds) and
 # "version: 0.6.0-dev (build 0, commit unknown)" (current builds).
@@ -83,21 +86,6 @@ class BinaryInfo:
     def label(self) -> str:
         """``llama-server b5293 (8733e0c)``: used in messages and records."""
         return f"{self.kind} {self.version}"
-
-    def to_dict(self) -> dict[str, object]:
-        """A JSON-friendly description (doctor, task records)."""
-        return {
-            "kind": self.kind,
-            "path": str(self.path),
-            "version": self.version,
-            "release": self.release,
-            "build_number": self.build_number,
-            "commit": self.commit,
-            "compiler": self.compiler,
-            "backends": list(self.backends),
-            "dialect": self.dialect,
-            "source": self.source,
-        }
 
 
 #: The setting that names each binary.
@@ -181,6 +169,7 @@ def identify(
     if cached is None and cache_file is not None:
         cached = _load_disk_cache(cache_file, key, kind)
     if cached is None:
+        logger.debug("asking %s for its --version and --help", path)
         cached, help_text = _ask(path, kind)
         if cache_file is not None:
             _store_disk_cache(cache_file, key, cached, help_text)

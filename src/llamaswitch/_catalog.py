@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import logging
 import os
 import re
 import threading
@@ -57,6 +58,8 @@ from llamaswitch._gguf import HEADER_CPU_BUDGET_S, GGUFError, GGUFHeader, read_h
 from llamaswitch._text import encodable, scrub
 
 __all__ = ["ModelCatalog", "ModelInfo", "outside_paths"]
+
+logger = logging.getLogger(__name__)
 
 # llama.cpp's gguf-split names shards "<prefix>-%05d-of-%05d.gguf".
 _SHARD_NAME = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$", re.I)
@@ -509,6 +512,7 @@ class ModelCatalog:
             result: _HeaderOrError = read_header(file.path, cpu_budget_s=self._header_budget_s)
         except GGUFError as exc:
             result = str(exc)
+            logger.debug("%s is listed as unusable: %s", file.relative, result)
         except OSError as exc:
             # Not cached: a permission fix does not change the modification time.
             return f"cannot read the file: {exc.strerror or exc}"

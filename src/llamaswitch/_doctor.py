@@ -44,22 +44,13 @@ class DoctorReport:
     """Every check, in the order they ran."""
 
     checks: tuple[Check, ...]
+    #: ``(key, value, source)`` of every setting in effect (``llamaswitch config``'s rows).
+    settings: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def ok(self) -> bool:
         """Whether everything required was found."""
         return all(c.ok or not c.required for c in self.checks)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON shape of ``llamaswitch doctor --json``."""
-        return {
-            "ok": self.ok,
-            "checks": [
-                {"name": c.name, "status": c.status, "required": c.required,
-                 "detail": c.detail, "fix": c.fix, **c.data}
-                for c in self.checks
-            ],
-        }  # fmt: skip
 
 
 def _binary_check(settings: Settings, kind: BinaryKind) -> Check:
@@ -79,7 +70,10 @@ def _binary_check(settings: Settings, kind: BinaryKind) -> Check:
         f"{info.path} - version {info.version}, {info.dialect} dialect, backend {backends} "
         f"(found via {info.source})"
     )
-    return Check(kind, True, True, detail, None, info.to_dict())
+    # The wire form of a binary (its identity), flat in the check: `doctor --json`.
+    from llamaswitch._wire import to_wire
+
+    return Check(kind, True, True, detail, None, to_wire(info))
 
 
 def _models_check(settings: Settings) -> Check:
@@ -140,6 +134,21 @@ def _state_check(settings: Settings) -> Check:
                  {"path": str(folder)})  # fmt: skip
 
 
+def _registry_check(settings: Settings) -> Check:
+    from llamaswitch._process import ChildRegistry
+
+    path = settings.state_dir / "children.json"
+    problem = ChildRegistry(path).verify()
+    if problem is not None:
+        return Check("child registry", False, False,
+                     f"{path} cannot be written ({problem}): children of a manager that "
+                     "dies could not be found and stopped on the next start",
+                     "make the state folder writable, or set LLAMASWITCH_STATE_DIR",
+                     {"path": str(path)})  # fmt: skip
+    return Check("child registry", True, False, f"{path} (children of every manager)", None,
+                 {"path": str(path)})  # fmt: skip
+
+
 def run_doctor(settings: Settings, *, probe: GpuProbe | None = None) -> DoctorReport:
     """Look at binaries, models, GPU and state folder, and report."""
     checks: list[Check] = [
@@ -151,9 +160,10 @@ def run_doctor(settings: Settings, *, probe: GpuProbe | None = None) -> DoctorRe
         lambda: _models_check(settings),
         lambda: _gpu_check(probe or default_probe()),
         lambda: _state_check(settings),
+        lambda: _registry_check(settings),
     ]
     checks.extend(step() for step in steps)
-    return DoctorReport(tuple(checks))
+    return DoctorReport(tuple(checks), settings=tuple(settings.describe()))
 
 
 def describe_path(path: Path | None) -> str:

@@ -15,10 +15,12 @@ import asyncio
 import contextlib
 import itertools
 from collections.abc import AsyncIterator, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 import attrs
+
+from llamaswitch._time import now
 
 __all__ = ["Event", "EventBus", "Subscription"]
 
@@ -34,10 +36,6 @@ class _End:
 _END = _End()
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 @attrs.frozen
 class Event:
     """Something that happened.
@@ -50,12 +48,8 @@ class Event:
     type: str
     data: Mapping[str, Any]
     id: int = attrs.field(factory=lambda: next(_ids))
-    time: str = attrs.field(factory=_now)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The wire shape."""
-        return {"id": self.id, "topic": self.topic, "type": self.type, "time": self.time,
-                "data": dict(self.data)}  # fmt: skip
+    #: When it happened (UTC).
+    time: datetime = attrs.field(factory=now)
 
 
 class EventBus:

@@ -7,6 +7,7 @@ than raising. All calls block; the async core runs them with ``asyncio.to_thread
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -14,6 +15,8 @@ from typing import Any
 import attrs
 
 __all__ = ["GpuDevice", "GpuProbe", "ProcessVram"]
+
+logger = logging.getLogger(__name__)
 
 _MIB = 1024 * 1024
 
@@ -67,6 +70,7 @@ class GpuProbe:
             except Exception as exc:
                 self.error = f"{type(exc).__name__}: {exc}"
                 self._ready = False
+                logger.debug("no NVML, so no VRAM figures: %s", self.error)
             return self._ready
 
     @property

@@ -30,6 +30,7 @@ import ctypes
 import ctypes.util
 import functools
 import json
+import logging
 import os
 import shutil
 import signal
@@ -38,7 +39,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -46,8 +47,18 @@ import attrs
 import psutil
 
 from llamaswitch._text import scrub
+from llamaswitch._wire import from_wire, to_wire
 
-__all__ = ["ChildProcess", "ChildRecord", "ChildRegistry", "OutputLog"]
+__all__ = [
+    "ChildProcess",
+    "ChildRecord",
+    "ChildRegistry",
+    "OutputLog",
+    "signal_group",
+    "stop_group",
+]
+
+logger = logging.getLogger(__name__)
 
 _IS_WINDOWS = sys.platform == "win32"
 _IS_LINUX = sys.platform.startswith("linux")
@@ -414,20 +425,8 @@ class ChildProcess:
 
     def send_signal(self, sig: int) -> None:
         """Send ``sig`` to the child's process group (to the child alone if that fails)."""
-        if self.returncode is not None:
-            # Reaped: the pid (and group id) may belong to someone else by now.
-            return
-        if _IS_WINDOWS:
-            with contextlib.suppress(OSError):
-                os.kill(self.pid, sig)
-            return
-        try:
-            os.killpg(self.pid, sig)
-        except ProcessLookupError:
-            pass
-        except OSError:
-            with contextlib.suppress(OSError):
-                os.kill(self.pid, sig)
+        if self.returncode is None:  # reaped: the pid may belong to someone else by now
+            signal_group(self.pid, sig)
 
     async def kill(self) -> None:
         """Kill the child (and its group) at once; :meth:`wait` reaps it.
@@ -450,17 +449,59 @@ class ChildProcess:
         On Windows the process tree is terminated through psutil. Returns the exit code.
         """
         if self.returncode is None:
-            if _IS_WINDOWS:
-                await asyncio.to_thread(_terminate_tree, self.pid, grace_s)
-            else:
-                deadline = time.monotonic() + grace_s
-                self.send_signal(signal.SIGTERM)
-                repeat = repeat_after_s is not None and repeat_after_s < grace_s
-                if repeat and not await self._exited_within(repeat_after_s or 0.0):
-                    self.send_signal(signal.SIGTERM)
-                if not await self._exited_within(deadline - time.monotonic()):
-                    self.send_signal(signal.SIGKILL)
+            await stop_group(
+                self.pid, lambda: self.returncode is not None, self._exited_within, grace_s,
+                repeat_after_s=repeat_after_s,
+            )  # fmt: skip
         return await self.wait()
+
+
+def signal_group(pid: int, sig: int) -> None:
+    """Send ``sig`` to the process group ``pid`` leads (to ``pid`` alone if that fails).
+
+    Call it only for a child not yet reaped: a reaped pid may belong to someone else.
+    """
+    if _IS_WINDOWS:
+        with contextlib.suppress(OSError):
+            os.kill(pid, sig)
+        return
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        return  # already gone
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.kill(pid, sig)
+
+
+async def stop_group(
+    pid: int,
+    exited: Callable[[], bool],
+    exited_within: Callable[[float], Awaitable[bool]],
+    grace_s: float,
+    *,
+    repeat_after_s: float | None = None,
+) -> None:
+    """Stop a child we started: SIGTERM to its group, up to ``grace_s``, then SIGKILL.
+
+    With ``repeat_after_s`` a second SIGTERM follows if it still runs then (llama-server
+    exits at once on a second interrupt). On Windows the process tree is terminated
+    through psutil, in a worker thread. ``exited`` and ``exited_within`` ask the caller's
+    process object; the caller reaps it. The one stop both llama-server and llama-bench
+    get.
+    """
+    if exited():
+        return
+    if _IS_WINDOWS:
+        await asyncio.to_thread(_terminate_tree, pid, grace_s)
+        return
+    deadline = time.monotonic() + grace_s
+    signal_group(pid, signal.SIGTERM)
+    repeat = repeat_after_s is not None and repeat_after_s < grace_s
+    if repeat and not await exited_within(repeat_after_s or 0.0):
+        signal_group(pid, signal.SIGTERM)
+    if not await exited_within(deadline - time.monotonic()) and not exited():
+        signal_group(pid, signal.SIGKILL)
 
 
 def _terminate_tree(pid: int, grace_s: float) -> None:
@@ -491,27 +532,9 @@ class ChildRecord:
     create_time: float
     port: int | None
     argv: tuple[str, ...]
-    manager_pid: int
-    manager_create_time: float
-
-    def to_dict(self) -> dict[str, Any]:
-        """The file's shape."""
-        return {"pid": self.pid, "create_time": self.create_time, "port": self.port,
-                "argv": list(self.argv), "manager_pid": self.manager_pid,
-                "manager_create_time": self.manager_create_time}  # fmt: skip
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ChildRecord:
-        """Read one entry (``KeyError``/``TypeError``/``ValueError`` if malformed)."""
-        port = data.get("port")
-        return cls(
-            pid=int(data["pid"]),
-            create_time=float(data["create_time"]),
-            port=None if port is None else int(port),
-            argv=tuple(str(a) for a in data.get("argv", ())),
-            manager_pid=int(data.get("manager_pid", 0)),
-            manager_create_time=float(data.get("manager_create_time", 0.0)),
-        )
+    #: The manager that started it (0: a record older than this field).
+    manager_pid: int = 0
+    manager_create_time: float = 0.0
 
 
 def _same_process(pid: int, create_time: float) -> psutil.Process | None:
@@ -571,14 +594,15 @@ class ChildRegistry:
         entries = data.get("children", []) if isinstance(data, dict) else []
         records = []
         for entry in entries if isinstance(entries, list) else []:
-            with contextlib.suppress(KeyError, TypeError, ValueError, AttributeError):
-                records.append(ChildRecord.from_dict(entry))
+            # A damaged entry is dropped: the file is rewritten on the next change.
+            with contextlib.suppress(Exception):
+                records.append(from_wire(entry, ChildRecord))
         return records
 
     def _write(self, records: Sequence[ChildRecord]) -> None:
         tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
         tmp.write_text(
-            json.dumps({"format": 1, "children": [r.to_dict() for r in records]}, indent=1),
+            json.dumps({"format": 1, "children": to_wire(list(records))}, indent=1),
             encoding="utf-8",
         )
         os.replace(tmp, self.path)
@@ -587,6 +611,20 @@ class ChildRegistry:
         """Every recorded child."""
         with self._locked():
             return self._read()
+
+    def verify(self) -> str | None:
+        """Why the record cannot be kept (a folder that cannot be written...), or None.
+
+        It rewrites the file as it is, under the lock: the write a manager makes for
+        every child it starts. ``doctor`` asks, so that a registry that would fail is
+        known before a manager dies and leaves children nobody can find.
+        """
+        try:
+            with self._locked():
+                self._write(self._read())
+        except OSError as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return None
 
     def add(self, pid: int, *, port: int | None, argv: Sequence[str]) -> ChildRecord | None:
         """Record a child of this manager (None if it already exited)."""
@@ -666,5 +704,6 @@ def _signal_foreign(proc: psutil.Process, sig: int) -> None:
             os.killpg(proc.pid, sig)
         else:
             proc.send_signal(sig)
-    except (OSError, psutil.Error):
-        pass
+    except (OSError, psutil.Error) as exc:
+        # Gone already, or not ours to signal: nothing more can be done, but say so.
+        logger.debug("could not signal pid %d with %d: %s", proc.pid, sig, exc)

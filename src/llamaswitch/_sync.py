@@ -68,22 +68,47 @@ class LlamaSwitch:
 
     The same methods as :class:`~llamaswitch.AsyncLlamaSwitch`, without ``await``.
     Leaving the ``with`` block (or :meth:`close`) stops every server it started.
+    ``lazy`` opens it (the supervisor, the benchmark database) on the first call that
+    needs it, rather than at once: a script that only lists models touches nothing.
 
     >>> with LlamaSwitch(Settings(models_dir="models")) as ls:   # doctest: +SKIP
     ...     ls.switch("tiny.gguf", ServerConfig(port=8091, ctx_size=256)).state
     'ready'
     """
 
-    def __init__(self, settings: Settings | None = None, *, gpu: GpuProbe | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        gpu: GpuProbe | None = None,
+        lazy: bool = False,
+    ) -> None:
         self._portal = _LoopThread()
+        self._opened = False
         try:
             # Built on the loop thread: its asyncio primitives belong to that loop.
             self._async = self._portal.call(_build(settings, gpu))
-            self._portal.call(self._async.open())
+            if not lazy:
+                self._open()
         except BaseException:
             self._portal.stop()
             raise
         self._closed = False
+
+    def _open(self) -> None:
+        self._portal.call(self._async.open())
+        self._opened = True
+
+    def _call(self, coro: Coroutine[Any, Any, T], *, needs_open: bool = True) -> T:
+        """Run ``coro`` on the loop; with ``lazy``, open first when it needs the supervisor
+        or the benchmark runner (listing models needs neither: no state folder touched)."""
+        if needs_open and not self._opened:
+            try:
+                self._open()
+            except BaseException:
+                coro.close()
+                raise
+        return self._portal.call(coro)
 
     @property
     def settings(self) -> Settings:
@@ -101,7 +126,8 @@ class LlamaSwitch:
             return
         self._closed = True
         try:
-            self._portal.call(self._async.close())
+            if self._opened:
+                self._portal.call(self._async.close())
         finally:
             self._portal.stop()
 
@@ -120,28 +146,28 @@ class LlamaSwitch:
 
     def list_models(self) -> list[ModelInfo]:
         """See :meth:`AsyncLlamaSwitch.list_models`."""
-        return self._portal.call(self._async.list_models())
+        return self._call(self._async.list_models(), needs_open=False)
 
     def switch(
         self, model: str, config: ServerConfig | None = None, *, wait: bool = True
     ) -> ServerStatus:
         """See :meth:`AsyncLlamaSwitch.switch`."""
-        return self._portal.call(self._async.switch(model, config, wait=wait))
+        return self._call(self._async.switch(model, config, wait=wait))
 
     def start(
         self, model: str, config: ServerConfig | None = None, *, wait: bool = True
     ) -> ServerStatus:
         """See :meth:`AsyncLlamaSwitch.start`."""
-        return self._portal.call(self._async.start(model, config, wait=wait))
+        return self._call(self._async.start(model, config, wait=wait))
 
     def stop(self, model: str | None = None, *, port: int | None = None) -> list[ServerStatus]:
         """See :meth:`AsyncLlamaSwitch.stop`."""
-        return self._portal.call(self._async.stop(model, port=port))
+        return self._call(self._async.stop(model, port=port))
 
     @overload
     def status(self) -> list[ServerStatus]: ...
     @overload
-    def status(self, model: str) -> ServerStatus: ...
+    def status(self, model: str, *, port: int | None = None) -> ServerStatus: ...
     @overload
     def status(self, model: None = None, *, port: int) -> ServerStatus: ...
 
@@ -149,17 +175,17 @@ class LlamaSwitch:
         self, model: str | None = None, *, port: int | None = None
     ) -> list[ServerStatus] | ServerStatus:
         """See :meth:`AsyncLlamaSwitch.status`."""
-        return self._portal.call(self._async.status(model, port=port))  # type: ignore[arg-type]
+        return self._call(self._async.status(model, port=port))  # type: ignore[arg-type]
 
     def logs(
         self, model: str | None = None, *, port: int | None = None, lines: int = 100
     ) -> list[str]:
         """See :meth:`AsyncLlamaSwitch.logs`."""
-        return self._portal.call(self._async.logs(model, port=port, lines=lines))
+        return self._call(self._async.logs(model, port=port, lines=lines))
 
     def server_key(self, model: str | None = None, *, port: int | None = None) -> str | None:
         """See :meth:`AsyncLlamaSwitch.server_key`."""
-        return self._portal.call(self._async.server_key(model, port=port))
+        return self._call(self._async.server_key(model, port=port))
 
     # -- benchmarks -----------------------------------------------------------------------
 
@@ -167,23 +193,23 @@ class LlamaSwitch:
         self, model: str, config: BenchConfig | None = None, *, timeout_s: float | None = None
     ) -> str:
         """See :meth:`AsyncLlamaSwitch.submit_benchmark`."""
-        return self._portal.call(self._async.submit_benchmark(model, config, timeout_s=timeout_s))
+        return self._call(self._async.submit_benchmark(model, config, timeout_s=timeout_s))
 
     def benchmark_status(self, task_id: str) -> BenchTask:
         """See :meth:`AsyncLlamaSwitch.benchmark_status`."""
-        return self._portal.call(self._async.benchmark_status(task_id))
+        return self._call(self._async.benchmark_status(task_id))
 
     def wait_benchmark(self, task_id: str, timeout_s: float | None = None) -> BenchTask:
         """See :meth:`AsyncLlamaSwitch.wait_benchmark`."""
-        return self._portal.call(self._async.wait_benchmark(task_id, timeout_s))
+        return self._call(self._async.wait_benchmark(task_id, timeout_s))
 
     def cancel_benchmark(self, task_id: str) -> BenchTask:
         """See :meth:`AsyncLlamaSwitch.cancel_benchmark`."""
-        return self._portal.call(self._async.cancel_benchmark(task_id))
+        return self._call(self._async.cancel_benchmark(task_id))
 
     def delete_benchmark(self, task_id: str) -> BenchTask:
         """See :meth:`AsyncLlamaSwitch.delete_benchmark`."""
-        return self._portal.call(self._async.delete_benchmark(task_id))
+        return self._call(self._async.delete_benchmark(task_id))
 
     def prune_benchmarks(
         self,
@@ -193,9 +219,7 @@ class LlamaSwitch:
         state: str | None = None,
     ) -> list[str]:
         """See :meth:`AsyncLlamaSwitch.prune_benchmarks`."""
-        return self._portal.call(
-            self._async.prune_benchmarks(before=before, model=model, state=state)
-        )
+        return self._call(self._async.prune_benchmarks(before=before, model=model, state=state))
 
     def list_benchmarks(
         self,
@@ -207,18 +231,18 @@ class LlamaSwitch:
         limit: int = 50,
     ) -> list[BenchTask]:
         """See :meth:`AsyncLlamaSwitch.list_benchmarks`."""
-        return self._portal.call(self._async.list_benchmarks(
+        return self._call(self._async.list_benchmarks(
             model=model, state=state, since=since, until=until, limit=limit))  # fmt: skip
 
     def compare_benchmarks(self, task_ids: Sequence[str]) -> Comparison:
         """See :meth:`AsyncLlamaSwitch.compare_benchmarks`."""
-        return self._portal.call(self._async.compare_benchmarks(task_ids))
+        return self._call(self._async.compare_benchmarks(task_ids))
 
     def import_benchmark(
         self, text: str, fmt: str = "json", *, model: str | None = None
     ) -> BenchTask:
         """See :meth:`AsyncLlamaSwitch.import_benchmark`."""
-        return self._portal.call(self._async.import_benchmark(text, fmt, model=model))
+        return self._call(self._async.import_benchmark(text, fmt, model=model))
 
 
 async def _build(settings: Settings | None, gpu: GpuProbe | None) -> AsyncLlamaSwitch:

@@ -29,6 +29,7 @@ import contextlib
 import datetime
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -57,6 +58,8 @@ __all__ = [
     "cached_builds",
     "find_cached_build",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 @attrs.frozen
@@ -545,7 +548,12 @@ def build_toolchain(
     """
     sdist = _source_dist(generation)
     extra = tuple(cmake_args)
-    report = progress if progress is not None else (lambda _line: None)
+
+    def report(line: str) -> None:
+        logger.info("%s: %s", generation, line)
+        if progress is not None:
+            progress(line)
+
     toolchain_dir = Path(toolchain_dir)
     folder = _cache_folder(toolchain_dir, sdist, extra)
     if not force and (cached := find_cached_build(toolchain_dir, generation, extra)) is not None:

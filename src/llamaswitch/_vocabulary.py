@@ -634,10 +634,10 @@ def markdown_table(cls: type, *, llama_cpp: bool = True) -> str:
         if llama_cpp:
             if s.dialects:
                 flags = "; ".join(f"{gen}: `{text}`" for gen, text in s.dialects.items())
-            elif s.flags and s.passed:
+            elif s.flags:
                 flags = ", ".join(f"`{f}`" for f in s.flags)
             else:
-                flags = "(not passed)" if not s.passed else ""
+                flags = "(llamaswitch's own)" if not s.passed else ""
             cells.append(flags)
         cli = s.cli_options(name) if s.style != "none" and s.cli != () else ()
         cells.append(", ".join(f"`{c}`" for c in cli))

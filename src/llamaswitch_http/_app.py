@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from typing import Final
 
@@ -11,13 +12,14 @@ from aiohttp import web
 
 from llamaswitch._api import AsyncLlamaSwitch
 from llamaswitch._settings import Settings, is_loopback
+from llamaswitch._wire import dumps
 from llamaswitch_http import _handlers as h
 from llamaswitch_http._auth import guard_middleware
 from llamaswitch_http._bodies import BODY_TIMEOUT_S, body_limits_middleware
 from llamaswitch_http._errors import error_middleware
-from llamaswitch_http._metrics import Metrics, metrics
-from llamaswitch_http._openapi import build_openapi, openapi
-from llamaswitch_http._sse import EventStreams, events
+from llamaswitch_http._metrics import Metrics
+from llamaswitch_http._openapi import build_openapi
+from llamaswitch_http._sse import EventStreams
 from llamaswitch_http._state import (
     CORE,
     EVENT_STREAMS,
@@ -30,6 +32,9 @@ from llamaswitch_http._status_cache import DEFAULT_TTL_S, StatusCache
 from llamaswitch_http._ui import add_ui_routes
 
 __all__ = ["MAX_BODY_BYTES", "ROUTES", "create_app"]
+
+#: Every event of the core, a line each (``serve --log-level info`` shows them).
+events_log = logging.getLogger("llamaswitch.events")
 
 #: Largest request body accepted (413 above). Imported llama-bench output is the biggest
 #: thing a client sends; a 1,000-test sweep in JSON is well under this.
@@ -53,10 +58,10 @@ ROUTES: Final = (
     ("GET", "/api/v1/benchmarks/compare", h.benchmarks_compare),
     ("POST", "/api/v1/benchmarks/import", h.benchmarks_import),
     ("POST", "/api/v1/benchmarks/prune", h.benchmarks_prune),
-    ("GET", "/api/v1/events", events),
+    ("GET", "/api/v1/events", h.events),
     ("GET", "/api/v1/health", h.health),
-    ("GET", "/api/v1/openapi.json", openapi),
-    ("GET", "/metrics", metrics),
+    ("GET", "/api/v1/openapi.json", h.openapi),
+    ("GET", "/metrics", h.metrics),
 )
 
 
@@ -68,6 +73,9 @@ async def _follow_events(app: web.Application) -> None:
             if event.topic == "server":
                 cache.invalidate()
             metrics.observe(event)
+            if event.type != "progress":  # one line per event, not per progress tick
+                events_log.info("%s.%s %s", event.topic, event.type,
+                                dumps(event.data).decode())  # fmt: skip
 
 
 async def _core_lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -137,7 +145,7 @@ def create_app(
     for method, path, handler in ROUTES:
         if method == "GET":
             # HEAD on the event stream would hold the connection with nothing to send.
-            app.router.add_get(path, handler, allow_head=handler is not events)
+            app.router.add_get(path, handler, allow_head=handler is not h.events)
         else:
             app.router.add_route(method, path, handler)
     add_ui_routes(app, auth_required=settings.api_key is not None)

@@ -15,16 +15,20 @@ anything but this machine: that is how DNS rebinding reaches a loopback service 
 from __future__ import annotations
 
 import hmac
+import logging
 from typing import Final, TypeVar
 from urllib.parse import urlsplit
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from llamaswitch._errors import CrossSiteRequestError, ForeignHostError, UnauthorizedError
 from llamaswitch._settings import is_loopback
-from llamaswitch_http._errors import ApiError, Handler
+from llamaswitch_http._errors import Handler
 
 __all__ = ["OPEN_PATHS", "guard_middleware", "open_without_key"]
+
+logger = logging.getLogger(__name__)
 
 #: Routes that answer without the key: load balancers and `doctor`-style probes need them.
 OPEN_PATHS: Final = frozenset({"/api/v1/health"})
@@ -41,16 +45,6 @@ def open_without_key(handler: _H) -> _H:
     """Let ``handler`` answer without the API key: only for content that holds no data."""
     setattr(handler, _OPEN_MARK, True)
     return handler
-
-
-def _unauthorized(detail: str) -> ApiError:
-    return ApiError(
-        401,
-        "Unauthorized",
-        detail,
-        code="unauthorized",
-        headers={"WWW-Authenticate": 'Bearer realm="llamaswitch"'},
-    )
 
 
 def _cross_site(request: web.Request) -> bool:
@@ -78,19 +72,13 @@ def guard_middleware(api_key: str | None, *, loopback_only: bool = False) -> Mid
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         if loopback_only and _foreign_host(request):
-            raise ApiError(
-                403,
-                "Forbidden",
+            raise ForeignHostError(
                 f"requests for host {request.headers.get('Host')!r} are refused: this service "
-                "listens on loopback only (a DNS-rebinding guard)",
-                code="foreign_host",
+                "listens on loopback only (a DNS-rebinding guard)"
             )
         if request.method not in _SAFE_METHODS and _cross_site(request):
-            raise ApiError(
-                403,
-                "Forbidden",
-                f"cross-site request from {request.headers.get('Origin')!r} refused",
-                code="cross_site_request",
+            raise CrossSiteRequestError(
+                f"cross-site request from {request.headers.get('Origin')!r} refused"
             )
         open_route = request.path in OPEN_PATHS or getattr(
             request.match_info.handler, _OPEN_MARK, False
@@ -98,14 +86,19 @@ def guard_middleware(api_key: str | None, *, loopback_only: bool = False) -> Mid
         if expected is not None and not open_route:
             header = request.headers.get("Authorization")
             if header is None:
-                raise _unauthorized("this service needs an API key: send "
-                                    "'Authorization: Bearer <key>'")  # fmt: skip
+                raise UnauthorizedError("this service needs an API key: send "
+                                        "'Authorization: Bearer <key>'")  # fmt: skip
             scheme, _, token = header.partition(" ")
             # Header values arrive decoded with surrogateescape; encode the same way so
             # any byte sequence compares (and fails) in constant time instead of raising.
             given = token.strip().encode("utf-8", "surrogateescape")
             if scheme.lower() != "bearer" or not hmac.compare_digest(given, expected):
-                raise _unauthorized("the API key is wrong (expected 'Authorization: Bearer <key>')")
+                # Logged without the key: a client with a wrong one shows up in the log.
+                logger.info("refused %s %s from %s: wrong API key", request.method,
+                            request.path, request.remote)  # fmt: skip
+                raise UnauthorizedError(
+                    "the API key is wrong (expected 'Authorization: Bearer <key>')"
+                )
         return await handler(request)
 
     return guard

@@ -24,9 +24,21 @@ from aiohttp.typedefs import Handler, Middleware
 from cattrs.errors import ForbiddenExtraKeysError
 from cattrs.v import transform_error
 
-from llamaswitch._errors import ConfigValidationError
+from llamaswitch._errors import (
+    AmbiguousBodyError,
+    ConfigValidationError,
+    MalformedBodyError,
+    RequestError,
+    RequestTimeoutError,
+    RequestTooLargeError,
+    UnsupportedMediaTypeError,
+)
 from llamaswitch._text import text_problem
-from llamaswitch_http._errors import ApiError, envelope, json_response, validation_error
+from llamaswitch._vocabulary import MODEL_PORT
+from llamaswitch.bench.config import BENCH_OUTPUT_FORMATS, BenchConfig
+from llamaswitch.bench.task import FINAL_STATES
+from llamaswitch.servers.config import ServerConfig
+from llamaswitch_http._errors import error_response
 
 __all__ = [
     "BODY_TIMEOUT_S",
@@ -45,47 +57,63 @@ __all__ = [
 T = TypeVar("T")
 
 
+_MODEL_REF: Final = {"type": "string", "minLength": 1,
+                     "description": "File name, path relative to the models folder, or "
+                     "catalog name."}  # fmt: skip
+
+
 @attrs.frozen(kw_only=True)
 class SwitchBody:
-    """``POST /api/v1/model/switch``."""
+    """``POST /api/v1/model/switch`` (and ``start``)."""
 
-    model_path: str
-    config: dict[str, Any] | None = None
+    model_path: str = attrs.field(metadata={"schema": _MODEL_REF})
+    config: dict[str, Any] | None = attrs.field(default=None, metadata={"schema": ServerConfig})
 
 
 @attrs.frozen(kw_only=True)
 class StopBody:
-    """``POST /api/v1/model/stop`` (every field optional: none stops all)."""
+    """``POST /api/v1/model/stop``: one of model_name and port, or neither: every server."""
 
-    model_name: str | None = None
-    port: int | None = None
+    model_name: str | None = attrs.field(default=None, metadata={"schema": {
+        "type": "string", "minLength": 1}})  # fmt: skip
+    port: int | None = attrs.field(default=None, metadata={"schema": MODEL_PORT.schema()})
 
 
 @attrs.frozen(kw_only=True)
 class BenchmarkBody:
     """``POST /api/v1/benchmark``."""
 
-    model_path: str
-    config: dict[str, Any] | None = None
-    timeout_s: float | None = None
+    model_path: str = attrs.field(metadata={"schema": _MODEL_REF})
+    config: dict[str, Any] | None = attrs.field(default=None, metadata={"schema": BenchConfig})
+    timeout_s: float | None = attrs.field(default=None, metadata={"schema": {
+        "type": "number", "exclusiveMinimum": 0,
+        "description": "Time limit of the task (default: LLAMASWITCH_BENCH_TIMEOUT_S)."}},
+    )  # fmt: skip
 
 
 @attrs.frozen(kw_only=True)
 class ImportBody:
     """``POST /api/v1/benchmarks/import``: llama-bench output made elsewhere."""
 
-    text: str
-    format: str = "json"
-    model: str | None = None
+    text: str = attrs.field(metadata={"schema": {
+        "type": "string", "description": "llama-bench output, verbatim."}})  # fmt: skip
+    format: str = attrs.field(default="json", metadata={"schema": {
+        "enum": list(BENCH_OUTPUT_FORMATS), "default": "json"}})  # fmt: skip
+    model: str | None = attrs.field(default=None, metadata={"schema": {
+        "type": "string", "description": "The model's name (needed for md output)."}})  # fmt: skip
 
 
 @attrs.frozen(kw_only=True)
 class PruneBody:
     """``POST /api/v1/benchmarks/prune``: which finished tasks to delete (all must match)."""
 
-    before: str | None = None
-    model: str | None = None
-    state: str | None = None
+    before: str | None = attrs.field(default=None, metadata={"schema": {
+        "type": "string", "minLength": 1,
+        "description": "ISO 8601: tasks created before this time."}})  # fmt: skip
+    model: str | None = attrs.field(default=None, metadata={"schema": {
+        "type": "string", "minLength": 1, "description": "Model name or path."}})  # fmt: skip
+    state: str | None = attrs.field(default=None, metadata={"schema": {
+        "enum": sorted(FINAL_STATES)}})  # fmt: skip
 
 
 _TYPE_NAMES: Final[Mapping[object, str]] = {
@@ -166,19 +194,19 @@ _SURROGATE_ESCAPE: Final = re.compile(rb"\\u[dD][89a-fA-F]")
 _MAX_TEXT_PROBLEMS: Final = 20
 
 
-def _text_problems(value: object, path: str, out: list[str]) -> None:
-    """Every string (keys included) that is not valid Unicode, as ``reason @ path``."""
+def _text_problems(value: object, path: str, out: list[tuple[str, str]]) -> None:
+    """Every string (keys included) that is not valid Unicode, as ``(path, reason)``."""
     if len(out) >= _MAX_TEXT_PROBLEMS:
         return
     if isinstance(value, str):
         reason = text_problem(value, nul=False)
         if reason is not None:
-            out.append(f"{reason} @ {path}")
+            out.append((path, reason))
     elif isinstance(value, dict):
         for key, item in value.items():
             reason = text_problem(key, nul=False)
             if reason is not None:
-                out.append(f"a key {reason.removeprefix('must be ')!s} @ {path}")
+                out.append((path, f"a key {reason.removeprefix('must be ')!s}"))
                 continue
             _text_problems(item, f"{path}.{key}", out)
     elif isinstance(value, list):
@@ -203,33 +231,26 @@ def body_limits_middleware(*, max_bytes: int, timeout_s: float = BODY_TIMEOUT_S)
     async def limits(request: web.Request, handler: Handler) -> web.StreamResponse:
         length = request.content_length
         if length is not None and length > max_bytes:
-            return await _answer_and_close(
-                request, 413, "Request body too large", "request_body_too_large",
-                f"the body announces {length} bytes; at most {max_bytes} are accepted",
-            )  # fmt: skip
+            error = RequestTooLargeError(
+                f"the body announces {length} bytes; at most {max_bytes} are accepted"
+            )
+            return await _answer_and_close(request, error)
         if request.body_exists:
             try:
                 async with asyncio.timeout(timeout_s):
                     await request.read()
             except TimeoutError:
-                return await _answer_and_close(
-                    request, 408, "Request timeout", "body_timeout",
-                    f"the request body did not arrive within {timeout_s:g} s",
-                )  # fmt: skip
+                return await _answer_and_close(request, RequestTimeoutError(
+                    f"the request body did not arrive within {timeout_s:g} s"))  # fmt: skip
         return await handler(request)
 
     return limits
 
 
-async def _answer_and_close(
-    request: web.Request, status: int, message: str, code: str, detail: str
-) -> web.StreamResponse:
+async def _answer_and_close(request: web.Request, error: RequestError) -> web.StreamResponse:
     """Send an error envelope and drop the connection: aiohttp would otherwise wait
     (lingering, 10 s) for the rest of a body that is not coming or not wanted."""
-    response = json_response(
-        envelope(success=False, message=message, data={"code": code}, error=detail),
-        status=status,
-    )
+    response = error_response(error)
     response.force_close()
     await response.prepare(request)
     await response.write_eof()
@@ -250,29 +271,22 @@ async def read_json(request: web.Request) -> object:
         return None
     ctype = request.content_type
     if ctype != "application/json" and not ctype.endswith("+json"):
-        raise ApiError(
-            415,
-            "Unsupported media type",
-            f"send the body as JSON with Content-Type: application/json (got {ctype!r})",
-            code="unsupported_media_type",
+        raise UnsupportedMediaTypeError(
+            f"send the body as JSON with Content-Type: application/json (got {ctype!r})"
         )
     try:
         value = json.loads(raw, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
     except _DuplicateKeyError as exc:
-        raise ApiError(
-            400, "Malformed JSON", f"the request body is ambiguous: {exc}", code="duplicate_key"
-        ) from None
+        raise AmbiguousBodyError(f"the request body is ambiguous: {exc}") from None
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         # RecursionError: arrays nested thousands deep, which the parser refuses that way.
         why = "it is nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-        raise ApiError(
-            400, "Malformed JSON", f"the request body is not valid JSON: {why}", code="bad_json"
-        ) from None
+        raise MalformedBodyError(f"the request body is not valid JSON: {why}") from None
     if _SURROGATE_ESCAPE.search(raw):
-        problems: list[str] = []
+        problems: list[tuple[str, str]] = []
         _text_problems(value, "$", problems)
         if problems:
-            raise validation_error(problems)
+            raise ConfigValidationError(problems)
     return value
 
 
@@ -286,11 +300,12 @@ async def read_body(request: web.Request, cls: type[T], *, optional: bool = Fals
         value = {}
     if not isinstance(value, dict):
         kind = "nothing" if value is None else _type_name(type(value))
-        raise validation_error([f"invalid value for type, expected object, got {kind} @ $"])
+        raise ConfigValidationError([("$", f"invalid value for type, expected object, got {kind}")])
     try:
         return _converter.structure(value, cls)
     except Exception as exc:  # cattrs raises a tree of mixed exception types
-        raise validation_error(transform_error(exc, "$", _format)) from None
+        problems = [line.rsplit(" @ ", 1) for line in transform_error(exc, "$", _format)]
+        raise ConfigValidationError([(path, reason) for reason, path in problems]) from None
 
 
 _INTEGER: Final = re.compile(r"-?[0-9]+")
@@ -307,26 +322,30 @@ class Query:
     def __init__(self, request: web.Request) -> None:
         self._query = request.query
         self._known: set[str] = set()
-        self.errors: list[str] = []
+        self.errors: list[tuple[str, str]] = []
 
     def _raw(self, name: str) -> str | None:
         self._known.add(name)
         given = self._query.getall(name, ())
         if len(given) > 1:
             # Which one would count is a guess a strict API does not make.
-            self.errors.append(f"given {len(given)} times; give it once @ $.query.{name}")
+            self.errors.append((f"$.query.{name}", f"given {len(given)} times; give it once"))
             return None
         value = given[0] if given else None
         if value is not None and not value.strip():
-            self.errors.append(f"must not be empty @ $.query.{name}")
+            self.errors.append((f"$.query.{name}", "must not be empty"))
             return None
         return value
+
+    def given(self, name: str) -> bool:
+        """Whether the request names the parameter at all."""
+        return name in self._query
 
     def text(self, name: str, *, required: bool = False) -> str | None:
         """A text parameter."""
         value = self._raw(name)
         if value is None and required and name not in self._query:
-            self.errors.append(f"required query parameter missing @ $.query.{name}")
+            self.errors.append((f"$.query.{name}", "required query parameter missing"))
         return value
 
     def integer(
@@ -339,11 +358,11 @@ class Query:
         # Plain ASCII digits only: int() would also take "1_000", " 7" and other scripts'
         # digits, which the OpenAPI document (and so its clients) call invalid.
         if not _INTEGER.fullmatch(value):
-            self.errors.append(f"invalid value for type, expected int @ $.query.{name}")
+            self.errors.append((f"$.query.{name}", "invalid value for type, expected int"))
             return default
         number = int(value)
         if not minimum <= number <= maximum:
-            self.errors.append(f"must be between {minimum} and {maximum} @ $.query.{name}")
+            self.errors.append((f"$.query.{name}", f"must be between {minimum} and {maximum}"))
             return default
         return number
 
@@ -354,7 +373,7 @@ class Query:
             return default
         if value not in ("true", "false"):
             self.errors.append(
-                f"invalid value for type, expected bool (true or false) @ $.query.{name}"
+                (f"$.query.{name}", "invalid value for type, expected bool (true or false)")
             )
             return default
         return value == "true"
@@ -367,7 +386,7 @@ class Query:
         moment = parse_moment(value)
         if moment is None:
             self.errors.append(
-                f"invalid value for type, expected an ISO 8601 date-time @ $.query.{name}"
+                (f"$.query.{name}", "invalid value for type, expected an ISO 8601 date-time")
             )
         return moment
 
@@ -375,7 +394,7 @@ class Query:
         """One of ``allowed``."""
         value = self._raw(name)
         if value is not None and value not in allowed:
-            self.errors.append(f"must be one of {', '.join(allowed)} @ $.query.{name}")
+            self.errors.append((f"$.query.{name}", f"must be one of {', '.join(allowed)}"))
             return None
         return value
 
@@ -384,10 +403,10 @@ class Query:
         (a misspelt ``model_nmae`` would otherwise silently mean "all")."""
         for name in self._query:
             if name not in self._known:
-                self.errors.append(f"unknown query parameter @ $.query.{name}")
+                self.errors.append((f"$.query.{name}", "unknown query parameter"))
                 self._known.add(name)
         if self.errors:
-            raise validation_error(self.errors)
+            raise ConfigValidationError(self.errors)
 
 
 def parse_moment(text: str) -> datetime | None:

@@ -1,22 +1,27 @@
 """The route handlers: parse the request, make one call into the core, answer the envelope.
 
-No logic lives here that the library lacks; errors are raised as they come and mapped to
-HTTP statuses by :func:`~llamaswitch_http._errors.error_middleware`.
+No logic lives here that the library lacks; errors are raised as they come and answered
+by :func:`~llamaswitch_http._errors.error_middleware` with the status their kind states.
+Library objects go into the envelope as they are: the wire format
+(:mod:`llamaswitch._wire`) writes them.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any, Final
 
-import attrs
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
 from llamaswitch._capabilities import BinaryKind
-from llamaswitch._catalog import ModelInfo
-from llamaswitch._errors import LlamaSwitchError
+from llamaswitch._errors import ConfigValidationError, LlamaSwitchError
 from llamaswitch._version import __version__
+from llamaswitch._vocabulary import MODEL_PORT
+from llamaswitch._wire import dumps
 from llamaswitch.bench.config import BENCH_OUTPUT_FORMATS, BenchConfig
-from llamaswitch.bench.runner import TASK_STATES
+from llamaswitch.bench.task import TASK_STATES
 from llamaswitch.servers.config import ServerConfig
 from llamaswitch_http._bodies import (
     BenchmarkBody,
@@ -29,8 +34,9 @@ from llamaswitch_http._bodies import (
     parse_moment,
     read_body,
 )
-from llamaswitch_http._errors import dumps, envelope, json_body, ok, validation_error
-from llamaswitch_http._state import CORE, STATUS_CACHE
+from llamaswitch_http._errors import envelope, json_body, ok
+from llamaswitch_http._sse import EVENT_TOPICS, SSE_HEADERS, render
+from llamaswitch_http._state import CORE, EVENT_STREAMS, METRICS, OPENAPI, STATUS_CACHE
 
 __all__ = [
     "benchmark_cancel",
@@ -41,7 +47,9 @@ __all__ = [
     "benchmarks_import",
     "benchmarks_list",
     "benchmarks_prune",
+    "events",
     "health",
+    "metrics",
     "model_key",
     "model_logs",
     "model_start",
@@ -49,24 +57,17 @@ __all__ = [
     "model_stop",
     "model_switch",
     "models",
+    "openapi",
 ]
 
-_MAX_PORT: Final = 65535
-_ONE_REF: Final = "name a server by model_name or by port, not both"
 _MAX_LOG_LINES: Final = 10_000
 _MAX_HISTORY: Final = 1000
 _MAX_COMPARE: Final = 50
 _BINARIES: Final[tuple[BinaryKind, ...]] = ("llama-server", "llama-bench")
 
 
-def model_to_dict(model: ModelInfo) -> dict[str, Any]:
-    """A catalog entry as JSON: the seed's ``name``, ``path``, ``size`` first, then metadata."""
-    return attrs.asdict(
-        model,
-        value_serializer=lambda _inst, _field, value: (
-            str(value) if hasattr(value, "__fspath__") else value
-        ),
-    )
+def _port(query: Query) -> int | None:
+    return query.integer("port", minimum=MODEL_PORT.low or 0, maximum=MODEL_PORT.high or 0)
 
 
 # -- models and servers ----------------------------------------------------------------------
@@ -76,7 +77,7 @@ async def models(request: web.Request) -> web.Response:
     """``GET /api/v1/models``: the catalog."""
     Query(request).check()
     found = await request.app[CORE].list_models()
-    return ok([model_to_dict(m) for m in found], f"Found {len(found)} GGUF models")
+    return ok(found, f"Found {len(found)} GGUF models")
 
 
 async def model_switch(request: web.Request) -> web.Response:
@@ -107,31 +108,27 @@ async def _launch(request: web.Request, *, alongside: bool) -> web.Response:
     launch = core.start if alongside else core.switch
     status = await launch(body.model_path, config, wait=wait)
     if wait:
-        return ok(status.to_dict(), "Model started" if alongside else "Model switched")
+        return ok(status, "Model started" if alongside else "Model switched")
     message = "Model start initiated" if alongside else "Model switch initiated"
-    return ok(status.to_dict(), message, status=202)
+    return ok(status, message, status=202)
 
 
 async def model_stop(request: web.Request) -> web.Response:
     """``POST /api/v1/model/stop``: one server by ``model_name`` or ``port``, or all."""
     Query(request).check()
     body = await read_body(request, StopBody, optional=True)
-    errors = []
-    if body.port is not None and not 1 <= body.port <= _MAX_PORT:
-        errors.append(f"must be between 1 and {_MAX_PORT} @ $.port")
-    if body.port is not None and body.model_name is not None:
-        errors.append(f"{_ONE_REF} @ $")
-    if errors:
-        raise validation_error(errors)
+    if body.port is not None and (reason := MODEL_PORT.problem(body.port)):
+        raise ConfigValidationError([("$.port", reason)])
     stopped = await request.app[CORE].stop(body.model_name, port=body.port)
-    return ok([s.to_dict() for s in stopped], "Model stopped")
+    return ok(stopped, "Model stopped")
 
 
-def _server_ref(query: Query) -> tuple[str | None, int | None]:
+def _server_ref(query: Query, *, required: bool = False) -> tuple[str | None, int | None]:
+    # Both may be given: the library then checks that they name the same server.
     model_name = query.text("model_name")
-    port = query.integer("port", minimum=1, maximum=_MAX_PORT)
-    if model_name is not None and port is not None:
-        query.errors.append(f"{_ONE_REF} @ $.query")
+    port = _port(query)
+    if required and not (query.given("model_name") or query.given("port")):
+        query.errors.append(("$.query", "name a server by model_name or by port"))
     return model_name, port
 
 
@@ -147,40 +144,34 @@ async def model_status(request: web.Request) -> web.Response:
         if body is None:
             statuses = await core.status()
             body = dumps(envelope(success=True, message="Model status retrieved",
-                                   data=[s.to_dict() for s in statuses]))  # fmt: skip
+                                  data=statuses))  # fmt: skip
             cache.put(body)
         return json_body(body)
     if model_name is not None:
-        status = await core.status(model_name)
-    else:
-        assert port is not None  # noqa: S101 - narrowed above
-        status = await core.status(port=port)
-    return ok(status.to_dict(), "Model status retrieved")
+        return ok(await core.status(model_name, port=port), "Model status retrieved")
+    assert port is not None  # noqa: S101 - narrowed above
+    return ok(await core.status(port=port), "Model status retrieved")
+
+
+async def model_logs(request: web.Request) -> web.Response:
+    """``GET /api/v1/model/logs?model_name=|port=&lines=``: a server's last output lines."""
+    query = Query(request)
+    model_name, port = _server_ref(query, required=True)
+    lines = query.integer("lines", 100, minimum=1, maximum=_MAX_LOG_LINES)
+    query.check()
+    assert lines is not None  # noqa: S101 - has a default
+    found = await request.app[CORE].logs(model_name, port=port, lines=lines)
+    return ok(found, f"{len(found)} log lines")
 
 
 async def model_key(request: web.Request) -> web.Response:
     """``GET /api/v1/model/key?model_name=|port=``: the API key of a server that listens
     beyond loopback (``null`` for a loopback one), for clients that call it directly."""
     query = Query(request)
-    model_name, port = _server_ref(query)
-    if model_name is None and port is None:
-        query.errors.append("name a server by model_name or by port @ $.query")
+    model_name, port = _server_ref(query, required=True)
     query.check()
     key = await request.app[CORE].server_key(model_name, port=port)
     return ok({"api_key": key}, "Model server key retrieved")
-
-
-async def model_logs(request: web.Request) -> web.Response:
-    """``GET /api/v1/model/logs?model_name=|port=&lines=``: a server's last output lines."""
-    query = Query(request)
-    model_name, port = _server_ref(query)
-    lines = query.integer("lines", 100, minimum=1, maximum=_MAX_LOG_LINES)
-    if "model_name" not in request.query and "port" not in request.query:
-        query.errors.append("name a server by model_name or by port @ $.query")
-    query.check()
-    assert lines is not None  # noqa: S101 - has a default
-    found = await request.app[CORE].logs(model_name, port=port, lines=lines)
-    return ok(found, f"{len(found)} log lines")
 
 
 # -- benchmarks --------------------------------------------------------------------------
@@ -191,14 +182,14 @@ async def benchmark_submit(request: web.Request) -> web.Response:
     Query(request).check()
     body = await read_body(request, BenchmarkBody)
     if body.timeout_s is not None and not body.timeout_s > 0:
-        raise validation_error(["must be a number of seconds greater than 0 @ $.timeout_s"])
+        raise ConfigValidationError([("$.timeout_s", "must be a number of seconds greater than 0")])
     config = parse_config(BenchConfig.from_dict, body.config)
     core = request.app[CORE]
     task_id = await core.submit_benchmark(body.model_path, config, timeout_s=body.timeout_s)
-    # The task (its to_dict carries task_id) rather than the bare id: the client sees
-    # at once whether it runs or waits, and where in the queue.
+    # The task (it carries task_id) rather than the bare id: the client sees at once
+    # whether it runs or waits, and where in the queue.
     task = await core.benchmark_status(task_id)
-    return ok(task.to_dict(), "Benchmark task created", status=202)
+    return ok(task, "Benchmark task created", status=202)
 
 
 def _task_id(query: Query) -> str:
@@ -211,7 +202,7 @@ def _task_id(query: Query) -> str:
 async def benchmark_status(request: web.Request) -> web.Response:
     """``GET /api/v1/benchmark/status?task_id=``: state, progress, results, output, error."""
     task = await request.app[CORE].benchmark_status(_task_id(Query(request)))
-    return ok(task.to_dict(), "Benchmark status retrieved")
+    return ok(task, "Benchmark status retrieved")
 
 
 async def benchmark_cancel(request: web.Request) -> web.Response:
@@ -222,14 +213,14 @@ async def benchmark_cancel(request: web.Request) -> web.Response:
     task = await core.cancel_benchmark(task_id)
     if before.finished or task.state != "cancelled":
         # Idempotent, but never vague: the message says the state it was already in.
-        return ok(task.to_dict(), f"Benchmark task already {task.state}: nothing to cancel")
-    return ok(task.to_dict(), "Benchmark task cancelled")
+        return ok(task, f"Benchmark task already {task.state}: nothing to cancel")
+    return ok(task, "Benchmark task cancelled")
 
 
 async def benchmark_delete(request: web.Request) -> web.Response:
     """``DELETE /api/v1/benchmark?task_id=``: remove a finished task and its results."""
     task = await request.app[CORE].delete_benchmark(_task_id(Query(request)))
-    return ok(task.to_dict(), "Benchmark task deleted")
+    return ok(task, "Benchmark task deleted")
 
 
 async def benchmarks_prune(request: web.Request) -> web.Response:
@@ -240,14 +231,14 @@ async def benchmarks_prune(request: web.Request) -> web.Response:
     if body.before is not None:
         before = parse_moment(body.before)
         if before is None:
-            raise validation_error(["invalid value for type, expected an ISO 8601 date-time "
-                                    "@ $.before"])  # fmt: skip
+            raise ConfigValidationError(
+                [("$.before", "invalid value for type, expected an ISO 8601 date-time")]
+            )
     deleted = await request.app[CORE].prune_benchmarks(
         before=before, model=body.model, state=body.state
     )
-    return ok(
-        {"deleted": deleted, "count": len(deleted)}, f"{len(deleted)} benchmark tasks deleted"
-    )
+    message = f"{len(deleted)} benchmark tasks deleted"
+    return ok({"deleted": deleted, "count": len(deleted)}, message)
 
 
 async def benchmarks_list(request: web.Request) -> web.Response:
@@ -263,7 +254,7 @@ async def benchmarks_list(request: web.Request) -> web.Response:
     tasks = await request.app[CORE].list_benchmarks(
         model=model, state=state, since=since, until=until, limit=limit
     )
-    return ok([t.to_dict() for t in tasks], f"Found {len(tasks)} benchmark tasks")
+    return ok(tasks, f"Found {len(tasks)} benchmark tasks")
 
 
 async def benchmarks_compare(request: web.Request) -> web.Response:
@@ -273,11 +264,11 @@ async def benchmarks_compare(request: web.Request) -> web.Response:
     ids = [part.strip() for part in raw.split(",")]
     if raw and (not all(ids) or len(ids) > _MAX_COMPARE):
         query.errors.append(
-            f"must be 1 to {_MAX_COMPARE} task ids separated by commas @ $.query.task_ids"
+            ("$.query.task_ids", f"must be 1 to {_MAX_COMPARE} task ids separated by commas")
         )
     query.check()
     comparison = await request.app[CORE].compare_benchmarks(ids)
-    return ok(comparison.to_dict(), "Benchmarks compared")
+    return ok(comparison, "Benchmarks compared")
 
 
 async def benchmarks_import(request: web.Request) -> web.Response:
@@ -285,9 +276,11 @@ async def benchmarks_import(request: web.Request) -> web.Response:
     Query(request).check()
     body = await read_body(request, ImportBody)
     if body.format not in BENCH_OUTPUT_FORMATS:
-        raise validation_error([f"must be one of {', '.join(BENCH_OUTPUT_FORMATS)} @ $.format"])
+        raise ConfigValidationError(
+            [("$.format", f"must be one of {', '.join(BENCH_OUTPUT_FORMATS)}")]
+        )
     task = await request.app[CORE].import_benchmark(body.text, body.format, model=body.model)
-    return ok(task.to_dict(), "Benchmark results imported", status=201)
+    return ok(task, "Benchmark results imported", status=201)
 
 
 # -- the service itself ------------------------------------------------------------------
@@ -308,3 +301,64 @@ async def health(request: web.Request) -> web.Response:
     data = {"status": "ok" if healthy else "degraded", "version": __version__,
             "binaries": binaries}  # fmt: skip
     return ok(data, "Service healthy" if healthy else "Service up; llama.cpp binaries missing")
+
+
+async def openapi(request: web.Request) -> web.Response:
+    """``GET /api/v1/openapi.json``: the document itself (not wrapped in the envelope)."""
+    return web.Response(body=request.app[OPENAPI], content_type="application/json")
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """``GET /metrics``: the Prometheus text exposition format (0.0.4)."""
+    app_metrics = request.app[METRICS]
+    app_metrics.refresh(await request.app[CORE].status())
+    body = generate_latest(app_metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4})
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    """``GET /api/v1/events``: stream events until the client leaves or the service
+    shuts down; ``?topic=`` keeps one topic (see :mod:`llamaswitch_http._sse`)."""
+    query = Query(request)
+    topic = query.choice("topic", EVENT_TOPICS)
+    query.check()
+    streams = request.app[EVENT_STREAMS]
+    response = web.StreamResponse(headers=SSE_HEADERS)
+    # Subscribe before the headers go out: a client that sees the response open and then
+    # triggers a switch must get the switch's events.
+    with request.app[CORE].subscribe() as subscription:
+        await response.prepare(request)
+        streams.open += 1
+        closing = asyncio.ensure_future(streams.wait_closing())
+        next_event = asyncio.ensure_future(subscription.get())
+        try:
+            await response.write(b"retry: 3000\n: connected\n\n")
+            while True:
+                done, _ = await asyncio.wait(
+                    (next_event, closing),
+                    timeout=streams.heartbeat_s,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if closing in done:
+                    await response.write(b"event: shutdown\ndata: {}\n\n")
+                    break
+                if next_event in done:
+                    try:
+                        event = next_event.result()
+                    except EOFError:  # the core closed its event bus: the service is ending
+                        await response.write(b"event: shutdown\ndata: {}\n\n")
+                        break
+                    next_event = asyncio.ensure_future(subscription.get())
+                    if topic is None or event.topic == topic:
+                        await response.write(render(event))
+                else:
+                    await response.write(b": heartbeat\n\n")
+        except ConnectionResetError:
+            return response  # the client left; nothing to finish
+        finally:
+            streams.open -= 1
+            for task in (next_event, closing):
+                task.cancel()
+    with contextlib.suppress(ConnectionResetError):
+        await response.write_eof()
+    return response

@@ -11,26 +11,19 @@ two apps in one process (tests, embedding) never mix figures.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
-from aiohttp import web
-from prometheus_client import (
-    CONTENT_TYPE_PLAIN_0_0_4,
-    CollectorRegistry,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
+from prometheus_client import CollectorRegistry, Gauge, Histogram
 
-from llamaswitch.bench.store import TASK_STATES, UNFINISHED_STATES
-from llamaswitch.servers.supervisor import ServerState
-from llamaswitch_http._state import CORE, METRICS
+from llamaswitch.bench.task import TASK_STATES, UNFINISHED_STATES
+from llamaswitch.servers.status import ServerState
 
 if TYPE_CHECKING:
-    from llamaswitch._api import AsyncLlamaSwitch
     from llamaswitch._events import Event
+    from llamaswitch.servers.status import ServerStatus
 
-__all__ = ["SERVER_STATES", "Metrics", "metrics"]
+__all__ = ["SERVER_STATES", "Metrics"]
 
 _MIB: Final = 1024 * 1024
 #: Every server state, so each has a sample (0 included): absent series break alerts.
@@ -105,18 +98,17 @@ class Metrics:
             self._unfinished[task_id] = state
         self.tasks.labels(state).inc()
 
-    async def refresh(self, core: AsyncLlamaSwitch) -> None:
-        """Fill the gauges that describe the present from the core."""
-        statuses = [s.to_dict() for s in await core.status()]
+    def refresh(self, statuses: Sequence[ServerStatus]) -> None:
+        """Fill the gauges that describe the present from the servers' statuses."""
         counts = dict.fromkeys(SERVER_STATES, 0)
         self.server_vram.clear()
         self.server_rss.clear()
         for status in statuses:
-            state = str(status.get("state"))
+            state = str(status.state)
             counts[state] = counts.get(state, 0) + 1
-            labels = (str(status.get("port")), str(status.get("model_name")))
-            _set_mib(self.server_vram, labels, status.get("vram_usage"))
-            _set_mib(self.server_rss, labels, status.get("rss_mib"))
+            labels = (str(status.port), status.model_name)
+            _set_mib(self.server_vram, labels, status.vram_usage)
+            _set_mib(self.server_rss, labels, status.rss_mib)
         for state, count in counts.items():
             self.servers.labels(state).set(count)
 
@@ -125,11 +117,3 @@ def _set_mib(gauge: Gauge, labels: tuple[str, str], mib: Any) -> None:
     # No sample rather than 0 when unknown (no NVIDIA GPU, a process already gone).
     if isinstance(mib, int | float) and not isinstance(mib, bool):
         gauge.labels(*labels).set(mib * _MIB)
-
-
-async def metrics(request: web.Request) -> web.Response:
-    """``GET /metrics``: the Prometheus text exposition format (0.0.4)."""
-    app_metrics = request.app[METRICS]
-    await app_metrics.refresh(request.app[CORE])
-    body = generate_latest(app_metrics.registry)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4})

@@ -1,11 +1,12 @@
 """``GET /api/v1/openapi.json``: an OpenAPI 3.1 document of every route, body and response.
 
-Hand-written rather than generated: the wire shapes are ``to_dict()`` methods, not attrs
-fields, and the request schemas must say what the validators accept (``0``/``1`` for
-switches, ``""`` for "not set", a value or a list for a sweep). The tests keep it honest:
-openapi-spec-validator checks the document, schemathesis checks that real responses match
-it and that requests it forbids are refused, and the documented properties are compared
-with the keys real objects produce.
+Generated, not written by hand: the config schemas come from the field vocabulary
+(:func:`llamaswitch._vocabulary.json_schema`), request bodies and responses from their
+types (:func:`llamaswitch._schema.type_schema`), and the error statuses from the error
+kinds (:data:`llamaswitch._errors.ERROR_KINDS`). The routes and what each may answer are
+listed here. The tests keep it honest: openapi-spec-validator checks the document,
+schemathesis checks that real responses match it and that requests it forbids are
+refused.
 """
 
 from __future__ import annotations
@@ -13,25 +14,25 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from aiohttp import web
-
+from llamaswitch._catalog import ModelInfo
+from llamaswitch._errors import ERROR_KINDS
+from llamaswitch._schema import request_schema, type_schema
 from llamaswitch._version import __version__
-from llamaswitch.bench.config import BENCH_CACHE_TYPES, BENCH_OUTPUT_FORMATS
-from llamaswitch.bench.runner import FINAL_STATES, TASK_STATES
-from llamaswitch.servers.config import CACHE_TYPES, SPLIT_MODES
-from llamaswitch.servers.supervisor import ServerState
-from llamaswitch_http._errors import dumps
-from llamaswitch_http._state import OPENAPI
+from llamaswitch._vocabulary import MODEL_PORT, Whole
+from llamaswitch._wire import dumps
+from llamaswitch.bench.comparison import Comparison
+from llamaswitch.bench.task import TASK_STATES, BenchTask
+from llamaswitch.servers.status import ServerStatus
+from llamaswitch_http._bodies import BenchmarkBody, ImportBody, PruneBody, StopBody, SwitchBody
 
-__all__ = ["build_openapi", "openapi", "openapi_document"]
+__all__ = ["build_openapi", "openapi_document"]
 
 Schema = dict[str, Any]
 
-_INT32_MAX: Final = 2**31 - 1
-_SERVER_STATES: Final = tuple(state.value for state in ServerState)
-_BENCH_SPLIT_MODES: Final = ("none", "layer", "row", "tensor")
-_LOAD_MODES: Final = ("auto", "none", "mmap", "mlock", "mmap+mlock", "dio")
-_NUMA: Final = ("distribute", "isolate", "numactl")
+_STR: Final[Schema] = {"type": "string"}
+_INT: Final[Schema] = {"type": "integer"}
+_BOOL: Final[Schema] = {"type": "boolean"}
+_STR_LIST: Final[Schema] = {"type": "array", "items": _STR}
 
 
 def _ref(name: str) -> Schema:
@@ -39,349 +40,13 @@ def _ref(name: str) -> Schema:
 
 
 def _null(schema: Schema) -> Schema:
-    """``schema`` or null."""
     return {"anyOf": [schema, {"type": "null"}]}
 
 
-def _obj(
-    properties: Mapping[str, Schema],
-    *,
-    required: Sequence[str] | None = None,
-    extra: bool = False,
-    description: str | None = None,
-) -> Schema:
-    schema: Schema = {
-        "type": "object",
-        "properties": dict(properties),
-        "required": list(properties) if required is None else list(required),
-        "additionalProperties": extra,
-    }
-    if description:
-        schema["description"] = description
-    return schema
+def _obj(properties: Mapping[str, Schema]) -> Schema:
+    return {"type": "object", "properties": dict(properties), "required": list(properties),
+            "additionalProperties": False}  # fmt: skip
 
-
-_STR: Final[Schema] = {"type": "string"}
-_INT: Final[Schema] = {"type": "integer"}
-_NUM: Final[Schema] = {"type": "number"}
-_BOOL: Final[Schema] = {"type": "boolean"}
-_STR_LIST: Final[Schema] = {"type": "array", "items": _STR}
-_ANY_OBJ: Final[Schema] = {"type": "object"}
-
-
-def _int(low: int, high: int, description: str = "") -> Schema:
-    schema: Schema = {"type": "integer", "minimum": low, "maximum": high}
-    if description:
-        schema["description"] = description
-    return schema
-
-
-# -- request bodies -------------------------------------------------------------------------
-
-_SWITCH01: Final[Schema] = {"anyOf": [_BOOL, {"enum": [0, 1]}]}
-
-
-def _server_config() -> Schema:
-    props: dict[str, Schema] = {
-        "host": {"type": "string", "minLength": 1,
-                 "description": "Address llama-server listens on (default 127.0.0.1)."},
-        "port": _int(1, 65535, "Port of the model server (default: the default model port). "
-                     "Never the API's own port."),
-        "threads": _int(1, 4096),
-        "threads_batch": _int(1, 4096),
-        "ctx_size": _int(0, _INT32_MAX, "Context size in tokens; 0 takes the model's."),
-        "batch_size": _int(1, _INT32_MAX),
-        "ubatch_size": _int(1, _INT32_MAX),
-        "n_gpu_layers": {"anyOf": [_int(-1, 9999), {"enum": ["auto", "all"]}],
-                         "description": "Layers on the GPU; -1 or 'all' for every layer, "
-                         "'auto' (current builds). Default: GPU_LAYERS."},
-        "flash_attn": {"anyOf": [_BOOL, {"enum": ["on", "off", "auto", 0, 1]}]},
-        "split_mode": {"enum": list(SPLIT_MODES)},
-        "tensor_split": {"anyOf": [
-            {"type": "string", "description": 'Proportion per GPU, e.g. "0.5,0.5".'},
-            {"type": "array", "items": {"type": "number", "minimum": 0},
-             "minItems": 1, "maxItems": 128},
-        ]},
-        "main_gpu": _int(0, 1023),
-        "mlock": _SWITCH01,
-        "cache_type_k": {"enum": list(CACHE_TYPES)},
-        "cache_type_v": {"enum": list(CACHE_TYPES)},
-        "parallel": _int(1, 4096, "Server slots (concurrent requests)."),
-        "alias": {"type": "string", "minLength": 1},
-        "no_mmap": _SWITCH01,
-        "extra_args": {**_STR_LIST, "description": "Further llama-server arguments, passed "
-                       "as an argument list (never through a shell); flags the supervisor "
-                       "controls (model, host, port...) are refused."},
-        "env": {"type": "object", "additionalProperties": _STR,
-                "description": "Extra environment variables of the server process."},
-        "restart": {"enum": ["no", "on-failure"]},
-        "restart_max": _int(0, 1000, "Restarts in a row before giving up (on-failure)."),
-        "restart_backoff_s": {"type": "number", "minimum": 0, "maximum": 3600,
-                              "description": "First wait before a restart; doubles each time."},
-    }  # fmt: skip
-    return _obj(
-        {name: _null(schema) for name, schema in props.items()},
-        required=[],
-        description="llama-server settings (the seed's switch examples' keys and more). "
-        "null or absent: not passed, llama.cpp's default applies.",
-    )
-
-
-def _words(choices: Sequence[str], *, blank: bool) -> Schema:
-    """A string that is one of ``choices`` once stripped (blank = not set, if allowed)."""
-    import re
-
-    alternatives = "|".join(re.escape(c) for c in choices)
-    body = f"({alternatives})?" if blank else f"({alternatives})"
-    return {"type": "string", "pattern": f"^\\s*{body}\\s*$"}
-
-
-_BLANK: Final[Schema] = {"type": "string", "pattern": "^\\s*$", "description": "not set"}
-
-
-def _sweep(item: Schema, *, blank_item: Schema | None = None) -> Schema:
-    """One value, a non-empty list of values (a sweep), ``""`` or null (not set)."""
-    return {"anyOf": [item, {"type": "array", "items": item, "minItems": 1},
-                      blank_item or _BLANK, {"type": "null"}]}  # fmt: skip
-
-
-def _single(item: Schema) -> Schema:
-    return {"anyOf": [item, _BLANK, {"type": "null"}]}
-
-
-def _bench_config() -> Schema:
-    count = _int(0, _INT32_MAX)
-    positive = _int(1, _INT32_MAX)
-    switch = {"anyOf": [_BOOL, {"enum": [0, 1]}]}
-    words = "([oO][nN]|[oO][fF][fF]|[aA][uU][tT][oO]|0|1)"
-    flash = {"anyOf": [_BOOL, {"enum": [0, 1]},
-                       {"type": "string", "pattern": f"^\\s*{words}\\s*$"}]}  # fmt: skip
-    pair_text = {"type": "string", "pattern": "^\\s*[0-9]+\\s*,\\s*[0-9]+\\s*$"}
-    pair_list = {"type": "array", "prefixItems": [count, count], "minItems": 2, "maxItems": 2}
-    props: dict[str, Schema] = {
-        "n_prompt": _sweep(count),
-        "n_gen": _sweep(count),
-        "n_depth": _sweep(count),
-        "pg": {
-            "anyOf": [
-                pair_text,
-                pair_list,
-                {"type": "array", "minItems": 1, "items": {"anyOf": [pair_text, pair_list]}},
-                _BLANK,
-                {"type": "null"},
-            ]
-        },
-        "batch_size": _sweep(positive),
-        "ubatch_size": _sweep(positive),
-        "cache_type_k": _sweep(_words(BENCH_CACHE_TYPES, blank=False)),
-        "cache_type_v": _sweep(_words(BENCH_CACHE_TYPES, blank=False)),
-        "threads": _sweep(positive),
-        # "0xff" or the seed's "hex,hex" form (a sweep of masks).
-        "cpu_mask": _sweep(
-            {
-                "type": "string",
-                "pattern": (
-                    "^\\s*(0[xX])?[0-9a-fA-F]{1,128}(\\s*,\\s*(0[xX])?[0-9a-fA-F]{1,128})*\\s*$"
-                ),
-            }
-        ),
-        "cpu_strict": _sweep(switch),
-        "poll": _sweep(_int(0, 100)),
-        "n_gpu_layers": _sweep(_int(-1, _INT32_MAX)),
-        "n_cpu_moe": _sweep(count),
-        "split_mode": _sweep(_words(_BENCH_SPLIT_MODES, blank=False)),
-        "main_gpu": _sweep(count),
-        "devices": _sweep({"type": "string", "pattern": "^[^,]*$"}),
-        "no_kv_offload": _sweep(switch),
-        "flash_attn": _sweep(flash),
-        "mmap": _sweep(switch),
-        "load_mode": _sweep(_words(_LOAD_MODES, blank=False)),
-        "numa": _single(_words(_NUMA, blank=False)),
-        "embeddings": _sweep(switch),
-        "tensor_split": _sweep({"type": "string"}),
-        "override_tensor": _sweep({"type": "string", "pattern": "^[^,]*$"}),
-        "no_op_offload": _sweep(switch),
-        "repetitions": _single(positive),
-        "priority": _single(_int(0, 3)),
-        "delay": _single(count),
-        "no_warmup": _single(switch),
-        "output": _single(_words(BENCH_OUTPUT_FORMATS, blank=False)),
-        "output_err": _single(_words((*BENCH_OUTPUT_FORMATS, "none"), blank=False)),
-        "verbose": _single(switch),
-        "progress": _single(switch),
-    }
-    return _obj(
-        props,
-        required=[],
-        description="llama-bench settings: the seed's 27 benchmark keys plus newer builds' "
-        'options. A list is a sweep (llama-bench runs the cartesian product); "" or null '
-        "means not set (llama-bench's default).",
-    )
-
-
-_SWITCH_BODY: Final = _obj(
-    {"model_path": {"type": "string", "minLength": 1,
-                    "description": "File name, path relative to the models folder, or "
-                    "catalog name."},
-     "config": _null(_ref("ServerConfig"))},
-    required=["model_path"],
-)  # fmt: skip
-_STOP_BODY: Final = _obj(
-    {"model_name": _null({"type": "string", "minLength": 1}),
-     "port": _null(_int(1, 65535))},
-    required=[],
-    description="One of model_name and port, or neither (or no body): stop every server.",
-)  # fmt: skip
-_BENCH_BODY: Final = _obj(
-    {"model_path": {"type": "string", "minLength": 1},
-     "config": _null(_ref("BenchConfig")),
-     "timeout_s": _null({"type": "number", "exclusiveMinimum": 0,
-                         "description": "Time limit of the task (default "
-                         "LLAMASWITCH_BENCH_TIMEOUT_S)."})},
-    required=["model_path"],
-)  # fmt: skip
-_IMPORT_BODY: Final = _obj(
-    {"text": {"type": "string", "description": "llama-bench output, verbatim."},
-     "format": {"enum": list(BENCH_OUTPUT_FORMATS), "default": "json"},
-     "model": _null({"type": "string",
-                     "description": "The model's name (needed for md output)."})},
-    required=["text"],
-)  # fmt: skip
-
-_PRUNE_BODY: Final = _obj(
-    {"before": _null({"type": "string", "minLength": 1,
-                      "description": "ISO 8601: tasks created before this time."}),
-     "model": _null({"type": "string", "minLength": 1, "description": "Model name or path."}),
-     "state": _null({"enum": sorted(FINAL_STATES)})},
-    required=[],
-    description="At least one filter; every filter given must match. Queued and running "
-    "tasks are never pruned.",
-)  # fmt: skip
-
-# -- response data ----------------------------------------------------------------------
-
-
-_MODEL_INFO: Final = _obj(
-    {
-        "name": _STR,
-        "path": _STR,
-        "size": {"type": "integer", "minimum": 0, "description": "Bytes (all shards)."},
-        "relative_path": _STR,
-        "architecture": _null(_STR),
-        "display_name": _null(_STR),
-        "parameter_count": _null(_INT),
-        "quantization": _null(_STR),
-        "context_length": _null(_INT),
-        "block_count": _null(_INT),
-        "embedding_length": _null(_INT),
-        "shard_count": _INT,
-        "shard_paths": _STR_LIST,
-        "projector_path": _null(_STR),
-        "error": _null({**_STR, "description": "Why the file cannot be used."}),
-    }
-)
-
-_SERVER_STATUS: Final = _obj(
-    {
-        "running": _BOOL,
-        "model_name": _STR,
-        "model_path": _STR,
-        "port": _INT,
-        "start_time": _null({**_STR, "format": "date-time"}),
-        "process_id": _null(_INT),
-        "vram_usage": _null({**_INT, "description": "MiB; null without an NVIDIA GPU."}),
-        "state": {"enum": list(_SERVER_STATES)},
-        "host": _STR,
-        "url": _STR,
-        "ready_after_s": _null(_NUM),
-        "rss_mib": _null(_NUM),
-        "cpu_percent": _null(_NUM),
-        "exit_code": _null(_INT),
-        "exited_at": _null({**_STR, "format": "date-time"}),
-        "error": _null(_STR),
-        "config": _ANY_OBJ,
-        "argv": _STR_LIST,
-        "binary_version": _STR,
-        "vram_per_gpu_mib": _null({"type": "object", "additionalProperties": _INT}),
-        "restarts": _INT,
-        "log_tail": _STR_LIST,
-    },
-    description="A model server; the first seven fields are the seed's.",
-)
-
-_BENCH_RESULT: Final = _obj(
-    {
-        "model_filename": _null(_STR),
-        "model_type": _null(_STR),
-        "model_size": _null(_INT),
-        "model_n_params": _null(_INT),
-        "test": {**_STR, "description": "pp512, tg128, pp512+tg128, pp512 @ d4096..."},
-        "n_prompt": _INT,
-        "n_gen": _INT,
-        "n_depth": _INT,
-        "avg_ts": _null({**_NUM, "description": "Tokens per second."}),
-        "stddev_ts": _null(_NUM),
-        "avg_ns": _null(_INT),
-        "stddev_ns": _null(_INT),
-        "samples_ts": _null({"type": "array", "items": _null(_NUM)}),
-        "samples_ns": _null({"type": "array", "items": _INT}),
-        "build_commit": _null(_STR),
-        "build_number": _null(_INT),
-        "backends": _null(_STR),
-        "test_time": _null(_STR),
-        "params": {**_ANY_OBJ, "description": "Every column of the row."},
-    }
-)
-
-_TIME: Final[Schema] = {"type": "string", "format": "date-time"}
-
-_BENCH_TASK: Final = _obj(
-    {
-        "id": _STR,
-        "task_id": _STR,
-        "state": {"enum": list(TASK_STATES)},
-        "source": {"enum": ["run", "imported"]},
-        "model": _STR,
-        "model_path": _null(_STR),
-        "config": _ANY_OBJ,
-        "argv": _STR_LIST,
-        "progress": _obj({"done": _INT, "total": _null(_INT), "current": _null(_STR),
-                          "step": _null(_STR)}),
-        "queue_position": _null({**_INT, "description": "1: the next to start."}),
-        "results": {"type": "array", "items": _ref("BenchResult")},
-        "output": _null({**_STR, "description": "llama-bench's stdout in the requested "
-                         "format, verbatim (when the task ended)."}),
-        "output_format": _STR,
-        "error": _null(_STR),
-        "exit_code": _null(_INT),
-        "stderr_tail": _null(_STR),
-        "created_at": _TIME,
-        "started_at": _null(_TIME),
-        "finished_at": _null(_TIME),
-        "state_history": {"type": "array", "items": {
-            "type": "array", "prefixItems": [_STR, _null(_TIME)], "minItems": 2, "maxItems": 2}},
-        "timeout_s": _null(_NUM),
-        "binary_version": _null(_STR),
-        "binary_commit": _null(_STR),
-        "host": _ANY_OBJ,
-        "running_servers": {"type": "array", "items": _ANY_OBJ},
-    },
-    description="A benchmark task.",
-)  # fmt: skip
-
-_COMPARISON: Final = _obj(
-    {
-        "tasks": {"type": "array", "items": _obj({
-            "id": _STR, "model": _STR, "state": {"enum": list(TASK_STATES)},
-            "config": _ANY_OBJ, "binary_version": _null(_STR), "created_at": _TIME})},
-        "rows": {"type": "array", "items": _obj({
-            "test": _STR, "label": _STR, "params": _ANY_OBJ,
-            "results": {"type": "object", "description": "By task id; null where that task "
-                        "has no such test.",
-                        "additionalProperties": _null(_obj({"avg_ts": _null(_NUM),
-                                                            "stddev_ts": _null(_NUM)}))}})},
-    }
-)  # fmt: skip
 
 _BINARY: Final = _obj({"found": _BOOL, "version": _null(_STR), "error": _null(_STR)})
 _HEALTH: Final = _obj(
@@ -392,57 +57,38 @@ _HEALTH: Final = _obj(
     }
 )
 
-_ERROR_ENVELOPE: Final = _obj(
-    {
+
+def _error_envelope() -> Schema:
+    carried = sorted({name for kind in ERROR_KINDS.values() for name in kind.fields} | {"fields"})
+    return _obj({
         "success": {"const": False},
-        "message": {"type": "string", "minLength": 1, "description": "Short summary."},
-        "data": _obj(
-            {
-                "code": {**_STR, "description": "Machine-readable error code."},
-                "errors": {**_STR_LIST, "description": "422: every problem as "
-                           "'reason @ $.path'."},
-                "suggestions": {**_STR_LIST, "description": "404 model: closest names."},
-                "trace_id": {**_STR, "description": "500: quote it when reporting."},
-                "port": _INT,
-                "host": _STR,
-                "holder": _null(_STR),
-                "exit_code": _null(_INT),
-                "log_tail": _STR_LIST,
-                "field": _STR,
-                "binary": _STR,
-                "version": _STR,
-                "line": _null(_INT),
-            },
-            required=["code"],
-        ),
+        "message": {"type": "string", "minLength": 1, "description": "The error kind's title."},
+        "data": {
+            "type": "object",
+            "properties": {"code": {**_STR, "enum": sorted(ERROR_KINDS),
+                                    "description": "The error kind."}},
+            "required": ["code"],
+            "additionalProperties": True,
+            "description": "The kind's details, by kind: " + ", ".join(carried) + ".",
+        },
         "error": {"type": "string", "minLength": 1, "description": "The full explanation."},
-    }
-)  # fmt: skip
+    })  # fmt: skip
 
 
 def _success(data: Schema) -> Schema:
     return _obj({"success": {"const": True}, "message": _STR, "data": data, "error": {"const": ""}})
 
 
-# -- operations -------------------------------------------------------------------------
+def _errors_by_status() -> dict[int, str]:
+    """What each error status means, from the error kinds that answer with it."""
+    by_status: dict[int, list[str]] = {}
+    for code, kind in sorted(ERROR_KINDS.items()):
+        by_status.setdefault(kind.http_status, []).append(f"{kind.title} ({code})")
+    return {status: "; ".join(titles) + "." for status, titles in sorted(by_status.items())}
 
-_ERRORS: Final[Mapping[int, str]] = {
-    400: "Malformed JSON body.",
-    401: "Missing or wrong API key.",
-    403: "Cross-site request from a browser, or a Host header naming another machine "
-    "while the service listens on loopback (DNS-rebinding guard).",
-    404: "Unknown model, server or task.",
-    408: "The request body did not arrive in time (the connection is closed).",
-    409: "Port in use, port reserved for the API, switch superseded, or a benchmark task "
-    "whose state forbids the request (data.state names it).",
-    413: "Body too large.",
-    415: "Body not sent as application/json.",
-    422: "Validation failed: data.errors lists every problem as 'reason @ $.path'.",
-    500: "A bug: data.trace_id matches the logged traceback.",
-    502: "The model server exited before it became ready (data.log_tail says why).",
-    503: "llama.cpp binary missing or unusable.",
-    504: "The model server did not become ready in time.",
-}
+
+_ERRORS: Final = _errors_by_status()
+_PORT_SCHEMA: Final = MODEL_PORT.schema()
 
 
 def _json(schema: Schema) -> Schema:
@@ -493,13 +139,23 @@ def _op(
 
 _MODEL_NAME = _query("model_name", {"type": "string", "minLength": 1},
                      "A model's name (file name or catalog name).")  # fmt: skip
-_PORT = _query("port", _int(1, 65535), "A model server's port.")
+_PORT = _query("port", _PORT_SCHEMA, "A model server's port.")
 _TASK_ID = _query("task_id", {"type": "string", "minLength": 1}, "The task id.", required=True)
 
 
 def openapi_document(*, secured: bool) -> dict[str, Any]:
     """The OpenAPI 3.1 document; ``secured`` adds the bearer-key requirement."""
     s = secured
+    components: dict[str, Schema] = {}
+    for name, body in (("SwitchRequest", SwitchBody), ("StopRequest", StopBody),
+                       ("BenchmarkRequest", BenchmarkBody), ("ImportRequest", ImportBody),
+                       ("PruneRequest", PruneBody)):  # fmt: skip
+        request_schema(body, components)
+        components[name] = components.pop(body.__name__)
+    for response in (ModelInfo, ServerStatus, BenchTask, Comparison):
+        type_schema(response, components)
+    components["Health"] = _HEALTH
+    components["ErrorEnvelope"] = _error_envelope()
     paths: dict[str, Any] = {
         "/api/v1/models": {"get": _op(
             "List the GGUF models of the models folder (message: 'Found N GGUF models')",
@@ -530,7 +186,7 @@ def openapi_document(*, secured: bool) -> dict[str, Any]:
             "The last lines a model server printed (name it by model_name or port)",
             ok={200: ("Log lines, oldest first.", _STR_LIST)},
             params=[_MODEL_NAME, _PORT,
-                    _query("lines", _int(1, 10_000), "How many lines (default 100).")],
+                    _query("lines", Whole(1, 10_000).schema(), "How many lines (default 100).")],
             errors=(404, 422), secured=s)},
         "/api/v1/benchmark/status": {"get": _op(
             "A task: state, progress, queue position, results, output, error",
@@ -568,7 +224,7 @@ def openapi_document(*, secured: bool) -> dict[str, Any]:
                 _query("since", {"type": "string", "minLength": 1},
                        "ISO 8601 date or date-time (UTC unless a zone is given)."),
                 _query("until", {"type": "string", "minLength": 1}, "ISO 8601, as since."),
-                _query("limit", _int(1, 1000), "At most this many (default 50)."),
+                _query("limit", Whole(1, 1000).schema(), "At most this many (default 50)."),
             ],
             errors=(422,), secured=s)},
         "/api/v1/benchmarks/compare": {"get": _op(
@@ -608,24 +264,7 @@ def openapi_document(*, secured: bool) -> dict[str, Any]:
             'is the envelope {success, message, data, error}; error is "" on success.',
         },
         "paths": paths,
-        "components": {
-            "schemas": {
-                "ServerConfig": _server_config(),
-                "BenchConfig": _bench_config(),
-                "SwitchRequest": _SWITCH_BODY,
-                "StopRequest": _STOP_BODY,
-                "BenchmarkRequest": _BENCH_BODY,
-                "ImportRequest": _IMPORT_BODY,
-                "PruneRequest": _PRUNE_BODY,
-                "ModelInfo": _MODEL_INFO,
-                "ServerStatus": _SERVER_STATUS,
-                "BenchResult": _BENCH_RESULT,
-                "BenchTask": _BENCH_TASK,
-                "Comparison": _COMPARISON,
-                "Health": _HEALTH,
-                "ErrorEnvelope": _ERROR_ENVELOPE,
-            },
-        },
+        "components": {"schemas": components},
     }
     if secured:
         document["components"]["securitySchemes"] = {
@@ -639,8 +278,3 @@ def openapi_document(*, secured: bool) -> dict[str, Any]:
 def build_openapi(*, secured: bool) -> bytes:
     """The document, serialised once per app."""
     return dumps(openapi_document(secured=secured))
-
-
-async def openapi(request: web.Request) -> web.Response:
-    """``GET /api/v1/openapi.json``: the document itself (not wrapped in the envelope)."""
-    return web.Response(body=request.app[OPENAPI], content_type="application/json")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import logging
 import signal
 import sys
 from collections.abc import Callable
@@ -18,6 +19,8 @@ from llamaswitch._settings import Settings, is_loopback
 from llamaswitch_http._app import create_app
 
 __all__ = ["check_bind", "run_server"]
+
+logger = logging.getLogger(__name__)
 
 #: Seconds in-flight requests get to finish on shutdown before they are cancelled. A
 #: ``switch?wait=true`` can wait minutes for a big model; a stop must not.
@@ -117,6 +120,7 @@ async def _serve(settings: Settings, announce: Callable[[str], None]) -> None:
                 allowed = f"an address of this machine ({exc.strerror or exc})"
             source = settings.sources.get(field, "argument")
             raise SettingsError(key, value, source, allowed) from exc
+        logger.info("listening on %s", _url(settings.server_host, settings.server_port))
         announce(_url(settings.server_host, settings.server_port))
         await stop.wait()
     finally:

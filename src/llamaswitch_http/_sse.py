@@ -19,20 +19,17 @@ client that reconnects should read ``/api/v1/model/status`` for the current stat
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Final
 
-from aiohttp import web
-
 from llamaswitch._events import Event
-from llamaswitch_http._bodies import Query
-from llamaswitch_http._errors import dumps
-from llamaswitch_http._state import CORE, EVENT_STREAMS
+from llamaswitch._wire import dumps
 
-__all__ = ["EventStreams", "events"]
+__all__ = ["EVENT_TOPICS", "SSE_HEADERS", "EventStreams", "render"]
 
-_TOPICS: Final = ("server", "benchmark")
-_HEADERS: Final = {
+#: The topics a stream can be narrowed to (``?topic=``).
+EVENT_TOPICS: Final = ("server", "benchmark")
+#: The headers of an event stream.
+SSE_HEADERS: Final = {
     "Content-Type": "text/event-stream; charset=utf-8",
     "Cache-Control": "no-cache",
     # nginx buffers responses unless told not to; events must arrive when they happen.
@@ -65,54 +62,4 @@ class EventStreams:
 def render(event: Event) -> bytes:
     """One event in SSE framing (the JSON is one line: newlines in strings are escaped)."""
     head = f"id: {event.id}\nevent: {event.topic}.{event.type}\ndata: ".encode()
-    return head + dumps(event.to_dict()) + b"\n\n"
-
-
-async def events(request: web.Request) -> web.StreamResponse:
-    """Stream events until the client leaves or the service shuts down.
-
-    ``?topic=server`` or ``?topic=benchmark`` keeps only that topic.
-    """
-    query = Query(request)
-    topic = query.choice("topic", _TOPICS)
-    query.check()
-    streams = request.app[EVENT_STREAMS]
-    response = web.StreamResponse(headers=_HEADERS)
-    # Subscribe before the headers go out: a client that sees the response open and then
-    # triggers a switch must get the switch's events.
-    with request.app[CORE].subscribe() as subscription:
-        await response.prepare(request)
-        streams.open += 1
-        closing = asyncio.ensure_future(streams.wait_closing())
-        next_event = asyncio.ensure_future(subscription.get())
-        try:
-            await response.write(b"retry: 3000\n: connected\n\n")
-            while True:
-                done, _ = await asyncio.wait(
-                    (next_event, closing),
-                    timeout=streams.heartbeat_s,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-                if closing in done:
-                    await response.write(b"event: shutdown\ndata: {}\n\n")
-                    break
-                if next_event in done:
-                    try:
-                        event = next_event.result()
-                    except EOFError:  # the core closed its event bus: the service is ending
-                        await response.write(b"event: shutdown\ndata: {}\n\n")
-                        break
-                    next_event = asyncio.ensure_future(subscription.get())
-                    if topic is None or event.topic == topic:
-                        await response.write(render(event))
-                else:
-                    await response.write(b": heartbeat\n\n")
-        except ConnectionResetError:
-            return response  # the client left; nothing to finish
-        finally:
-            streams.open -= 1
-            for task in (next_event, closing):
-                task.cancel()
-    with contextlib.suppress(ConnectionResetError):
-        await response.write_eof()
-    return response
+    return head + dumps(event) + b"\n\n"

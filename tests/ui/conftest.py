@@ -6,7 +6,7 @@
   check then finds nothing).
 - ``browser``: Debian's Chromium (``/usr/bin/chromium``) driven by Playwright, started as
   the field notes say; Playwright gives each launch a fresh profile folder of its own
-  (it refuses ``--user-data-dir`` in ``launch``). Closed at the end of the session, and
+  (it refuses ``--user-data-dir`` in ``launch``). Closed at the end of each module, and
   a Chromium process left behind fails the run.
 - ``ui``: a fresh browser context and page per test (so sessionStorage starts empty),
   which records console errors and page errors; any left at the end fails the test.
@@ -72,9 +72,10 @@ def need(condition: bool, reason: str) -> None:
 
 @attrs.define
 class Service:
-    """A running ``llamaswitch serve`` and how to call it."""
+    """A running service (``llamaswitch serve``, or an app served in-process) and how to
+    call it."""
 
-    process: ServeProcess
+    process: ServeProcess | None
     url: str
     models_dir: Path
     key: str | None
@@ -82,7 +83,16 @@ class Service:
     def call(self, method: str, path: str, body: object = None) -> tuple[int, Any]:
         """One API request (with the key, if any); (status, envelope)."""
         headers = {"Authorization": f"Bearer {self.key}"} if self.key else {}
-        return self.process.request(method, path, body, headers)
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path, data, headers, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            with exc:
+                return exc.code, json.loads(exc.read())
 
     def data(self, method: str, path: str, body: object = None) -> Any:
         """The ``data`` of a successful call."""
@@ -99,6 +109,23 @@ class Service:
                 return value
             assert time.monotonic() < deadline, f"timed out waiting for {what}"
             time.sleep(0.1)
+
+    def finished_task(self, task_id: str, timeout_s: float = 120.0) -> dict[str, Any]:
+        """A benchmark task once it has ended."""
+
+        def ended() -> dict[str, Any] | None:
+            task: dict[str, Any] = self.data("GET", f"/api/v1/benchmark/status?task_id={task_id}")
+            return None if task["state"] in {"queued", "running"} else task
+
+        done: dict[str, Any] = self.wait(ended, f"benchmark {task_id}", timeout_s)
+        return done
+
+    def benchmark(self, model: str, config: dict[str, Any]) -> dict[str, Any]:
+        """Run a benchmark through the API, to completion."""
+        task = self.data("POST", "/api/v1/benchmark", {"model_path": model, "config": config})
+        done = self.finished_task(task["id"])
+        assert done["state"] == "completed", done
+        return done
 
     def clean_up(self) -> None:
         """Stop every model server; cancel every benchmark still queued or running."""
@@ -157,9 +184,13 @@ def _chromium_processes() -> list[psutil.Process]:
     return found
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Debian's Chromium under Playwright, for the whole session."""
+    """Debian's Chromium under Playwright, for one test module.
+
+    Not for the session: while Playwright's sync API is open it keeps an event loop
+    running on this thread, and every later ``asyncio.run`` (the REST tests) would fail.
+    """
     need(CHROMIUM.exists(), f"no Chromium at {CHROMIUM}: run `apt-get install -y chromium`")
     try:
         from playwright.sync_api import sync_playwright
@@ -189,8 +220,8 @@ class Ui:
     page: Any
     service: Service
     console_errors: list[str] = attrs.Factory(list)
-    #: Substrings of console errors a test expects (a 401 after a wrong key).
-    expected_errors: list[str] = attrs.Factory(list)
+    #: (status, URL) of refused requests a test provokes on purpose.
+    allowed_http_errors: set[tuple[int, str]] = attrs.Factory(set)
 
     def open(self, name: str, query: str = "") -> Any:
         """Load the dashboard on page ``name`` (a fresh document) and wait until it has
@@ -232,11 +263,24 @@ class Ui:
         self.page.screenshot(path=str(path), full_page=True)
         return path
 
-    def unexpected_errors(self) -> list[str]:
-        """Console and page errors no test asked for."""
-        return [
-            e for e in self.console_errors if not any(x in e for x in self.expected_errors)
-        ]
+    def expect_http_error(self, status: int, path: str) -> None:
+        """Allow the browser's own log line for a refused request the test provokes.
+
+        Chromium logs every 4xx answer to fetch() as a console error ("Failed to load
+        resource"), even when the page handles it; only the named status and URL pass.
+        """
+        self.allowed_http_errors.add((status, f"{self.service.url}{path}"))
+
+    def record(self, message: Any) -> None:
+        """Keep a console error, unless it is an allowed refused request."""
+        if message.type != "error":
+            return
+        url = message.location.get("url", "")
+        for status, allowed in self.allowed_http_errors:
+            if message.text.startswith(f"Failed to load resource: the server responded with "
+                                       f"a status of {status} ") and url == allowed:  # fmt: skip
+                return
+        self.console_errors.append(f"console: {message.text} ({url})")
 
 
 def _open_ui(browser: Any, service: Service, *, dark: bool = False) -> Iterator[Ui]:
@@ -248,19 +292,18 @@ def _open_ui(browser: Any, service: Service, *, dark: bool = False) -> Iterator[
     page = context.new_page()
     ui = Ui(page, service)
 
-    def on_console(message: Any) -> None:
-        if message.type == "error":
-            ui.console_errors.append(f"console: {message.text} ({message.location})")
-
-    page.on("console", on_console)
+    # A lambda, not ui.record: Playwright tags bound methods with an attribute, which a
+    # slotted attrs class refuses.
+    page.on("console", lambda message: ui.record(message))  # noqa: PLW0108
     page.on("pageerror", lambda error: ui.console_errors.append(f"page error: {error}"))
     try:
         yield ui
         # Close the page first: its event stream ends cleanly, before the service's
         # clean-up stops servers under it.
         page.close()
-        errors = ui.unexpected_errors()
-        assert not errors, "the browser reported errors:\n" + "\n".join(errors)
+        assert not ui.console_errors, "the browser reported errors:\n" + "\n".join(
+            ui.console_errors
+        )
     finally:
         context.close()
         # Each test leaves no server and no active benchmark behind, whatever it did.

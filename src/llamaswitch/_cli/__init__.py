@@ -23,7 +23,7 @@ __all__ = ["EXIT_FAILED", "EXIT_MISSING", "EXIT_OK", "EXIT_USAGE", "build_parser
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser, every command registered."""
-    from llamaswitch._cli import _bench, _doctor, _models, _serve, _servers, _toolchain
+    from llamaswitch._cli import _bench, _config, _doctor, _models, _serve, _servers, _toolchain
 
     parser = argparse.ArgumentParser(
         prog="llamaswitch",
@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--state-dir", dest="state_dir", help="state folder (overrides LLAMASWITCH_STATE_DIR)"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (_models, _servers, _bench, _serve, _doctor, _toolchain):
+    for module in (_models, _servers, _bench, _serve, _config, _doctor, _toolchain):
         module.register(sub)
     return parser
 
@@ -58,10 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"llamaswitch: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except LlamaSwitchError as exc:
-        from llamaswitch._cli._client import exit_code_for
-
         print(f"llamaswitch: {exc}", file=sys.stderr)
-        return exit_code_for(exc)
+        return exc.cli_exit_code
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

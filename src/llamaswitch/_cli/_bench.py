@@ -29,7 +29,7 @@ import datetime as dt
 import re
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,21 +37,30 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from llamaswitch._cli._client import (
-    EXIT_INTERRUPTED,
-    Backend,
-    CommandError,
+from llamaswitch._cli._api import (
+    API,
     add_backend_options,
     guarded,
-    open_backend,
+    is_remote,
+    open_api,
     print_json,
     usage_error,
 )
-from llamaswitch._cli._common import EXIT_FAILED, EXIT_OK, positive_int, positive_seconds
+from llamaswitch._cli._common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    positive_int,
+    positive_seconds,
+)
 from llamaswitch._cli._render import console, err_console, text
 from llamaswitch._cli._servers import load_config_json
-from llamaswitch.bench.parser import BENCH_OUTPUT_FORMATS
-from llamaswitch.bench.store import FINAL_STATES, TASK_STATES
+from llamaswitch._time import format_time
+from llamaswitch._vocabulary import add_options, options_to_data
+from llamaswitch.bench.comparison import Comparison
+from llamaswitch.bench.config import BenchConfig
+from llamaswitch.bench.parser import BENCH_OUTPUT_FORMATS, BenchResult
+from llamaswitch.bench.task import FINAL_STATES, TASK_STATES, BenchTask
 
 __all__ = ["bench_config_from_args", "register"]
 
@@ -59,45 +68,6 @@ _EXAMPLES = "examples:" + __doc__.split("Examples::", 1)[1]
 # Progress is polled (the same for in-process and --url); llama-bench tests on tiny
 # models last tens of milliseconds, so poll briskly.
 _POLL_S = 0.1
-
-# (field, flags, kind, help). kind: "ints"/"strs"/"mixed" = a comma list (a sweep);
-# "repeat" = repeat the option for a sweep (its value may hold commas itself);
-# "int"/"str" = one value; "flag" = a switch that is on when given.
-_BENCH_OPTIONS: tuple[tuple[str, tuple[str, ...], str, str], ...] = (
-    ("n_prompt", ("-p", "--n-prompt"), "ints", "prompt tokens per pp test (0 skips them)"),
-    ("n_gen", ("-n", "--n-gen"), "ints", "tokens generated per tg test (0 skips them)"),
-    ("n_depth", ("-d", "--n-depth"), "ints", "tokens already in the KV cache per test"),
-    ("pg", ("-pg", "--pg"), "repeat", "combined test PP,TG (repeat for several)"),
-    ("batch_size", ("-b", "--batch-size"), "ints", "logical batch size"),
-    ("ubatch_size", ("-ub", "--ubatch-size"), "ints", "physical batch size"),
-    ("cache_type_k", ("-ctk", "--cache-type-k"), "strs", "K cache type (f16, q8_0, ...)"),
-    ("cache_type_v", ("-ctv", "--cache-type-v"), "strs", "V cache type"),
-    ("threads", ("-t", "--threads"), "ints", "CPU threads"),
-    ("cpu_mask", ("-C", "--cpu-mask"), "strs", "CPU affinity mask in hex (0xff)"),
-    ("cpu_strict", ("--cpu-strict",), "ints", "strict CPU placement, 0/1"),
-    ("poll", ("--poll",), "ints", "busy-polling level, 0-100"),
-    ("n_gpu_layers", ("-ngl", "--n-gpu-layers"), "ints", "layers offloaded to the GPU"),
-    ("n_cpu_moe", ("-ncmoe", "--n-cpu-moe"), "ints", "MoE layers kept on the CPU (current)"),
-    ("split_mode", ("-sm", "--split-mode"), "strs", "none, layer, row (tensor: current)"),
-    ("main_gpu", ("-mg", "--main-gpu"), "ints", "main GPU index"),
-    ("devices", ("-dev", "--devices"), "strs", "devices joined by '/' (current builds)"),
-    ("no_kv_offload", ("-nkvo", "--no-kv-offload"), "ints", "KV cache in host memory, 0/1"),
-    ("flash_attn", ("-fa", "--flash-attn"), "mixed", "flash attention: 0/1 (auto: current)"),
-    ("mmap", ("-mmp", "--mmap"), "ints", "memory-map the model, 0/1"),
-    ("load_mode", ("-lm", "--load-mode"), "strs", "how to load the model (current builds)"),
-    ("numa", ("--numa",), "str", "NUMA strategy: distribute, isolate, numactl"),
-    ("embeddings", ("-embd", "--embeddings"), "ints", "embeddings mode, 0/1"),
-    ("tensor_split", ("-ts", "--tensor-split"), "repeat",
-     'share per GPU, "0.5,0.5" (repeat for several)'),
-    ("override_tensor", ("-ot", "--override-tensor"), "repeat",
-     "PATTERN=BUFFER pairs joined by ';' (repeat for several)"),
-    ("no_op_offload", ("-nopo", "--no-op-offload"), "ints", "no host op offload, 0/1 (current)"),
-    ("repetitions", ("-r", "--repetitions"), "int", "runs of each test (llama-bench: 5)"),
-    ("priority", ("--prio", "--priority"), "int", "process priority, 0-3"),
-    ("delay", ("--delay",), "int", "seconds to pause before each test"),
-    ("no_warmup", ("--no-warmup",), "flag", "skip the warm-up run (current builds)"),
-    ("verbose", ("--verbose",), "flag", "llama-bench's verbose logging"),
-)  # fmt: skip
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -118,20 +88,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="a BenchConfig as JSON (the seed's request `config`), or @file.json; the "
         "options here override its keys",
     )  # fmt: skip
-    for field, flags, kind, help_text in _BENCH_OPTIONS:
-        if kind == "flag":
-            group.add_argument(*flags, dest=field, action="store_true", default=None,
-                               help=help_text)  # fmt: skip
-        elif kind == "repeat":
-            group.add_argument(*flags, dest=field, action="append", help=help_text)
-        else:
-            metavar = {"ints": "N[,N...]", "strs": "X[,X...]", "mixed": "X[,X...]"}.get(kind)
-            group.add_argument(*flags, dest=field, metavar=metavar, help=help_text)
-    group.add_argument(
-        "-o", "--output", choices=BENCH_OUTPUT_FORMATS,
-        help="print llama-bench's own output in this format instead of the results table "
-        "(it is stored with the task either way)",
-    )  # fmt: skip
+    add_options(group, BenchConfig)
     bench.add_argument(
         "--timeout", type=positive_seconds, metavar="SECONDS",
         help="time limit of the task (default: LLAMASWITCH_BENCH_TIMEOUT_S)",
@@ -189,6 +146,32 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_backend_options(cancel)
     cancel.set_defaults(handler=guarded(_run_cancel))
 
+    delete = sub.add_parser(
+        "bench-delete",
+        help="delete finished benchmark tasks and their results from the history",
+        description="Delete finished benchmark tasks (queued or running ones are refused: "
+        "cancel them first).",
+    )
+    delete.add_argument("task_ids", nargs="+", metavar="TASK_ID")
+    delete.add_argument("--json", action="store_true", help="print the deleted tasks as JSON")
+    add_backend_options(delete)
+    delete.set_defaults(handler=guarded(_run_delete))
+
+    prune = sub.add_parser(
+        "bench-prune",
+        help="delete finished benchmark tasks by age, model or state",
+        description="Delete every finished task matching all the filters given (at least "
+        "one). Queued and running tasks are never pruned.",
+    )
+    prune.add_argument("--older-than", type=_duration, metavar="AGE",
+                       help="created longer ago than AGE: 90s, 30m, 12h, 30d")  # fmt: skip
+    prune.add_argument("--before", type=_moment, help="created before (ISO 8601)")
+    prune.add_argument("--model", help="only tasks of this model")
+    prune.add_argument("--state", choices=sorted(FINAL_STATES), help="only tasks in this state")
+    prune.add_argument("--json", action="store_true", help="print the deleted ids as JSON")
+    add_backend_options(prune)
+    prune.set_defaults(handler=guarded(_run_prune))
+
     compare = sub.add_parser(
         "bench-compare",
         help="several benchmark tasks' results side by side",
@@ -218,37 +201,24 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 # -- the config from the command line ----------------------------------------------------
 
-_INT = re.compile(r"[-+]?\d+")
 
-
-def _token(raw: str, kind: str) -> Any:
-    # Numbers become ints where llama-bench wants numbers; anything else stays text so
-    # BenchConfig reports it with the field's name and rules.
-    item = raw.strip()
-    if kind in ("ints", "int", "mixed") and _INT.fullmatch(item):
-        return int(item)
-    return item
-
-
-def bench_config_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """The BenchConfig fields the command line sets, as a JSON-ready dict."""
+def bench_config_from_args(args: argparse.Namespace) -> BenchConfig | None:
+    """The BenchConfig the command line describes (None when it sets nothing)."""
     config: dict[str, Any] = dict(load_config_json(getattr(args, "config_json", None)))
-    for field, _flags, kind, _help in _BENCH_OPTIONS:
-        given = getattr(args, field, None)
-        if given is None:
-            continue
-        if kind == "flag":
-            config[field] = True
-        elif kind == "repeat":
-            config[field] = given[0] if len(given) == 1 else list(given)
-        elif kind in ("int", "str"):
-            config[field] = _token(given, kind)
-        else:
-            items = [_token(part, kind) for part in str(given).split(",")]
-            config[field] = items[0] if len(items) == 1 else items
-    if getattr(args, "output", None):
-        config["output"] = args.output
-    return config
+    config.update(options_to_data(args, BenchConfig))
+    return BenchConfig.from_dict(config) if config else None
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(raw: str) -> float:
+    """``30d``, ``12h``, ``90`` (seconds)... -> seconds."""
+    found = _DURATION.fullmatch(raw.strip().lower())
+    if found is None:
+        raise argparse.ArgumentTypeError(f"not an age such as 90s, 30m, 12h or 30d: {raw!r}")
+    return float(found.group(1)) * _UNITS[found.group(2)]
 
 
 def _moment(raw: str) -> dt.datetime:
@@ -263,33 +233,6 @@ def _moment(raw: str) -> dt.datetime:
         ) from None
 
 
-# -- task data (the REST API's shapes) -------------------------------------------------
-
-
-def task_id_of(task: Mapping[str, Any]) -> str:
-    """The id of a task as the API returns it."""
-    found = task.get("task_id") or task.get("id")
-    if not isinstance(found, str) or not found:
-        raise CommandError(f"the service returned a task without an id: {task!r}", EXIT_FAILED)
-    return found
-
-
-def _progress_of(task: Mapping[str, Any]) -> tuple[int, int | None, str]:
-    """(tests done, tests expected or None, what runs now), from a task's ``progress``."""
-    progress = task.get("progress")
-    info: Mapping[str, Any] = progress if isinstance(progress, Mapping) else {}
-    done = info.get("done")
-    if not isinstance(done, int):
-        results = task.get("results")
-        done = len(results) if isinstance(results, list) else 0
-    total = info.get("total")
-    if not isinstance(total, int) or total <= 0:
-        expected = task.get("expected_tests")
-        total = expected if isinstance(expected, int) and expected > 0 else None
-    current = " ".join(str(info[k]) for k in ("current", "step") if info.get(k))
-    return done, total, current
-
-
 # -- bench -----------------------------------------------------------------------------
 
 
@@ -300,44 +243,50 @@ def _run_bench(args: argparse.Namespace) -> int:
         raise usage_error(
             "--no-wait needs --url: in-process the task lives as long as this command"
         )
-    with open_backend(args) as backend:
-        task = backend.submit_benchmark(args.model, config, timeout_s=args.timeout)
-        task_id = task_id_of(task)
+    with open_api(args) as api:
+        task_id = api.submit_benchmark(args.model, config, timeout_s=args.timeout)
         if args.no_wait:
             if args.json:
-                print_json(task)
+                print_json(api.benchmark_status(task_id))
             else:
                 print(task_id)
             return EXIT_OK
         err_console().print(f"[dim]benchmark task {task_id}[/]", highlight=False)
         try:
-            final = follow_task(backend, task_id, show_progress=not args.no_progress)
+            final = follow_task(api, task_id, show_progress=not args.no_progress)
         except KeyboardInterrupt:
-            return _interrupted(backend, task_id)
+            return _interrupted(api, task_id)
     return _finish(final, args, verbatim=bool(args.output))
 
 
-def _interrupted(backend: Backend, task_id: str) -> int:
+def _interrupted(api: API, task_id: str) -> int:
     notes = err_console()
-    if backend.persistent:
+    if is_remote(api):
         notes.print(
             f"stopped watching; task {task_id} keeps running in the service "
             f"(`llamaswitch bench-cancel {task_id}` cancels it)"
         )
     else:
-        backend.cancel_benchmark(task_id)
+        api.cancel_benchmark(task_id)
         notes.print(f"task {task_id} cancelled")
     return EXIT_INTERRUPTED
 
 
-def follow_task(backend: Backend, task_id: str, *, show_progress: bool) -> dict[str, Any]:
+def _current(task: BenchTask) -> str:
+    progress = task.progress
+    if task.state == "queued" and task.queue_position is not None:
+        return f"queue position {task.queue_position}"
+    return " ".join(part for part in (progress.current, progress.step) if part)
+
+
+def follow_task(api: API, task_id: str, *, show_progress: bool) -> BenchTask:
     """Poll the task until it ends, with a progress bar on stderr (a terminal only)."""
     notes = err_console()
-    task = backend.benchmark_status(task_id)
+    task = api.benchmark_status(task_id)
     if not show_progress or not notes.is_terminal:
-        while task.get("state") not in FINAL_STATES:
+        while not task.finished:
             time.sleep(_POLL_S)
-            task = backend.benchmark_status(task_id)
+            task = api.benchmark_status(task_id)
         return task
     columns = (
         TextColumn("[bold]{task.fields[state]:>9}"),
@@ -349,66 +298,55 @@ def follow_task(backend: Backend, task_id: str, *, show_progress: bool) -> dict[
     with Progress(*columns, console=notes, transient=True) as bar:
         row = bar.add_task("bench", total=None, state="", current="")
         while True:
-            done, total, current = _progress_of(task)
-            state = str(task.get("state"))
-            position = task.get("queue_position")
-            if state == "queued" and isinstance(position, int):
-                current = f"queue position {position}"
-            bar.update(row, completed=done, total=total, state=state, current=escape(current))
-            if state in FINAL_STATES:
+            bar.update(row, completed=task.progress.done, total=task.progress.total,
+                       state=task.state, current=escape(_current(task)))  # fmt: skip
+            if task.finished:
                 return task
             time.sleep(_POLL_S)
-            task = backend.benchmark_status(task_id)
+            task = api.benchmark_status(task_id)
 
 
-def _finish(task: Mapping[str, Any], args: argparse.Namespace, *, verbatim: bool) -> int:
+def _finish(task: BenchTask, args: argparse.Namespace, *, verbatim: bool) -> int:
     """Print a finished (or current) task; exit 1 unless it completed."""
-    state = task.get("state")
     if args.json:
         print_json(task)
     elif verbatim:
-        output = task.get("output")
-        if output:
-            sys.stdout.write(output if str(output).endswith("\n") else f"{output}\n")
+        if task.output:
+            sys.stdout.write(task.output if task.output.endswith("\n") else f"{task.output}\n")
     else:
         print_task(task)
-    if state in FINAL_STATES and state != "completed":
+    if task.finished and task.state != "completed":
         _print_failure(task)
         return EXIT_FAILED
     return EXIT_OK
 
 
-def _print_failure(task: Mapping[str, Any]) -> None:
+def _print_failure(task: BenchTask) -> None:
     notes = err_console()
-    state = task.get("state")
-    error = task.get("error")
-    code = task.get("exit_code")
-    line = f"[red]benchmark {escape(str(state))}[/]"
-    if error:
-        line += f": {escape(str(error))}"
-    elif code is not None:
-        line += f" (exit code {code})"
+    line = f"[red]benchmark {escape(task.state)}[/]"
+    if task.error:
+        line += f": {escape(task.error)}"
+    elif task.exit_code is not None:
+        line += f" (exit code {task.exit_code})"
     notes.print(line)
-    tail = task.get("stderr_tail")
-    if tail and (not error or str(tail) not in str(error)):
+    tail = task.stderr_tail
+    if tail and (not task.error or tail not in task.error):
         notes.print("--- last llama-bench lines ---")
-        notes.print(escape(str(tail).rstrip()), highlight=False)
+        notes.print(escape(tail.rstrip()), highlight=False)
 
 
-def print_task(task: Mapping[str, Any]) -> None:
+def print_task(task: BenchTask) -> None:
     """A task's summary line and its results table."""
     out = console()
-    done, total, _ = _progress_of(task)
+    done, total = task.progress.done, task.progress.total
     count = f"{done}/{total}" if total else str(done)
-    model = task.get("model") or task.get("model_name") or ""
+    queued = f", queue position {task.queue_position}" if task.queue_position else ""
     out.print(
-        f"task [bold]{escape(str(task_id_of(task)))}[/] {escape(str(model))}: "
-        f"{escape(str(task.get('state')))}, {count} tests"
-        + (f", queue position {task['queue_position']}" if task.get("queue_position") else "")
+        f"task [bold]{escape(task.id)}[/] {escape(task.model)}: {escape(task.state)}, "
+        f"{count} tests{queued}"
     )
-    results = task.get("results")
-    if isinstance(results, list) and results:
-        out.print(results_table(results))
+    if task.results:
+        out.print(results_table(task.results))
 
 
 # Result parameters worth a column when they differ between rows (a sweep).
@@ -422,16 +360,14 @@ _PARAM_COLUMNS = (
 )  # fmt: skip
 
 
-def results_table(results: Sequence[Mapping[str, Any]], *, title: str | None = None) -> Table:
+def results_table(results: Sequence[BenchResult], *, title: str | None = None) -> Table:
     """Results as llama-bench's markdown table shows them: the swept columns, test, t/s."""
-    params: list[Mapping[str, Any]] = []
-    for result in results:
-        found = result.get("params")
-        params.append(found if isinstance(found, Mapping) else {})
     varying = [
-        (key, label) for key, label in _PARAM_COLUMNS if len({repr(p.get(key)) for p in params}) > 1
+        (key, label)
+        for key, label in _PARAM_COLUMNS
+        if len({repr(r.params.get(key)) for r in results}) > 1
     ]
-    models = {r.get("model_filename") for r in results}
+    models = {r.model_filename for r in results}
     table = Table(title=title)
     if len(models) > 1:
         table.add_column("model", overflow="fold")
@@ -439,33 +375,32 @@ def results_table(results: Sequence[Mapping[str, Any]], *, title: str | None = N
         table.add_column(label, justify="right")
     table.add_column("test")
     table.add_column("t/s", justify="right")
-    for result, param in zip(results, params, strict=True):
+    for result in results:
         row = []
         if len(models) > 1:
-            row.append(Path(str(result.get("model_filename") or "")).name)
-        row += [text(param.get(key)) for key, _label in varying]
-        row.append(text(result.get("test")))
-        row.append(_speed(result))
+            row.append(Path(result.model_filename or "").name)
+        row += [text(result.params.get(key)) for key, _label in varying]
+        row.append(result.test)
+        row.append(_speed(result.avg_ts, result.stddev_ts))
         table.add_row(*(escape(cell) for cell in row))
     return table
 
 
-def _speed(result: Mapping[str, Any]) -> str:
-    avg, std = result.get("avg_ts"), result.get("stddev_ts")
-    if not isinstance(avg, int | float):
+def _speed(avg: float | None, std: float | None) -> str:
+    if avg is None:
         return ""
-    return f"{avg:.2f} ± {std:.2f}" if isinstance(std, int | float) else f"{avg:.2f}"
+    return f"{avg:.2f} ± {std:.2f}" if std is not None else f"{avg:.2f}"
 
 
-# -- bench-status / history / cancel / compare / import ---------------------------------------
+# -- bench-status / history / cancel / delete / prune / compare / import ----------------------
 
 
 def _run_status(args: argparse.Namespace) -> int:
-    with open_backend(args) as backend:
-        task = backend.benchmark_status(args.task_id)
-        if args.wait and task.get("state") not in FINAL_STATES:
+    with open_api(args) as api:
+        task = api.benchmark_status(args.task_id)
+        if args.wait and not task.finished:
             try:
-                task = follow_task(backend, args.task_id, show_progress=not args.no_progress)
+                task = follow_task(api, args.task_id, show_progress=not args.no_progress)
             except KeyboardInterrupt:
                 err_console().print("stopped watching")
                 return EXIT_INTERRUPTED
@@ -477,8 +412,8 @@ def _run_status(args: argparse.Namespace) -> int:
 
 
 def _run_history(args: argparse.Namespace) -> int:
-    with open_backend(args) as backend:
-        tasks = backend.list_benchmarks(
+    with open_api(args) as api:
+        tasks = api.list_benchmarks(
             model=args.model, state=args.state, since=args.since, until=args.until,
             limit=args.limit,
         )  # fmt: skip
@@ -495,54 +430,67 @@ def _run_history(args: argparse.Namespace) -> int:
     for title in ("model", "state", "tests", "best t/s"):
         table.add_column(title, overflow="fold")
     for task in tasks:
-        done, total, _ = _progress_of(task)
+        done, total = task.progress.done, task.progress.total
         table.add_row(
-            escape(text(task.get("id") or task.get("task_id"))),
-            escape(_short_time(task.get("created_at"))),
-            escape(text(task.get("model"))),
-            escape(text(task.get("state"))),
+            escape(task.id),
+            format_time(task.created_at).replace("T", " ")[:19],
+            escape(task.model),
+            escape(task.state),
             f"{done}/{total}" if total else str(done),
-            escape(_best(task.get("results"))),
+            escape(_best(task.results)),
         )
     out.print(table)
     return EXIT_OK
 
 
-def _short_time(moment: Any) -> str:
-    """``2026-01-02T03:04:05.678Z`` -> ``2026-01-02 03:04:05``."""
-    return text(moment).replace("T", " ")[:19]
-
-
-def _best(results: Any) -> str:
+def _best(results: Sequence[BenchResult]) -> str:
     """The fastest result per test kind (pp, tg), e.g. ``pp512 1234.5, tg128 56.7``."""
-    if not isinstance(results, list):
-        return ""
     best: dict[str, tuple[float, str]] = {}
     for result in results:
-        if not isinstance(result, Mapping):
-            continue
-        test, avg = str(result.get("test", "")), result.get("avg_ts")
-        if not isinstance(avg, int | float):
-            continue
-        kind = test[:2]
-        if kind not in best or avg > best[kind][0]:
-            best[kind] = (float(avg), test)
+        kind = result.test[:2]
+        if result.avg_ts is not None and (kind not in best or result.avg_ts > best[kind][0]):
+            best[kind] = (result.avg_ts, result.test)
     return ", ".join(f"{name} {speed:.1f}" for speed, name in best.values())
 
 
 def _run_cancel(args: argparse.Namespace) -> int:
-    with open_backend(args) as backend:
-        task = backend.cancel_benchmark(args.task_id)
+    with open_api(args) as api:
+        task = api.cancel_benchmark(args.task_id)
     if args.json:
         print_json(task)
     else:
-        console().print(f"task {escape(args.task_id)}: {escape(str(task.get('state')))}")
+        console().print(f"task {escape(args.task_id)}: {escape(task.state)}")
+    return EXIT_OK
+
+
+def _run_delete(args: argparse.Namespace) -> int:
+    with open_api(args) as api:
+        deleted = [api.delete_benchmark(task_id) for task_id in args.task_ids]
+    if args.json:
+        print_json(deleted)
+        return EXIT_OK
+    for task in deleted:
+        console().print(f"deleted task {escape(task.id)} ({escape(task.model)}, {task.state})")
+    return EXIT_OK
+
+
+def _run_prune(args: argparse.Namespace) -> int:
+    before = args.before
+    if args.older_than is not None:
+        older = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=args.older_than)
+        before = older if before is None else min(before, older)
+    with open_api(args) as api:
+        deleted = api.prune_benchmarks(before=before, model=args.model, state=args.state)
+    if args.json:
+        print_json({"deleted": deleted, "count": len(deleted)})
+    else:
+        console().print(f"deleted {len(deleted)} benchmark task{'s' if len(deleted) != 1 else ''}")
     return EXIT_OK
 
 
 def _run_compare(args: argparse.Namespace) -> int:
-    with open_backend(args) as backend:
-        comparison = backend.compare_benchmarks(args.task_ids)
+    with open_api(args) as api:
+        comparison = api.compare_benchmarks(args.task_ids)
     if args.json:
         print_json(comparison)
         return EXIT_OK
@@ -550,27 +498,20 @@ def _run_compare(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def comparison_table(comparison: Mapping[str, Any]) -> Table:
+def comparison_table(comparison: Comparison) -> Table:
     """One row per test (and swept parameters), one ``t/s`` column per task."""
-    tasks = [t for t in comparison.get("tasks") or [] if isinstance(t, Mapping)]
     table = Table(title="benchmark comparison (t/s)")
     table.add_column("test", overflow="fold")
-    ids = [str(t.get("id") or t.get("task_id")) for t in tasks]
-    for task_id, task in zip(ids, tasks, strict=True):
-        version = f" {task['binary_version']}" if task.get("binary_version") else ""
-        table.add_column(
-            escape(f"{task_id}\n{task.get('model', '')}{version}"), justify="right", overflow="fold"
-        )
-    for row in comparison.get("rows") or []:
-        if not isinstance(row, Mapping):
-            continue
-        cells = row.get("results")
-        found: Mapping[str, Any] = cells if isinstance(cells, Mapping) else {}
+    for task in comparison.tasks:
+        version = f" {task.binary_version}" if task.binary_version else ""
+        table.add_column(escape(f"{task.id}\n{task.model}{version}"), justify="right",
+                         overflow="fold")  # fmt: skip
+    for row in comparison.rows:
         speeds = [
-            _speed(cell) if isinstance(cell := found.get(task_id), Mapping) else ""
-            for task_id in ids
+            "" if (cell := row.cells.get(task_id)) is None else _speed(cell.avg_ts, cell.stddev_ts)
+            for task_id in comparison.task_ids
         ]
-        table.add_row(escape(text(row.get("label") or row.get("test"))), *speeds)
+        table.add_row(escape(row.label), *speeds)
     return table
 
 
@@ -586,8 +527,8 @@ def _run_import(args: argparse.Namespace) -> int:
             raise usage_error(f"cannot read {args.file}: {exc.strerror or exc}") from None
         suffix = path.suffix.lstrip(".").lower()
         fmt = args.fmt or (suffix if suffix in BENCH_OUTPUT_FORMATS else "json")
-    with open_backend(args) as backend:
-        task = backend.import_benchmark(source, fmt, model=args.model)
+    with open_api(args) as api:
+        task = api.import_benchmark(source, fmt, model=args.model)
     if args.json:
         print_json(task)
     else:

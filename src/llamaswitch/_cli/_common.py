@@ -1,27 +1,43 @@
-"""What every command shares: exit codes and loading settings with CLI overrides."""
+"""What every command shares: exit codes, settings with CLI overrides, argparse types.
+
+The exit codes are declared with the error kinds (:mod:`llamaswitch._errors`); the
+argparse types are the field vocabulary's kinds, so ``--port 22`` is refused with the
+same rule (and words) as a config's ``port``.
+"""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import Any
 
+from llamaswitch._errors import (
+    EXIT_CONFLICT,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_MISSING,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+)
 from llamaswitch._settings import Settings
+from llamaswitch._vocabulary import MODEL_PORT, TCP_PORT, Kind, Number, Whole
 
 __all__ = [
+    "EXIT_CONFLICT",
     "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
     "EXIT_MISSING",
     "EXIT_OK",
+    "EXIT_UNREACHABLE",
     "EXIT_USAGE",
+    "api_port",
+    "kind_type",
     "load_settings",
     "port_number",
     "positive_int",
     "positive_seconds",
 ]
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_MISSING = 3
 
 
 def load_settings(args: argparse.Namespace, **overrides: Any) -> Settings:
@@ -34,34 +50,27 @@ def load_settings(args: argparse.Namespace, **overrides: Any) -> Settings:
     return Settings.from_env(**explicit)
 
 
-def positive_int(raw: str) -> int:
-    """argparse type: a whole number >= 1."""
-    try:
-        number = int(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {raw!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
-    return number
+def kind_type(kind: Kind) -> Callable[[str], Any]:
+    """An argparse type that reads and checks a value as ``kind`` does."""
+
+    def convert(raw: str) -> Any:
+        try:
+            value = kind.parse(raw)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{raw!r} is not {exc}") from None
+        reason = kind.problem(value)
+        if reason is not None:
+            raise argparse.ArgumentTypeError(reason)
+        return value
+
+    return convert
 
 
-def positive_seconds(raw: str) -> float:
-    """argparse type: a number of seconds > 0."""
-    try:
-        seconds = float(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {raw!r}") from None
-    if not seconds > 0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0, got {raw}")
-    return seconds
-
-
-def port_number(raw: str) -> int:
-    """argparse type: a TCP port."""
-    try:
-        port = int(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {raw!r}") from None
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is from 1 to 65535, got {port}")
-    return port
+#: A model server's port.
+port_number = kind_type(MODEL_PORT)
+#: The REST API's own port.
+api_port = kind_type(TCP_PORT)
+#: A whole number >= 1.
+positive_int = kind_type(Whole(1))
+#: A number of seconds > 0.
+positive_seconds = kind_type(Number(above=0))

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from llamaswitch._cli._api import print_json
 from llamaswitch._cli._common import EXIT_MISSING, EXIT_OK, load_settings
+from llamaswitch._cli._config import settings_table
 
 __all__ = ["register"]
 
@@ -33,7 +34,7 @@ def _run(args: argparse.Namespace) -> int:
 
     report = run_doctor(load_settings(args))
     if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
+        print_json(report)
     else:
         console = Console()
         table = Table(title="llamaswitch doctor", show_lines=False)
@@ -43,6 +44,7 @@ def _run(args: argparse.Namespace) -> int:
         for check in report.checks:
             table.add_row(check.name, f"[{_STYLE[check.status]}]{check.status}[/]", check.detail)
         console.print(table)
+        console.print(settings_table(report.settings))
         fixes = [c for c in report.checks if not c.ok and c.fix]
         for check in fixes:
             console.print(f"[bold]to fix {check.name}:[/] {check.fix}", highlight=False)

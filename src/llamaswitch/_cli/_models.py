@@ -10,12 +10,12 @@ Examples::
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from rich.markup import escape
 from rich.table import Table
 
-from llamaswitch._cli._client import add_backend_options, guarded, open_backend, print_json
+from llamaswitch._catalog import ModelInfo
+from llamaswitch._cli._api import add_backend_options, guarded, open_api, print_json, where
 from llamaswitch._cli._common import EXIT_OK
 from llamaswitch._cli._render import console, human_bytes, human_count, text
 
@@ -39,15 +39,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    with open_backend(args) as backend:
-        models = backend.list_models()
-        where = backend.where
+    with open_api(args) as api:
+        models = api.list_models()
+        place = where(api)
     if args.json:
         print_json(models)
         return EXIT_OK
     out = console()
     if not models:
-        out.print(f"no GGUF models found ({where}); see `llamaswitch doctor`")
+        out.print(f"no GGUF models found ({place}); see `llamaswitch doctor`")
         return EXIT_OK
     table = Table(title=f"{len(models)} GGUF model{'s' if len(models) != 1 else ''}")
     table.add_column("model", overflow="fold")
@@ -59,25 +59,24 @@ def _run(args: argparse.Namespace) -> int:
     table.add_column("notes", overflow="fold")
     for model in models:
         table.add_row(
-            text(model.get("relative_path") or model.get("name")),
-            text(model.get("architecture")),
-            human_count(model.get("parameter_count")),
-            text(model.get("quantization")),
-            text(model.get("context_length")),
-            human_bytes(model.get("size")),
+            escape(model.relative_path or model.name),
+            escape(text(model.architecture)),
+            human_count(model.parameter_count),
+            escape(text(model.quantization)),
+            text(model.context_length),
+            human_bytes(model.size),
             _notes(model),
         )
     out.print(table)
     return EXIT_OK
 
 
-def _notes(model: dict[str, Any]) -> str:
+def _notes(model: ModelInfo) -> str:
     notes = []
-    if model.get("error"):
-        notes.append(f"[red]unusable: {escape(str(model['error']))}[/]")
-    shards = model.get("shard_count")
-    if isinstance(shards, int) and shards > 1:
-        notes.append(f"{shards} shards")
-    if model.get("projector_path"):
+    if model.error:
+        notes.append(f"[red]unusable: {escape(model.error)}[/]")
+    if model.shard_count > 1:
+        notes.append(f"{model.shard_count} shards")
+    if model.projector_path:
         notes.append("projector")
     return "; ".join(notes)

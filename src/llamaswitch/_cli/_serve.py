@@ -9,10 +9,12 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from llamaswitch._cli._common import EXIT_MISSING, EXIT_OK, load_settings
+from llamaswitch._cli._common import EXIT_MISSING, EXIT_OK, api_port, load_settings
 from llamaswitch._settings import Settings
 
 __all__ = ["curl_examples", "register"]
+
+_LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def register(sub: Any) -> None:
@@ -26,7 +28,11 @@ def register(sub: Any) -> None:
         "curl lines to try.",
     )
     parser.add_argument("--host", help="address to bind (default: LLAMASWITCH_HOST, 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="port to bind (default: SERVER_PORT, 8080)")
+    parser.add_argument("--port", type=api_port, help="port to bind (default: SERVER_PORT, 8080)")
+    parser.add_argument(
+        "--log-level", choices=_LOG_LEVELS, default="info",
+        help="how much the service logs on stderr (info: a line per event; default info)",
+    )  # fmt: skip
     parser.add_argument(
         "--insecure",
         action="store_true",
@@ -132,8 +138,9 @@ def _run(args: argparse.Namespace) -> int:
         announce = _demo_announce(settings)
     else:
         settings = load_settings(args, **overrides)
-    # Unhandled errors are logged with the trace id their 500 response carries.
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s "
-                        "%(message)s")  # fmt: skip
+    # Unhandled errors are logged with the trace id their 500 response carries; at info,
+    # each event of the core is a line.
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")  # fmt: skip
     run_server(settings, insecure=args.insecure, announce=announce)
     return EXIT_OK

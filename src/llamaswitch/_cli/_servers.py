@@ -33,24 +33,29 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from rich.markup import escape
 from rich.table import Table
 
-from llamaswitch._cli._client import (
-    Backend,
-    CommandError,
-    LocalBackend,
+from llamaswitch._cli._api import (
     add_backend_options,
     guarded,
-    open_backend,
+    is_remote,
+    open_api,
     print_json,
     usage_error,
+    where,
 )
 from llamaswitch._cli._common import EXIT_FAILED, EXIT_OK, port_number, positive_int
-from llamaswitch._cli._render import console, err_console, text, value
+from llamaswitch._cli._render import console, err_console, text
 from llamaswitch._errors import LlamaSwitchError
+from llamaswitch._vocabulary import add_options, options_to_data
+from llamaswitch.servers.config import ServerConfig
+from llamaswitch.servers.status import ServerState, ServerStatus
+
+if TYPE_CHECKING:
+    from llamaswitch._sync import LlamaSwitch
 
 __all__ = ["register"]
 
@@ -60,7 +65,7 @@ _WATCH_INTERVAL_S = 0.25
 # Longer than the supervisor's longest restart backoff (30 s).
 _MAX_RESTART_WAIT_S = 35.0
 # States after which a server will not come back by itself (unless it restarts).
-_FINAL_STATES = frozenset({"stopped", "failed", "crashed"})
+_FINAL_STATES = frozenset({ServerState.STOPPED, ServerState.FAILED, ServerState.CRASHED})
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -141,74 +146,34 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _add_server_config_options(parser: argparse.ArgumentParser, *, with_port: bool) -> None:
-    """llama-server's options, named as ServerConfig's fields (and llama.cpp's short flags).
+    """llama-server's options: one per ServerConfig field, spelled as its spec says (the
+    llama.cpp flags, so a pasted command line works).
 
     Values are passed on as typed as the command line allows and validated by
     ``ServerConfig.from_dict``, so the messages (and the rules) are the library's.
     """
     group = parser.add_argument_group("server config (ServerConfig fields)")
-    add = group.add_argument
-    # fmt: off
-    add("--config", dest="config_json", metavar="JSON|@FILE",
-        help="a ServerConfig as JSON, or @file.json; the options below override its keys")
-    add("--host", help="address llama-server listens on (default 127.0.0.1)")
-    if with_port:
-        add("--port", type=_lenient_int, help="port (switch: the default model port; "
-            "start: a free one of the model port range)")
-    add("-t", "--threads", type=_lenient_int, help="CPU threads for generation")
-    add("-tb", "--threads-batch", type=_lenient_int, help="CPU threads for prompt processing")
-    add("-c", "--ctx-size", type=_lenient_int, help="context size in tokens (0: the model's)")
-    add("-b", "--batch-size", type=_lenient_int, help="logical batch size")
-    add("-ub", "--ubatch-size", type=_lenient_int, help="physical (micro) batch size")
-    add("-ngl", "--n-gpu-layers", "--gpu-layers", dest="n_gpu_layers", type=_lenient_int,
-        metavar="N|all|auto", help="layers offloaded to GPUs (default: GPU_LAYERS setting)")
-    add("-fa", "--flash-attn", nargs="?", const="on", type=_flash_attn, metavar="on|off|auto",
-        help="flash attention (bare flag: on)")
-    add("-sm", "--split-mode", help="none, layer, row (tensor: current builds)")
-    add("-ts", "--tensor-split", metavar="SHARES", help='share per GPU, e.g. "0.5,0.5"')
-    add("-mg", "--main-gpu", type=_lenient_int, help="main GPU index")
-    add("--mlock", action="store_true", default=None, help="keep the model in RAM")
-    add("--no-mmap", action="store_true", default=None, help="do not memory-map the model")
-    add("-ctk", "--cache-type-k", help="K cache type (f16, q8_0, ...)")
-    add("-ctv", "--cache-type-v", help="V cache type")
-    add("-np", "--parallel", type=_lenient_int, help="server slots (concurrent requests)")
-    add("-a", "--alias", help="model name the server reports")
-    add("--restart", choices=("no", "on-failure"), help="restart after a crash (default no)")
-    add("--restart-max", type=int, metavar="N",
-        help="with on-failure: restarts in a row before giving up (default 5)")
-    add("--restart-backoff", dest="restart_backoff_s", type=float, metavar="SECONDS",
-        help="with on-failure: first wait before a restart, doubling (default 0.5)")
-    add("--env", action="append", metavar="NAME=VALUE",
-        help="extra environment variable for llama-server (repeatable)")
-    add("--extra-arg", dest="extra_args", action="append", metavar="ARG",
-        help="extra llama-server argument, passed last (repeatable; write --extra-arg=--foo)")
-    # fmt: on
+    group.add_argument(
+        "--config", dest="config_json", metavar="JSON|@FILE",
+        help="a ServerConfig as JSON, or @file.json; the options below override its keys",
+    )  # fmt: skip
+    add_options(group, ServerConfig, skip=() if with_port else ("port",))
 
 
-_CONFIG_FIELDS = (
-    "host", "port", "threads", "threads_batch", "ctx_size", "batch_size", "ubatch_size",
-    "n_gpu_layers", "flash_attn", "split_mode", "tensor_split", "main_gpu", "mlock",
-    "no_mmap", "cache_type_k", "cache_type_v", "parallel", "alias", "restart", "restart_max",
-    "restart_backoff_s", "extra_args",
-)  # fmt: skip
-
-
-def server_config_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """The ServerConfig fields the command line sets, as a JSON-ready dict."""
+def server_config_from_args(args: argparse.Namespace) -> ServerConfig | None:
+    """The ServerConfig the command line describes (None when it sets nothing)."""
     config: dict[str, Any] = dict(load_config_json(getattr(args, "config_json", None)))
-    for field in _CONFIG_FIELDS:
-        given = getattr(args, field, None)
-        if given is not None:
-            config[field] = given
-    if getattr(args, "env", None):
+    given = options_to_data(args, ServerConfig)
+    if "env" in given:
         env = dict(config.get("env") or {})
-        for item in args.env:
+        for item in given.pop("env"):
             name, sep, val = item.partition("=")
             if not sep or not name:
                 raise usage_error(f"--env {item!r}: write NAME=VALUE")
             env[name] = val
         config["env"] = env
-    return config
+    config.update(given)
+    return ServerConfig.from_dict(config) if config else None
 
 
 def load_config_json(raw: str | None) -> Mapping[str, Any]:
@@ -230,22 +195,6 @@ def load_config_json(raw: str | None) -> Mapping[str, Any]:
     return data
 
 
-def _lenient_int(raw: str) -> int | str:
-    # Not argparse's int: a value that is no number is left for ServerConfig, whose
-    # message names the field and what is allowed (one set of rules, the library's).
-    try:
-        return int(raw)
-    except ValueError:
-        return raw
-
-
-def _flash_attn(raw: str) -> bool | str:
-    word = raw.strip().lower()
-    return {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}.get(
-        word, word
-    )
-
-
 # -- switch / start -----------------------------------------------------------------------
 
 
@@ -259,51 +208,43 @@ def _run_switch(args: argparse.Namespace) -> int:
         )
     if remote and args.follow:
         raise usage_error("--follow works in-process only; use `llamaswitch logs` with --url")
-    with open_backend(args) as backend:
-        call = backend.start if args.start else backend.switch
+    with open_api(args) as api:
+        call = api.start if args.start else api.switch
         status = call(args.model, config, wait=not args.no_wait)
+        _print_started(status, args, remote=remote)
         if remote:
-            _print_started(status, args, remote=True)
             return EXIT_OK
-        _print_started(status, args, remote=False)
-        assert isinstance(backend, LocalBackend)  # noqa: S101 - no --url means in-process
-        return _serve_foreground(backend, status, follow=args.follow, json_out=args.json)
+        # No --url means the library in this process.
+        return _serve_foreground(cast("LlamaSwitch", api), status, follow=args.follow,
+                                 json_out=args.json)  # fmt: skip
 
 
-def _print_started(status: Mapping[str, Any], args: argparse.Namespace, *, remote: bool) -> None:
+def _print_started(status: ServerStatus, args: argparse.Namespace, *, remote: bool) -> None:
     if args.json:
         print_json(status)
         sys.stdout.flush()
         return
-    state = status.get("state") or ("ready" if status.get("running") else "?")
-    url = value(status, "url") or f"http://{status.get('host', '127.0.0.1')}:{status.get('port')}"
-    ready = status.get("ready_after_s")
-    facts = [f"pid {status.get('process_id')}"]
-    if isinstance(ready, int | float):
-        facts.append(f"ready in {ready:.2f} s")
+    facts = [f"pid {status.process_id}"]
+    if status.ready_after_s is not None:
+        facts.append(f"ready in {status.ready_after_s:.2f} s")
     if remote:
         facts.append(f"run by {args.url}")
-    model = status.get("model_name", args.model)
     console().print(
-        f"{escape(str(model))} {escape(str(state))} at [bold]{escape(str(url))}[/] "
-        f"({escape(', '.join(facts))})"
+        f"{escape(status.model_name)} {escape(str(status.state))} at [bold]"
+        f"{escape(status.url)}[/] ({escape(', '.join(facts))})"
     )
 
 
-def _serve_foreground(
-    backend: LocalBackend, status: Mapping[str, Any], *, follow: bool, json_out: bool
-) -> int:
+def _serve_foreground(api: LlamaSwitch, status: ServerStatus, *, follow: bool,
+                      json_out: bool) -> int:  # fmt: skip
     """Keep the in-process server running until Ctrl-C/SIGTERM or until it dies."""
-    port = status.get("port")
-    if not isinstance(port, int):
-        raise CommandError(f"the server's status names no port: {status!r}", EXIT_FAILED)
+    port = status.port
     notes = err_console()
     notes.print("[dim]serving in the foreground; Ctrl-C stops the server[/]")
-    follower = _LogFollower(backend.log_file(port)) if follow else None
+    follower = _LogFollower(api.aio.supervisor.log_path(port)) if follow else None
     # With --json, stdout holds one JSON document: the log goes to stderr.
     log_out = sys.stderr if json_out else sys.stdout
-    config = status.get("config")
-    restarts = isinstance(config, Mapping) and config.get("restart") == "on-failure"
+    restarts = status.config.restart == "on-failure"
     down_since: float | None = None
     try:
         while True:
@@ -311,13 +252,13 @@ def _serve_foreground(
                 for line in follower.new_lines():
                     print(line, file=log_out, flush=True)
             time.sleep(_WATCH_INTERVAL_S)
-            now = backend.status(port=port)
-            if now.get("state") not in _FINAL_STATES:
+            now = api.status(port=port)
+            if now.state not in _FINAL_STATES:
                 down_since = None
                 continue
             down_since = down_since if down_since is not None else time.monotonic()
             if not restarts or _restarts_over(now, down_since):
-                return _report_ended(backend, now, port)
+                return _report_ended(api, now, port)
     except KeyboardInterrupt:
         pass
     finally:
@@ -327,38 +268,37 @@ def _serve_foreground(
     # cut the stop short and leave the child to the parent-death signal.
     with _ignore_sigint():
         notes.print("[dim]stopping the server...[/]")
-        backend.stop(port=port)
-        backend.close()
+        api.stop(port=port)
+        api.close()
     notes.print("stopped")
     return EXIT_OK
 
 
-def _restarts_over(status: Mapping[str, Any], down_since: float) -> bool:
+def _restarts_over(status: ServerStatus, down_since: float) -> bool:
     """Whether a server with ``restart="on-failure"`` will stay down.
 
     The supervisor restarts after a non-zero exit, with a backoff of at most 30 s, and
     says in ``error`` when it gives up or cannot restart; a server down for longer than
     the longest backoff is not coming back either.
     """
-    if status.get("state") == "stopped" or status.get("exit_code") == 0:
+    if status.state is ServerState.STOPPED or status.exit_code == 0:
         return True
-    error = str(status.get("error") or "")
+    error = status.error or ""
     if "gave up" in error or "not restarted" in error:
         return True
     return time.monotonic() - down_since > _MAX_RESTART_WAIT_S
 
 
-def _report_ended(backend: Backend, status: Mapping[str, Any], port: int) -> int:
-    state = status.get("state")
-    detail = status.get("error") or (
-        f"exit code {status.get('exit_code')}" if status.get("exit_code") is not None else ""
+def _report_ended(api: LlamaSwitch, status: ServerStatus, port: int) -> int:
+    detail = status.error or (
+        f"exit code {status.exit_code}" if status.exit_code is not None else ""
     )
-    print(f"llamaswitch: the server on port {port} is {state}"
+    print(f"llamaswitch: the server on port {port} is {status.state}"
           + (f": {detail}" if detail else ""), file=sys.stderr)  # fmt: skip
-    tail = status.get("log_tail")
+    tail = list(status.log_tail)
     if not tail:
-        with contextlib.suppress(CommandError, LlamaSwitchError):
-            tail = backend.logs(port=port, lines=20)
+        with contextlib.suppress(LlamaSwitchError):
+            tail = api.logs(port=port, lines=20)
     if tail:
         print("--- last log lines ---", *tail, sep="\n", file=sys.stderr)
     return EXIT_FAILED
@@ -442,34 +382,38 @@ def _run_stop(args: argparse.Namespace) -> int:
         raise usage_error("name a server (MODEL or --port), or stop every one with --all")
     if args.all and (args.model is not None or args.port is not None):
         raise usage_error("--all stops every server; do not name one as well")
-    with open_backend(args) as backend:
-        stopped = backend.stop(args.model, port=args.port)
-        where = backend.where
-    servers = stopped if isinstance(stopped, list) else [stopped] if stopped else []
+    with open_api(args) as api:
+        stopped = api.stop(args.model, port=args.port)
+        place = where(api)
     if args.json:
-        print_json(servers)
+        print_json(stopped)
         return EXIT_OK
     out = console()
-    if not servers:
-        out.print(f"no model server was running ({where})")
-    for server in servers:
-        out.print(f"stopped {escape(str(server.get('model_name')))} on port {server.get('port')}")
+    if not stopped:
+        out.print(f"no model server was running ({place})")
+    for server in stopped:
+        out.print(f"stopped {escape(server.model_name)} on port {server.port}")
     return EXIT_OK
 
 
 def _run_status(args: argparse.Namespace) -> int:
-    with open_backend(args) as backend:
-        found = backend.status(args.model, port=args.port)
-        where = backend.where
-        persistent = backend.persistent
+    with open_api(args) as api:
+        # MODEL and --port together: the library checks that they name one server.
+        if args.model is not None:
+            found: ServerStatus | list[ServerStatus] = api.status(args.model, port=args.port)
+        elif args.port is not None:
+            found = api.status(port=args.port)
+        else:
+            found = api.status()
+        place, remote = where(api), is_remote(api)
     if args.json:
         print_json(found)
         return EXIT_OK
     servers = found if isinstance(found, list) else [found]
     out = console()
     if not servers:
-        out.print(f"no model servers running ({where})")
-        if not persistent:
+        out.print(f"no model servers running ({place})")
+        if not remote:
             out.print(
                 "[dim]in-process, status sees only this command's servers; servers started "
                 "by `llamaswitch switch` live in that command. For a running service: "
@@ -478,12 +422,12 @@ def _run_status(args: argparse.Namespace) -> int:
         return EXIT_OK
     out.print(status_table(servers))
     for server in servers:
-        if server.get("error"):
-            out.print(f"[red]port {server.get('port')}: {escape(str(server['error']))}[/]")
+        if server.error:
+            out.print(f"[red]port {server.port}: {escape(server.error)}[/]")
     return EXIT_OK
 
 
-def status_table(servers: list[dict[str, Any]]) -> Table:
+def status_table(servers: list[ServerStatus]) -> Table:
     """One row per server; the JSON output has every field."""
     table = Table(title=f"{len(servers)} model server{'s' if len(servers) != 1 else ''}")
     table.add_column("port", justify="right", no_wrap=True)
@@ -495,34 +439,33 @@ def status_table(servers: list[dict[str, Any]]) -> Table:
     table.add_column("RSS MiB", justify="right")
     table.add_column("CPU %", justify="right")
     for server in servers:
-        vram, rss, cpu = server.get("vram_usage"), server.get("rss_mib"), server.get("cpu_percent")
+        vram, rss, cpu = server.vram_usage, server.rss_mib, server.cpu_percent
         table.add_row(
-            text(server.get("port")),
-            escape(text(server.get("model_name"))),
-            _state_cell(server.get("state"), server.get("running")),
-            text(server.get("process_id")),
-            escape(text(server.get("url"))),
-            f"{vram:.0f}" if isinstance(vram, int | float) else "",
-            f"{rss:.0f}" if isinstance(rss, int | float) else "",
-            f"{cpu:.0f}" if isinstance(cpu, int | float) else "",
+            text(server.port),
+            escape(server.model_name),
+            _state_cell(server.state),
+            text(server.process_id),
+            escape(server.url),
+            f"{vram:.0f}" if vram is not None else "",
+            f"{rss:.0f}" if rss is not None else "",
+            f"{cpu:.0f}" if cpu is not None else "",
         )
     return table
 
 
 _STATE_STYLE = {"ready": "green", "starting": "yellow", "stopping": "yellow",
-                "failed": "bold red", "crashed": "bold red"}  # fmt: skip
+                "unresponsive": "bold yellow", "failed": "bold red",
+                "crashed": "bold red"}  # fmt: skip
 
 
-def _state_cell(state: Any, running: Any) -> str:
-    if state is None:
-        state = "running" if running else "stopped"
+def _state_cell(state: ServerState) -> str:
     style = _STATE_STYLE.get(str(state))
     return f"[{style}]{escape(str(state))}[/]" if style else escape(str(state))
 
 
 def _run_logs(args: argparse.Namespace) -> int:
-    with open_backend(args) as backend:
-        lines = backend.logs(args.model, port=args.port, lines=args.lines)
+    with open_api(args) as api:
+        lines = api.logs(args.model, port=args.port, lines=args.lines)
     if args.json:
         print_json(lines)
         return EXIT_OK

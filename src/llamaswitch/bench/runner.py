@@ -30,9 +30,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
-import os
-import platform
 import re
 import signal
 import subprocess
@@ -54,9 +53,12 @@ from llamaswitch._errors import (
     TaskTimeoutError,
 )
 from llamaswitch._events import EventBus
-from llamaswitch._process import _terminate_tree, child_spawn
+from llamaswitch._process import child_spawn, signal_group, stop_group
 from llamaswitch._text import text_problem
+from llamaswitch._time import format_time, parse_time
+from llamaswitch.bench.comparison import Comparison, ComparisonCell, ComparisonRow, compare
 from llamaswitch.bench.config import BenchConfig
+from llamaswitch.bench.host import describe_host
 from llamaswitch.bench.parser import (
     BENCH_OUTPUT_FORMATS,
     BenchResult,
@@ -64,15 +66,8 @@ from llamaswitch.bench.parser import (
     parse_jsonl_line,
     parse_progress_line,
 )
-from llamaswitch.bench.store import (
-    FINAL_STATES,
-    TASK_STATES,
-    StoredTask,
-    TaskState,
-    TaskStore,
-    format_time,
-    parse_time,
-)
+from llamaswitch.bench.store import StoredTask, TaskStore
+from llamaswitch.bench.task import FINAL_STATES, TASK_STATES, BenchProgress, BenchTask, TaskState
 
 if TYPE_CHECKING:
     from llamaswitch._binaries import BinaryInfo
@@ -93,6 +88,8 @@ __all__ = [
     "describe_host",
 ]
 
+logger = logging.getLogger(__name__)
+
 
 _IS_WINDOWS = sys.platform == "win32"
 #: stderr lines (other than results) kept with a task.
@@ -103,294 +100,6 @@ _STOP_GRACE_S: Final = 2.0
 _LINE_LIMIT: Final = 16 * 1024 * 1024
 # With --verbose, llama.cpp log text without a final newline can precede a result.
 _RESULT_START = re.compile(r'\{"build_commit"')
-
-
-# -- values ---------------------------------------------------------------------------------
-
-
-@attrs.frozen
-class BenchProgress:
-    """How far a task is: tests done of the total, and what runs now."""
-
-    #: Tests finished (results received).
-    done: int = 0
-    #: Tests llama-bench will run (from its progress lines, else from the config).
-    total: int | None = None
-    #: Name of the test running now (``pp512``), None when none runs.
-    current: str | None = None
-    #: llama-bench's own words for the step (``prompt run 2/5``).
-    step: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The wire shape."""
-        return {"done": self.done, "total": self.total, "current": self.current, "step": self.step}
-
-
-@attrs.frozen(kw_only=True)
-class BenchTask:
-    """One benchmark task: its request, state, progress, results and what ran it.
-
-    ``results`` are structured (one :class:`~llamaswitch.BenchResult` per finished
-    test, whatever ``output`` format was asked); ``output`` is what llama-bench printed
-    on stdout in that format, verbatim. Times are timezone-aware UTC datetimes.
-    """
-
-    id: str
-    state: TaskState
-    #: ``run`` for tasks run here, ``imported`` for results produced elsewhere.
-    source: str
-    #: The model's catalog name (its file name).
-    model: str
-    model_path: str | None
-    config: BenchConfig
-    #: The llama-bench command line (empty for imported tasks).
-    argv: tuple[str, ...]
-    progress: BenchProgress
-    #: 1 for the next task to start, 2 for the one after...; None when not queued.
-    queue_position: int | None
-    results: tuple[BenchResult, ...]
-    output: str | None
-    output_format: str
-    error: str | None
-    exit_code: int | None
-    stderr_tail: str | None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    #: ``[(state, time), ...]``: when the task entered each state.
-    state_history: tuple[tuple[str, datetime], ...]
-    timeout_s: float | None
-    binary_version: str | None
-    binary_commit: str | None
-    host: Mapping[str, Any]
-    #: The model servers running when the task started (they share the hardware).
-    running_servers: tuple[Mapping[str, Any], ...]
-
-    @property
-    def task_id(self) -> str:
-        """The seed's name for :attr:`id`."""
-        return self.id
-
-    @property
-    def finished(self) -> bool:
-        """Whether the task reached a final state."""
-        return self.state in FINAL_STATES
-
-    def to_dict(self) -> dict[str, Any]:
-        """The wire shape (JSON-ready; times as ISO 8601 UTC texts)."""
-
-        def iso(moment: datetime | None) -> str | None:
-            return None if moment is None else format_time(moment)
-
-        return {
-            "id": self.id,
-            "task_id": self.id,
-            "state": self.state,
-            "source": self.source,
-            "model": self.model,
-            "model_path": self.model_path,
-            "config": self.config.to_dict(),
-            "argv": list(self.argv),
-            "progress": self.progress.to_dict(),
-            "queue_position": self.queue_position,
-            "results": [result.to_dict() for result in self.results],
-            "output": self.output,
-            "output_format": self.output_format,
-            "error": self.error,
-            "exit_code": self.exit_code,
-            "stderr_tail": self.stderr_tail,
-            "created_at": iso(self.created_at),
-            "started_at": iso(self.started_at),
-            "finished_at": iso(self.finished_at),
-            "state_history": [[state, iso(moment)] for state, moment in self.state_history],
-            "timeout_s": self.timeout_s,
-            "binary_version": self.binary_version,
-            "binary_commit": self.binary_commit,
-            "host": dict(self.host),
-            "running_servers": [dict(server) for server in self.running_servers],
-        }
-
-
-@attrs.frozen
-class ComparisonCell:
-    """One task's figures for one row of a comparison."""
-
-    avg_ts: float
-    stddev_ts: float
-
-
-@attrs.frozen
-class ComparisonRow:
-    """One test (and the swept parameters that tell it apart) across the compared tasks."""
-
-    test: str
-    #: Parameters that vary within a task's sweep (``{"n_threads": 2}``); empty otherwise.
-    params: Mapping[str, Any]
-    #: By task id; None where that task has no such test.
-    cells: Mapping[str, ComparisonCell | None]
-
-    @property
-    def label(self) -> str:
-        """``pp512`` or ``pp512 (n_threads=2)``."""
-        if not self.params:
-            return self.test
-        return f"{self.test} ({', '.join(f'{k}={v}' for k, v in self.params.items())})"
-
-
-@attrs.frozen
-class Comparison:
-    """Several tasks' results side by side: one row per test, one column per task."""
-
-    tasks: tuple[BenchTask, ...]
-    rows: tuple[ComparisonRow, ...]
-
-    @property
-    def task_ids(self) -> tuple[str, ...]:
-        """The compared tasks, in the order asked."""
-        return tuple(task.id for task in self.tasks)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The wire shape: the tasks (without their results) and the rows."""
-        return {
-            "tasks": [
-                {
-                    "id": t.id,
-                    "model": t.model,
-                    "state": t.state,
-                    "config": t.config.to_dict(),
-                    "binary_version": t.binary_version,
-                    "created_at": format_time(t.created_at),
-                }
-                for t in self.tasks
-            ],
-            "rows": [
-                {
-                    "test": row.test,
-                    "label": row.label,
-                    "params": dict(row.params),
-                    "results": {
-                        tid: None
-                        if cell is None
-                        else {"avg_ts": cell.avg_ts, "stddev_ts": cell.stddev_ts}
-                        for tid, cell in row.cells.items()
-                    },
-                }
-                for row in self.rows
-            ],
-        }
-
-    def to_markdown(self) -> str:
-        """A markdown table: ``avg ± stddev`` tokens/s per task."""
-        head = ["test", *(f"{t.model} ({t.id[:8]})" for t in self.tasks)]
-        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for row in self.rows:
-            cells = [
-                ""
-                if (cell := row.cells.get(tid)) is None
-                else f"{cell.avg_ts:.2f} ± {cell.stddev_ts:.2f}"
-                for tid in self.task_ids
-            ]
-            lines.append("| " + " | ".join([row.label, *cells]) + " |")
-        return "\n".join(lines)
-
-
-# Columns that measure or identify rather than configure: never used to tell rows apart.
-_NOT_CONFIG: Final = frozenset(
-    {
-        "avg_ns",
-        "stddev_ns",
-        "avg_ts",
-        "stddev_ts",
-        "samples_ns",
-        "samples_ts",
-        "test_time",
-        "build_commit",
-        "build_number",
-        "cpu_info",
-        "gpu_info",
-        "backends",
-        "model_filename",
-        "model_type",
-        "model_size",
-        "model_n_params",
-        "n_prompt",
-        "n_gen",
-        "n_depth",
-        "test",
-        "t/s",
-        "size",
-        "params",
-    }
-)
-
-
-def _compare(tasks: Sequence[BenchTask]) -> Comparison:
-    # Parameters swept within a task tell its rows apart (pp16 at 1 and at 2 threads);
-    # parameters that differ only between tasks are what the comparison is about.
-    varying: list[str] = []
-    for task in tasks:
-        seen: dict[str, set[str]] = {}
-        for result in task.results:
-            for key, value in result.params.items():
-                if key not in _NOT_CONFIG:
-                    seen.setdefault(key, set()).add(repr(value))
-        varying += [key for key, values in seen.items() if len(values) > 1 and key not in varying]
-    rows: dict[tuple[Any, ...], dict[str, ComparisonCell | None]] = {}
-    labels: dict[tuple[Any, ...], tuple[str, dict[str, Any]]] = {}
-    for task in tasks:
-        occurrences: dict[tuple[Any, ...], int] = {}
-        for result in task.results:
-            params = {key: result.params.get(key) for key in varying}
-            base = (result.test, tuple(repr(v) for v in params.values()))
-            occurrences[base] = occurrences.get(base, 0) + 1
-            row_key = (*base, occurrences[base])
-            if row_key not in rows:
-                rows[row_key] = {t.id: None for t in tasks}
-                labels[row_key] = (result.test, params)
-            rows[row_key][task.id] = ComparisonCell(result.avg_ts, result.stddev_ts)
-    return Comparison(
-        tasks=tuple(tasks),
-        rows=tuple(
-            ComparisonRow(test=labels[key][0], params=labels[key][1], cells=cells)
-            for key, cells in rows.items()
-        ),
-    )
-
-
-# -- host description -----------------------------------------------------------------------
-
-
-def describe_host() -> dict[str, Any]:
-    """CPU model and count, memory, GPUs and OS of this machine (blocking: psutil, NVML)."""
-    import psutil
-
-    from llamaswitch._gpu import default_probe
-
-    cpu = platform.processor() or platform.machine()
-    with (
-        contextlib.suppress(OSError),
-        open("/proc/cpuinfo", encoding="utf-8", errors="replace") as cpuinfo,
-    ):
-        for line in cpuinfo:
-            if line.startswith("model name"):
-                cpu = line.partition(":")[2].strip()
-                break
-    try:
-        gpus = [
-            {"index": d.index, "name": d.name, "memory_total_mib": d.memory_total_mib}
-            for d in default_probe().devices()
-        ]
-    except Exception:  # a GPU probe failure must not stop benchmarks
-        gpus = []
-    return {
-        "hostname": platform.node(),
-        "os": platform.platform(),
-        "cpu": cpu,
-        "cpu_count_logical": psutil.cpu_count(logical=True),
-        "cpu_count_physical": psutil.cpu_count(logical=False),
-        "memory_total_bytes": psutil.virtual_memory().total,
-        "gpus": gpus,
-    }
 
 
 # -- the runner -----------------------------------------------------------------------------
@@ -731,9 +440,7 @@ class BenchRunner:
         index = len(live.results)
         live.results.append(result)
         await self._store.add_result(live.id, index, result)
-        self._events.emit(
-            "benchmark", "result", task_id=live.id, index=index, result=result.to_dict()
-        )
+        self._events.emit("benchmark", "result", task_id=live.id, index=index, result=result)
         self._emit_progress(live)
 
     async def _finish(
@@ -750,6 +457,9 @@ class BenchRunner:
         if live.finishing:
             return
         live.finishing = True
+        logger.log(logging.INFO if state == "completed" else logging.WARNING,
+                   "benchmark task %s (%s) %s%s", live.id, live.model.name, state,
+                   f": {error}" if error else "")  # fmt: skip
         finished = _now()
         try:
             await self._store.set_state(
@@ -784,28 +494,25 @@ class BenchRunner:
 
     @staticmethod
     def _kill_now(process: asyncio.subprocess.Process) -> None:
-        if _IS_WINDOWS:
-            with contextlib.suppress(OSError):
-                process.kill()
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
+        if process.returncode is None:
+            signal_group(process.pid, signal.SIGKILL)
 
     async def _stop_process(self, live: _Live) -> None:
         """SIGTERM to the process group, SIGKILL after the grace period; reaped by _run."""
         process = live.process
-        if process is None or process.returncode is not None:
+        if process is None:
             return
-        if _IS_WINDOWS:
-            await asyncio.to_thread(_terminate_tree, process.pid, _STOP_GRACE_S)
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            async with asyncio.timeout(_STOP_GRACE_S):
-                await asyncio.shield(process.wait())
-        except TimeoutError:
-            self._kill_now(process)
+
+        async def exited_within(seconds: float) -> bool:
+            try:
+                async with asyncio.timeout(max(seconds, 0.0)):
+                    await asyncio.shield(process.wait())
+            except TimeoutError:
+                return False
+            return True
+
+        await stop_group(process.pid, lambda: process.returncode is not None, exited_within,
+                         _STOP_GRACE_S)  # fmt: skip
 
     # -- queries and commands -------------------------------------------------------------
 
@@ -944,7 +651,7 @@ class BenchRunner:
         if isinstance(task_ids, str):
             task_ids = [task_ids]
         tasks = [await self.get(task_id) for task_id in dict.fromkeys(task_ids)]
-        return _compare(tasks)
+        return compare(tasks)
 
     async def import_results(self, text: str, fmt: str, *, model: str | None = None) -> BenchTask:
         """Store llama-bench output produced elsewhere as a ``completed`` task.
@@ -1085,6 +792,8 @@ def _last_error(tail: Sequence[str]) -> str:
 
 
 def _time_or_none(text: str | None) -> datetime | None:
+    if text is None:
+        return None
     try:
         return parse_time(text)
     except (TypeError, ValueError):
@@ -1096,7 +805,7 @@ def _history(stored: StoredTask) -> tuple[tuple[str, datetime], ...]:
     for entry in stored.state_history:
         try:
             state, moment = entry
-            entries.append((str(state), datetime.fromisoformat(moment)))
+            entries.append((str(state), parse_time(moment)))
         except (TypeError, ValueError):
             continue  # a damaged entry: the rest of the history still shows
     return tuple(entries)

@@ -19,30 +19,30 @@ import asyncio
 import concurrent.futures
 import contextlib
 import json
+import logging
 import os
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, Literal, TypeVar, get_args
+from typing import Any, Final, TypeVar
 
 import attrs
 import psutil
 
 from llamaswitch._errors import BenchError, ServiceClosedError
 from llamaswitch._text import scrub, scrub_data
+from llamaswitch._time import format_time
+from llamaswitch._wire import to_wire
 from llamaswitch.bench.parser import BenchResult
+from llamaswitch.bench.task import FINAL_STATES, UNFINISHED_STATES
 
 __all__ = [
-    "FINAL_STATES",
-    "TASK_STATES",
-    "UNFINISHED_STATES",
     "StoredTask",
-    "TaskState",
     "TaskStore",
-    "format_time",
-    "parse_time",
 ]
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -91,11 +91,6 @@ CREATE TABLE IF NOT EXISTS results (
 );
 """
 
-#: A task's states, in the order a run goes through them; the store records them.
-TaskState = Literal["queued", "running", "completed", "failed", "cancelled", "interrupted"]
-TASK_STATES: Final[tuple[str, ...]] = get_args(TaskState)
-FINAL_STATES: Final = frozenset({"completed", "failed", "cancelled", "interrupted"})
-UNFINISHED_STATES: Final = ("queued", "running")
 _JSON_COLUMNS: Final = frozenset({"config", "argv", "state_history", "host", "running_servers"})
 _COLUMNS: Final = (
     "id",
@@ -123,20 +118,6 @@ _COLUMNS: Final = (
     "host",
     "running_servers",
 )
-
-
-def format_time(moment: datetime) -> str:
-    """``2026-01-31T12:00:00.123Z``: fixed width, so text order is time order in SQL.
-
-    A naive datetime is taken as local time.
-    """
-    utc = moment.astimezone(UTC)
-    return utc.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def parse_time(text: str | None) -> datetime | None:
-    """The inverse of :func:`format_time` (``None`` stays ``None``)."""
-    return None if text is None else datetime.fromisoformat(text)
 
 
 @attrs.frozen(kw_only=True)
@@ -203,10 +184,16 @@ class TaskStore:
             )
         try:
             await self._call(self._connect)
-            return await self._call(self._interrupt_unfinished, format_time(datetime.now(UTC)))
+            interrupted = await self._call(
+                self._interrupt_unfinished, format_time(datetime.now(UTC))
+            )
         except BaseException:
             await self.close()
             raise
+        if interrupted:
+            logger.warning("%d benchmark tasks were left unfinished by a process that is "
+                           "gone; recorded as interrupted", len(interrupted))  # fmt: skip
+        return interrupted
 
     async def close(self) -> None:
         """Close the connection and stop the store's thread."""
@@ -502,7 +489,7 @@ _ResultRow = tuple[str, int, str, float, float, str, str]
 
 def _result_row(task_id: str, index: int, result: BenchResult, now: str) -> _ResultRow:
     """The values of one ``results`` row."""
-    data = json.dumps(result.to_dict(), allow_nan=True, ensure_ascii=False)
+    data = json.dumps(to_wire(result), allow_nan=True, ensure_ascii=False)
     return (task_id, index, result.test, result.avg_ts, result.stddev_ts, data, now)
 
 

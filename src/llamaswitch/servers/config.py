@@ -608,6 +608,9 @@ class ServerConfig:
             dialects={"legacy": "--no-mmap", "current": "--load-mode none"},
         ),
     )
+    rope_freq_base: float | None = attrs.field(default=None, metadata=spec(
+        "RoPE base frequency (NTK-aware scaling); unset: the model's.",
+        Number(above=0, unit=""), flags=("--rope-freq-base",)))
     extra_args: tuple[str, ...] = attrs.field(
         default=(),
         converter=_to_str_tuple,

@@ -60,19 +60,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import enum
-import errno
 import logging
 import os
-import re
 import secrets
 import shlex
-import socket
-import struct
-import subprocess
-import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -97,7 +90,7 @@ from llamaswitch._errors import (
 )
 from llamaswitch._events import EventBus
 from llamaswitch._gpu import GpuProbe
-from llamaswitch._process import ChildProcess, ChildRegistry, OutputLog, child_spawn
+from llamaswitch._process import ChildProcess, ChildRegistry, OutputLog
 from llamaswitch._settings import Settings
 from llamaswitch._text import encodable
 from llamaswitch.servers.checks import (
@@ -109,6 +102,21 @@ from llamaswitch.servers.checks import (
     rpc_problems,
 )
 from llamaswitch.servers.config import ServerConfig, env_flag
+from llamaswitch.servers.probes import (
+    HEALTH_TIMEOUT_S,
+    bind_failed,
+    bind_free,
+    connect_host,
+    health,
+    parse_check,
+    port_free,
+    port_holder,
+    url_of,
+)
+from llamaswitch.servers.sampler import Sample
+from llamaswitch.servers.sampler import sample as sample_processes
+from llamaswitch.servers.status import ALIVE, SERVING, TRANSITIONS, ServerState, ServerStatus
+from llamaswitch.servers.tickets import Ticket, TicketBook
 
 __all__ = ["ServerState", "ServerStatus", "ServerSupervisor", "Ticket"]
 
@@ -122,16 +130,12 @@ _POLL_GROWTH = 1.5
 # Output-triggered polls closer together than this are merged: a loading server prints
 # dozens of lines in a burst.
 _POLL_MIN_GAP_S = 0.001
-_HEALTH_TIMEOUT_S = 2.0
-# struct linger {l_onoff=1, l_linger=0}: close() sends RST (two u_shorts on Windows).
-_LINGER_RESET = struct.pack("HH" if sys.platform == "win32" else "ii", 1, 0)
 # A llama-server that ignored SIGTERM this long gets a second one (see ChildProcess.stop).
 _SIGTERM_AGAIN_S = 1.0
 # Log lines after which /health is likely 200 (legacy: "model loaded" after the state is
 # set; current: "model loaded", then "listening on"). Only hints: a poll confirms. Not
 # every line: legacy logs each /health request, and polling on those would feed itself.
 _READY_HINTS = (b"model loaded", b"listening", b"all slots are idle")
-_CONNECT_TEST_S = 0.5
 # A server that stayed ready this long before crashing starts a fresh series of restarts.
 _RESTART_RESET_AFTER_S = 60.0
 _RESTART_BACKOFF_MAX_S = 30.0
@@ -142,132 +146,10 @@ _MIB = 1024 * 1024
 # A name lookup slower than this is a broken resolver: refuse before acting.
 _RESOLVE_TIMEOUT_S = 5.0
 _API_KEY_BYTES = 24
-_PARSE_CHECK_TIMEOUT_S = 10.0
 # How many ports a start that picks its own port tries when llama-server cannot bind one.
 _BIND_ATTEMPTS = 3
-# What llama-server prints when its bind fails (current build, then legacy).
-_BIND_FAILURES = ("couldn't bind", "exiting due to HTTP server error", "failed to bind")
-
-
-class ServerState(enum.StrEnum):
-    """Where a model server is in its life."""
-
-    STARTING = "starting"
-    READY = "ready"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
-    #: Exited (or was killed by the readiness timeout) before it became ready.
-    FAILED = "failed"
-    #: Exited on its own after it was ready.
-    CRASHED = "crashed"
-    #: Ready before, but its ``/health`` stopped answering (a hang, a stopped process):
-    #: ``LLAMASWITCH_LIVENESS_FAILURES`` checks in a row failed.
-    UNRESPONSIVE = "unresponsive"
-
-
-_TRANSITIONS: Mapping[ServerState | None, frozenset[ServerState]] = {
-    None: frozenset({ServerState.STARTING}),
-    ServerState.STARTING: frozenset({ServerState.READY, ServerState.FAILED, ServerState.STOPPING}),
-    ServerState.READY: frozenset(
-        {ServerState.STOPPING, ServerState.CRASHED, ServerState.UNRESPONSIVE}
-    ),
-    ServerState.UNRESPONSIVE: frozenset(
-        {ServerState.READY, ServerState.STOPPING, ServerState.CRASHED}
-    ),
-    ServerState.STOPPING: frozenset({ServerState.STOPPED}),
-    ServerState.CRASHED: frozenset({ServerState.STARTING, ServerState.STOPPED}),
-    ServerState.FAILED: frozenset({ServerState.STARTING, ServerState.STOPPED}),
-    ServerState.STOPPED: frozenset(),
-}
-_ALIVE = frozenset({ServerState.STARTING, ServerState.READY, ServerState.UNRESPONSIVE})
-#: States of a server that had become ready and whose process still runs.
-_SERVING = frozenset({ServerState.READY, ServerState.UNRESPONSIVE})
-
-
-def _iso(timestamp: float | None) -> str | None:
-    """ISO 8601 UTC with a ``Z``, to the second, as the seed's ``start_time``."""
-    if timestamp is None:
-        return None
-    return (
-        datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-    )
-
-
-@attrs.frozen(kw_only=True)
-class ServerStatus:
-    """A snapshot of one model server.
-
-    The first seven fields are the seed API's (``running`` through ``vram_usage``);
-    :meth:`to_dict` gives the wire shape. ``vram_usage`` is in MiB and None without an
-    NVIDIA GPU (or driver); ``rss_mib``, ``cpu_percent`` and the VRAM figures are sampled at
-    most every ``sample_ttl_s`` (0.5 s by default).
-    """
-
-    running: bool
-    #: The model's file name (``ModelInfo.name``), as the model list shows it.
-    model_name: str
-    model_path: str
-    port: int
-    #: When the current process was started, ISO 8601 UTC (``2026-01-01T00:00:00Z``).
-    start_time: str | None
-    process_id: int | None
-    vram_usage: int | None
-    state: ServerState
-    host: str
-    url: str
-    #: Seconds from spawn to the first ``/health`` 200.
-    ready_after_s: float | None
-    rss_mib: float | None
-    cpu_percent: float | None
-    exit_code: int | None
-    #: When the process exited (failed, crashed, stopped), ISO 8601 UTC.
-    exited_at: str | None
-    error: str | None
-    config: Mapping[str, Any]
-    argv: tuple[str, ...]
-    binary_version: str
-    vram_per_gpu_mib: Mapping[int, int] | None
-    #: How many times the restart policy brought this server back.
-    restarts: int
-    #: The last log lines when the server failed or crashed (empty otherwise).
-    log_tail: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON wire shape: the seed's fields first, then llamaswitch's."""
-        return {
-            "running": self.running,
-            "model_name": self.model_name,
-            "model_path": self.model_path,
-            "port": self.port,
-            "start_time": self.start_time,
-            "process_id": self.process_id,
-            "vram_usage": self.vram_usage,
-            "state": str(self.state),
-            "host": self.host,
-            "url": self.url,
-            "ready_after_s": self.ready_after_s,
-            "rss_mib": self.rss_mib,
-            "cpu_percent": self.cpu_percent,
-            "exit_code": self.exit_code,
-            "exited_at": self.exited_at,
-            "error": self.error,
-            "config": dict(self.config),
-            "argv": list(self.argv),
-            "binary_version": self.binary_version,
-            "vram_per_gpu_mib": None
-            if self.vram_per_gpu_mib is None
-            else {str(k): v for k, v in self.vram_per_gpu_mib.items()},
-            "restarts": self.restarts,
-            "log_tail": list(self.log_tail),
-        }
-
-
-@attrs.frozen
-class _Sample:
-    rss_mib: float | None
-    cpu_percent: float | None
-    vram_mib: int | None
-    vram_per_gpu_mib: Mapping[int, int] | None
+# States worth a warning in the log (the rest are routine, at debug level).
+_TROUBLE = frozenset({ServerState.FAILED, ServerState.CRASHED, ServerState.UNRESPONSIVE})
 
 
 class _Wakeup:
@@ -303,19 +185,6 @@ def _resolve(future: asyncio.Future[bool], value: bool) -> None:
         future.set_result(value)
 
 
-@attrs.define(eq=False)
-class Ticket:
-    """A request's place in line on its port; see :meth:`ServerSupervisor.ticket`."""
-
-    #: None: a ``start`` whose port is still to be picked.
-    port: int | None
-    #: The port's generation this request set (0 until it has a port).
-    number: int = 0
-    #: How many "stop every server" requests came before this one.
-    stops: int = 0
-    ended: bool = False
-
-
 @attrs.frozen
 class _Plan:
     """What a checked launch will run."""
@@ -349,7 +218,7 @@ class _Server:
     restart_streak: int = 0
     attempt: asyncio.Future[None] | None = None
     wake: _Wakeup = attrs.field(factory=_Wakeup)
-    sample: _Sample | None = None
+    sample: Sample | None = None
     sampled_at: float = 0.0
     restart_task: asyncio.Task[None] | None = None
     #: The key llama-server requires (servers beyond loopback only), known to nobody else.
@@ -361,7 +230,7 @@ class _Server:
 
     @property
     def alive(self) -> bool:
-        return self.state in _ALIVE
+        return self.state in ALIVE
 
     def same_as(self, model: ModelInfo, config: ServerConfig, binary: BinaryInfo) -> bool:
         return (self.model.path == model.path and self.config == config
@@ -382,160 +251,6 @@ class _Server:
         if self.config.alias:
             names.add(self.config.alias)
         return text in names or reference in names
-
-
-def _connect_host(host: str) -> str:
-    """Where to reach a server listening on ``host`` (wildcards mean this machine)."""
-    if host in ("0.0.0.0", ""):  # noqa: S104 - a listen address, not a bind
-        return "127.0.0.1"
-    if host == "::":
-        return "::1"
-    return host
-
-
-def _url(host: str, port: int) -> str:
-    shown = _connect_host(host)
-    return f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
-
-
-_ARGUMENT_ERROR = re.compile(
-    r'error while handling (argument|environment variable) "([^"]+)": (.*)'
-    r"|error: invalid argument: (.*)"
-)
-
-
-async def _parse_check(argv: Sequence[str], env: Mapping[str, str]) -> tuple[str, str] | None:
-    """Whether llama-server accepts ``argv`` and ``env``, asked without starting it.
-
-    ``--version`` comes last: llama.cpp parses every argument and variable before it, and
-    exits at once. Returns ``(field, reason)`` for a refusal, None when accepted (or when
-    the check itself could not run: the launch then reports what happens).
-    """
-    command, kwargs = child_spawn([*argv, "--version"])
-    try:
-        process = await asyncio.create_subprocess_exec(
-            *command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, env=dict(env), **kwargs,
-        )  # fmt: skip
-    except (OSError, ValueError):
-        return None
-    try:
-        async with asyncio.timeout(_PARSE_CHECK_TIMEOUT_S):
-            output, _ = await process.communicate()
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
-        await process.wait()
-        return None
-    if process.returncode == 0:
-        return None
-    text = output.decode("utf-8", "replace")
-    found = _ARGUMENT_ERROR.search(text)
-    if found is None:
-        last = next((line for line in reversed(text.splitlines()) if line.strip()), "")
-        return ("extra_args", f"llama-server refused its arguments: {last.strip()}")
-    kind, name, why, invalid = found.groups()
-    field = "env" if kind == "environment variable" else "extra_args"
-    if invalid is not None:
-        return ("extra_args", f"llama-server refused {invalid.strip()}: invalid argument")
-    return (field, f"llama-server refused {name}: {why.strip()}")
-
-
-async def _health(host: str, port: int, *, timeout_s: float = _HEALTH_TIMEOUT_S) -> int | None:
-    """The status code of ``GET /health``, None when nothing answers.
-
-    Raw HTTP/1.1 over ``asyncio.open_connection``: the library has no HTTP client
-    dependency, and a status line is all readiness needs. The connection is reset
-    (SO_LINGER 0) rather than closed: a normal close leaves it in TIME_WAIT for 60 s on
-    whichever side closed first, often the server's (it closes after a 503), and a
-    server-side TIME_WAIT of a build that set SO_REUSEADDR keeps a build that binds with
-    SO_REUSEPORT only (legacy) off the port.
-    """
-    try:
-        async with asyncio.timeout(timeout_s):
-            reader, writer = await asyncio.open_connection(host, port)
-    except (OSError, TimeoutError):
-        return None
-    sock = writer.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-    try:
-        async with asyncio.timeout(timeout_s):
-            writer.write(f"GET /health HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
-            line = await reader.readline()
-        parts = line.split()
-        return int(parts[1]) if len(parts) >= 2 and parts[0].startswith(b"HTTP/") else None
-    except (OSError, TimeoutError, ValueError):
-        return None
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError, TimeoutError):
-            async with asyncio.timeout(timeout_s):
-                await writer.wait_closed()
-
-
-def _bind_free(host: str, port: int) -> bool:
-    """Whether a listening socket can bind ``host:port`` now (False: address in use)."""
-    try:
-        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
-                                   flags=socket.AI_PASSIVE)  # fmt: skip
-    except OSError:
-        infos = [(socket.AF_INET, socket.SOCK_STREAM, 0, "", (host, port))]
-    family, kind, proto, _, address = infos[0]
-    with socket.socket(family, kind, proto) as sock:
-        if sys.platform == "win32":
-            # Windows' SO_REUSEADDR lets a bind steal a port in use; this option is the
-            # check we want there.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)  # type: ignore[attr-defined,unused-ignore]
-        else:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(address)
-        except OSError as exc:
-            if exc.errno not in (errno.EADDRINUSE, getattr(errno, "WSAEADDRINUSE", -1)):
-                raise
-            return False
-    return True
-
-
-def _port_free(host: str, port: int) -> bool:
-    """Whether nothing listens on ``host:port`` (a bind test, then a connect test).
-
-    The bind uses SO_REUSEADDR, so sockets in TIME_WAIT do not count. They can still
-    make it fail: llama-server's HTTP library sets SO_REUSEPORT rather than SO_REUSEADDR,
-    and Linux lets only a SO_REUSEPORT socket share a port with the TIME_WAIT connections
-    of another. Binding with SO_REUSEPORT ourselves would not do either: it succeeds next
-    to any listener of the same user that set it too (two llama-servers on one port).
-    So a failed bind is followed by a connect: refused means no listener, hence free for
-    llama-server; accepted (or no answer) means in use.
-    """
-    if _bind_free(host, port):
-        return True
-    try:
-        with socket.create_connection((_connect_host(host), port), timeout=_CONNECT_TEST_S):
-            return False
-    except ConnectionRefusedError:
-        return True
-    except OSError:
-        return False
-
-
-def _port_holder(port: int) -> str | None:
-    """``name (pid N)`` of the process listening on ``port``, when the OS tells us."""
-    try:
-        connections = psutil.net_connections(kind="inet")
-    except (psutil.Error, OSError):
-        return None
-    for conn in connections:
-        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
-            if conn.pid is None:
-                return None
-            try:
-                return f"{psutil.Process(conn.pid).name()} (pid {conn.pid})"
-            except psutil.Error:
-                return f"pid {conn.pid}"
-    return None
 
 
 class ServerSupervisor:
@@ -570,16 +285,9 @@ class ServerSupervisor:
         self._log_lines = log_lines
         self._servers: dict[int, _Server] = {}
         self._locks: dict[int, asyncio.Lock] = {}
-        # Per port: the last ticket number handed out, the number of the request that
-        # counts as the last one (lower after a request failed before it acted), the
-        # numbers in flight, and the highest number of a request that acted.
-        self._issued: dict[int, int] = {}
-        self._generations: dict[int, int] = {}
-        self._inflight: dict[int, set[int]] = {}
-        self._settled: dict[int, int] = {}
         self._idle = asyncio.Event()
         self._idle.set()
-        self._stop_alls = 0
+        self._tickets = TicketBook(on_idle=self._idle.set, on_busy=self._idle.clear)
         self._reserved: set[int] = set()
         self._next_port: int = settings.model_ports[0]
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -609,6 +317,9 @@ class ServerSupervisor:
         self.survivors_stopped = [
             {"pid": r.pid, "port": r.port, "argv": list(r.argv)} for r in stopped
         ]
+        for record in stopped:
+            logger.warning("stopped pid %d (port %s), left running by a manager that is gone",
+                           record.pid, record.port)  # fmt: skip
 
     async def close(self) -> None:
         """Stop every server (SIGTERM, grace, SIGKILL) and finish background work.
@@ -648,25 +359,16 @@ class ServerSupervisor:
     def ticket(self, port: int | None) -> Ticket:
         """Register a request on ``port`` now; earlier requests there become superseded.
 
-        The API takes the ticket when a call is made, before any await, so that "the
-        last request" is the last call, not whichever finished resolving first. The
-        request counts as in flight (``stop`` sees it) until it has acted; one that fails
-        before, without a supervisor method to end it, must be :meth:`withdraw`-n.
-        ``port=None`` is a ``start`` whose port is picked later (it is still superseded
-        by a later "stop every server").
+        The API takes the ticket when a call is made, before any await (see
+        :class:`~llamaswitch.servers.tickets.TicketBook`). One that fails before it acts,
+        without a supervisor method to end it, must be :meth:`withdraw`-n. ``port=None``
+        is a ``start`` whose port is picked later.
         """
-        ticket = Ticket(port, stops=self._stop_alls)
-        if port is not None:
-            self._enter(ticket, port)
-        return ticket
+        return self._tickets.take(port)
 
     def withdraw(self, ticket: Ticket) -> None:
-        """End a request that failed before it acted (nothing stopped, nothing started).
-
-        It no longer overtakes the requests before it: if it was the last one on its port,
-        the one before it becomes the last again and may proceed.
-        """
-        self._end(ticket, acted=False)
+        """End a request that failed before it acted (nothing stopped, nothing started)."""
+        self._tickets.end(ticket, acted=False)
 
     async def _place(self, ticket: Ticket, host: str) -> None:
         """Check a start's own port, or pick one for it (in flight from then on)."""
@@ -674,7 +376,7 @@ class ServerSupervisor:
         if port is None:
             port = await self._pick_port(host)
             # In flight from now on, which keeps the port from being picked again.
-            self._enter(ticket, port)
+            self._tickets.place(ticket, port)
             self._reserved.discard(port)
             return
         self._check_reserved(port)
@@ -684,31 +386,6 @@ class ServerSupervisor:
                 port, host, f"llamaswitch's own server for {running.model.name}; "
                 "use switch to replace it"
             )  # fmt: skip
-
-    def _enter(self, ticket: Ticket, port: int) -> None:
-        number = self._issued.get(port, 0) + 1
-        self._issued[port] = self._generations[port] = number
-        self._inflight.setdefault(port, set()).add(number)
-        self._idle.clear()
-        ticket.port, ticket.number = port, number
-
-    def _end(self, ticket: Ticket, *, acted: bool) -> None:
-        if ticket.ended:
-            return
-        ticket.ended = True
-        port = ticket.port
-        if port is None:
-            return
-        pending = self._inflight.get(port, set())
-        pending.discard(ticket.number)
-        if acted:
-            self._settled[port] = max(self._settled.get(port, 0), ticket.number)
-        elif self._generations.get(port) == ticket.number:
-            self._generations[port] = max(pending | {self._settled.get(port, 0)})
-        if not pending:
-            self._inflight.pop(port, None)
-        if not self._inflight:
-            self._idle.set()
 
     async def switch(
         self,
@@ -757,7 +434,7 @@ class ServerSupervisor:
                 # A port it picked itself that llama-server could not bind after all (a
                 # client socket of this machine holding it, say): another port will do.
                 if not (picked and wait and attempt < _BIND_ATTEMPTS
-                        and _bind_failed(exc.log_tail)):  # fmt: skip
+                        and bind_failed(exc.log_tail)):  # fmt: skip
                     raise
                 failed_port = ticket.port
                 assert failed_port is not None  # noqa: S101 - placed above
@@ -779,7 +456,7 @@ class ServerSupervisor:
         ``ServerNotFoundError`` when nothing matches a name or port.
         """
         if port is not None:
-            if port not in self._servers and port not in self._inflight:
+            if port not in self._servers and not self._tickets.in_flight(port):
                 raise ServerNotFoundError(self._not_found(f"port {port}"))
             ports = [port]
         elif model is not None:
@@ -787,8 +464,8 @@ class ServerSupervisor:
             if not ports:
                 raise ServerNotFoundError(self._not_found(f"model {model!r}"))
         else:
-            self._stop_alls += 1
-            ports = sorted(set(self._servers) | set(self._inflight))
+            self._tickets.stop_all()
+            ports = sorted(set(self._servers) | self._tickets.busy_ports)
         tickets = [self.ticket(p) for p in ports]
         results = await asyncio.gather(*(self._stop_port(t) for t in tickets))
         return [status for status in results if status is not None]
@@ -863,7 +540,7 @@ class ServerSupervisor:
         start = self._next_port if low <= self._next_port <= high else low
         order: list[int] = [*range(start, high + 1), *range(low, start)]
         for port in order:
-            if (port in taken or port in self._servers or port in self._inflight
+            if (port in taken or port in self._servers or self._tickets.in_flight(port)
                     or port in self._reserved):  # fmt: skip
                 continue
             self._reserved.add(port)
@@ -883,9 +560,9 @@ class ServerSupervisor:
         try:
             # Binding an address literal never blocks: test it here, saving a thread
             # trip on every switch. Names (DNS) and the connect test go to a thread.
-            if is_address(host) and _bind_free(host, port):
+            if is_address(host) and bind_free(host, port):
                 return True
-            return await asyncio.to_thread(_port_free, host, port)
+            return await asyncio.to_thread(port_free, host, port)
         except OSError as exc:
             raise ServerStartError(f"cannot listen on {host}:{port}: {exc}", exit_code=None,
                                    log_tail=()) from exc  # fmt: skip
@@ -895,10 +572,6 @@ class ServerSupervisor:
         if lock is None:
             lock = self._locks[port] = asyncio.Lock()
         return lock
-
-    def _superseded(self, ticket: Ticket) -> bool:
-        return (ticket.stops != self._stop_alls
-                or self._generations.get(ticket.port or 0, 0) != ticket.number)  # fmt: skip
 
     def _outside(self, info: ModelInfo) -> list[str]:
         """``info``'s files outside the models folder, unless that is allowed (blocks)."""
@@ -920,7 +593,7 @@ class ServerSupervisor:
         assert port is not None  # noqa: S101 - placed by switch/start
         acted = False
         try:
-            if ticket.stops != self._stop_alls:
+            if self._tickets.stopped_since(ticket):
                 raise SupersededError(f"every server was stopped after this request for "
                                       f"port {port} was made")  # fmt: skip
             if self._closed:
@@ -947,7 +620,7 @@ class ServerSupervisor:
                 server = await self._launch_locked(info, config, ticket, binary, plan,
                                                    replace=replace)  # fmt: skip
         finally:
-            self._end(ticket, acted=acted)
+            self._tickets.end(ticket, acted=acted)
         if wait:
             await self._wait_ready(server)
         return self._status(server)
@@ -977,7 +650,7 @@ class ServerSupervisor:
         if config.extra_args or any(env_flag(key) for key in config.env):
             # Values only llama.cpp can judge (an extra flag's value, a LLAMA_ARG_*
             # variable's): let it parse them now, before anything is stopped.
-            parse_refusal = await _parse_check(argv, env)
+            parse_refusal = await parse_check(argv, env)
             if parse_refusal is not None:
                 raise ConfigValidationError([parse_refusal])
         api_key = None
@@ -1021,7 +694,7 @@ class ServerSupervisor:
         # come while this one waited for the binary or the lock.
         if self._closed:
             raise SupersededError(f"the supervisor was closed before port {port} was served")
-        if self._superseded(ticket):
+        if self._tickets.superseded(ticket):
             raise SupersededError(overtaken)
         current = self._servers.get(port)
         if current is not None:
@@ -1032,10 +705,10 @@ class ServerSupervisor:
                 raise PortInUseError(port, host, f"llamaswitch's own server for "
                                      f"{current.model.name}")  # fmt: skip
             await self._stop_server(current, why="replaced by a later request")
-            if self._closed or self._superseded(ticket):
+            if self._closed or self._tickets.superseded(ticket):
                 raise SupersededError(overtaken)
         if not await self._port_free(host, port):
-            holder = await asyncio.to_thread(_port_holder, port)
+            holder = await asyncio.to_thread(port_holder, port)
             raise PortInUseError(port, host, holder)
         server = _Server(
             port=port, host=host, model=info, config=config, binary=binary, argv=plan.argv,
@@ -1120,7 +793,7 @@ class ServerSupervisor:
     async def _poll_ready(
         self, server: _Server, proc: ChildProcess, attempt: asyncio.Future[None]
     ) -> None:
-        host = _connect_host(server.host)
+        host = connect_host(server.host)
         deadline = proc.started_monotonic + self.settings.ready_timeout_s
         delay = _POLL_FIRST_S
         last_poll = 0.0
@@ -1138,7 +811,7 @@ class ServerSupervisor:
                 await asyncio.sleep(gap)
                 continue
             last_poll = time.monotonic()
-            code = await _health(host, server.port)
+            code = await health(host, server.port)
             if code == 200 and server.process is proc and server.state is ServerState.STARTING:
                 server.ready_after_s = round(time.monotonic() - proc.started_monotonic, 4)
                 server.ready_since = time.monotonic()
@@ -1171,7 +844,7 @@ class ServerSupervisor:
         server.exited_at = time.time()
         server.error = (f"llama-server exited with code {code} before it became ready "
                         f"(model {server.model.name}, port {server.port})")  # fmt: skip
-        if _bind_failed(tail):
+        if bind_failed(tail):
             server.error += (
                 f"; it could not bind port {server.port}, which no process listens on: "
                 "connections closed in the last minute (TIME_WAIT) by a server with other "
@@ -1199,14 +872,14 @@ class ServerSupervisor:
         ``unresponsive`` (and, under ``on-failure``, killed: the crash watch restarts it)."""
         interval = self.settings.liveness_interval_s
         limit = self.settings.liveness_failures
-        host = _connect_host(server.host)
+        host = connect_host(server.host)
         failures = 0
         while True:
             await asyncio.sleep(interval)
-            if server.process is not proc or server.state not in _SERVING:
+            if server.process is not proc or server.state not in SERVING:
                 return
-            code = await _health(host, server.port, timeout_s=min(_HEALTH_TIMEOUT_S, interval))
-            if server.process is not proc or server.state not in _SERVING:
+            code = await health(host, server.port, timeout_s=min(HEALTH_TIMEOUT_S, interval))
+            if server.process is not proc or server.state not in SERVING:
                 return
             if code == 200:
                 failures = 0
@@ -1231,7 +904,7 @@ class ServerSupervisor:
         code = await proc.wait()
         self._registry_call(self._registry.remove, proc.pid)
         server.wake.set()  # the readiness poll notices at once
-        if server.process is not proc or server.state not in _SERVING:
+        if server.process is not proc or server.state not in SERVING:
             return
         server.exit_code = code
         server.exited_at = time.time()
@@ -1261,18 +934,18 @@ class ServerSupervisor:
             return
         delay = min(backoff_s * 2**server.restart_streak, _RESTART_BACKOFF_MAX_S)
         server.restart_streak += 1
-        generation = self._generations.get(server.port, 0)
+        generation = self._tickets.generation(server.port)
         server.restart_task = self._track(self._restart(server, delay, generation))
 
     async def _restart(self, server: _Server, delay_s: float, generation: int) -> None:
         await asyncio.sleep(delay_s)
         async with self._lock(server.port):
-            if (self._closed or self._generations.get(server.port, 0) != generation
+            if (self._closed or self._tickets.generation(server.port) != generation
                     or self._servers.get(server.port) is not server
                     or server.state not in (ServerState.CRASHED, ServerState.FAILED)):  # fmt: skip
                 return
             if not await self._port_free(server.host, server.port):
-                holder = await asyncio.to_thread(_port_holder, server.port)
+                holder = await asyncio.to_thread(port_holder, server.port)
                 refused = PortInUseError(server.port, server.host, holder)
                 server.error = f"{server.error}; not restarted: {refused}"
                 self._emit(server, previous=server.state)
@@ -1304,7 +977,7 @@ class ServerSupervisor:
                 await self._stop_server(server, why="stopped")
                 return self._status(server)
         finally:
-            self._end(ticket, acted=True)
+            self._tickets.end(ticket, acted=True)
 
     async def _stop_server(self, server: _Server, *, why: str) -> None:
         """Stop and reap ``server``'s process and drop it from the table (lock held).
@@ -1380,39 +1053,12 @@ class ServerSupervisor:
 
     async def _sample(self, servers: Sequence[_Server]) -> None:
         jobs = [(s.process.pid if s.process else 0, s.ps_process) for s in servers]
-        results = await asyncio.to_thread(self._sample_blocking, jobs)
+        results = await asyncio.to_thread(sample_processes, self._gpu, jobs)
         now = time.monotonic()
         for server, (ps_process, sample) in zip(servers, results, strict=True):
             server.ps_process = ps_process
             server.sample = sample
             server.sampled_at = now
-
-    def _sample_blocking(
-        self, jobs: Sequence[tuple[int, psutil.Process | None]]
-    ) -> list[tuple[psutil.Process | None, _Sample]]:
-        vram = self._gpu.vram_by_pid([pid for pid, _ in jobs]) if jobs else {}
-        gpu = self._gpu.available
-        results = []
-        for pid, known in jobs:
-            ps_process = known
-            rss = cpu = None
-            try:
-                if ps_process is None or ps_process.pid != pid:
-                    ps_process = psutil.Process(pid)
-                with ps_process.oneshot():
-                    rss = round(ps_process.memory_info().rss / _MIB, 1)
-                    # The first call of a Process object answers 0.0; later ones measure
-                    # since the previous call (the object is kept per server).
-                    cpu = ps_process.cpu_percent(None)
-            except psutil.Error:
-                ps_process = None
-            used = vram.get(pid)
-            results.append((ps_process, _Sample(
-                rss_mib=rss, cpu_percent=cpu,
-                vram_mib=(used.total_mib if used else 0) if gpu else None,
-                vram_per_gpu_mib=(dict(used.per_gpu_mib) if used else {}) if gpu else None,
-            )))  # fmt: skip
-        return results
 
     def _status(self, server: _Server) -> ServerStatus:
         proc = server.process
@@ -1423,19 +1069,19 @@ class ServerSupervisor:
             model_name=server.model.name,
             model_path=str(server.model.path),
             port=server.port,
-            start_time=_iso(proc.started_at) if proc else None,
+            start_time=_utc(proc.started_at) if proc else None,
             process_id=proc.pid if proc and server.alive else None,
             vram_usage=sample.vram_mib if sample else None,
             state=server.state or ServerState.STARTING,
             host=server.host,
-            url=_url(server.host, server.port),
+            url=url_of(server.host, server.port),
             ready_after_s=server.ready_after_s,
             rss_mib=sample.rss_mib if sample else None,
             cpu_percent=sample.cpu_percent if sample else None,
             exit_code=server.exit_code,
-            exited_at=_iso(server.exited_at),
+            exited_at=_utc(server.exited_at),
             error=server.error,
-            config=server.config.to_dict(),
+            config=server.config,
             argv=tuple(server.argv),
             binary_version=server.binary.version,
             vram_per_gpu_mib=sample.vram_per_gpu_mib if sample else None,
@@ -1447,11 +1093,15 @@ class ServerSupervisor:
 
     def _set_state(self, server: _Server, state: ServerState) -> None:
         previous = server.state
-        if state not in _TRANSITIONS[previous]:
+        if state not in TRANSITIONS[previous]:
             raise RuntimeError(
                 f"server on port {server.port}: {previous} -> {state} is not allowed"
             )
         server.state = state
+        trouble = state in _TROUBLE
+        why = f" ({server.error})" if server.error and trouble else ""
+        logger.log(logging.WARNING if trouble else logging.DEBUG, "%s on port %d: %s -> %s%s",
+                   server.model.name, server.port, previous, state, why)  # fmt: skip
         self._emit(server, previous=previous)
 
     def _emit(self, server: _Server, *, previous: ServerState | None) -> None:
@@ -1490,8 +1140,8 @@ class ServerSupervisor:
                            self._registry.path, self.registry_error)  # fmt: skip
 
 
-def _bind_failed(log_tail: Sequence[str]) -> bool:
-    return any(marker in line for line in log_tail for marker in _BIND_FAILURES)
+def _utc(timestamp: float | None) -> datetime | None:
+    return None if timestamp is None else datetime.fromtimestamp(timestamp, UTC)
 
 
 def _consume(future: asyncio.Future[Any]) -> None:

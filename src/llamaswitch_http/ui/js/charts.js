@@ -130,8 +130,15 @@ export async function timeChart(canvas, { series, yTitle = "tokens/s" }) {
   }));
   const options = baseOptions(yTitle);
   const format = new Intl.DateTimeFormat(undefined, { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
+  // One moment only (a single task): give the axis an hour each side rather than a
+  // range Chart.js would invent.
+  const xs = series.flatMap((s) => s.points.map((p) => p.x));
+  const span = Math.max(...xs) - Math.min(...xs);
+  const pad = span > 0 ? span * 0.05 : 3_600_000;
   options.scales.x = {
     type: "linear",
+    min: Math.min(...xs) - pad,
+    max: Math.max(...xs) + pad,
     ticks: { color: themeColour("--text"), maxTicksLimit: 6, callback: (value) => format.format(new Date(value)) },
     grid: { color: themeColour("--border") },
   };

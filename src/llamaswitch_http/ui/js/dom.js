@@ -92,7 +92,8 @@ export function timeEl(value, { short = false } = {}) {
 /** "3 h 02 min", "41 s": a duration in seconds, compact. */
 export function duration(seconds) {
   if (seconds === null || seconds === undefined || !Number.isFinite(seconds)) return "—";
-  const s = Math.max(0, Math.floor(seconds));
+  if (seconds < 10) return `${Math.max(0, seconds).toFixed(1)} s`;
+  const s = Math.floor(seconds);
   if (s < 60) return `${s} s`;
   const m = Math.floor(s / 60);
   if (m < 60) return `${m} min ${String(s % 60).padStart(2, "0")} s`;

@@ -129,9 +129,22 @@ export async function mount(main, ctx) {
     for (const id of [...selected]) if (!tasks.some((t) => t.id === id)) selected.delete(id);
     renderHistory();
   };
+  // Rows are reused while their task is unchanged: a refresh must not swap out the
+  // checkbox or button under the user's pointer.
+  let rowCache = new Map(); // task id -> {key, tr}
   const renderHistory = () => {
     const frag = document.createDocumentFragment();
-    for (const task of tasks) frag.append(historyRow(task));
+    const next = new Map();
+    for (const task of tasks) {
+      const key = `${task.state}|${(task.results || []).length}|${task.finished_at}`;
+      const cached = rowCache.get(task.id);
+      const tr = cached && cached.key === key ? cached.tr : historyRow(task);
+      const box = tr.querySelector("input[type=checkbox]");
+      if (box) box.checked = selected.has(task.id);
+      next.set(task.id, { key, tr });
+      frag.append(tr);
+    }
+    rowCache = next;
     historyBody.replaceChildren(frag);
     historyTable.hidden = tasks.length === 0;
     historyStatus.textContent = tasks.length ? `${tasks.length} task${tasks.length === 1 ? "" : "s"}` : "No benchmark task matches.";
@@ -259,7 +272,8 @@ export async function mount(main, ctx) {
     const canvas = h("canvas", { id: "trend-canvas", role: "img",
       "aria-label": `Tokens per second of ${model} over time, one line per test` });
     clear(trendBody).append(h("div", { class: "chart-box", dataset: { series: String(series.length) } }, canvas),
-      h("p", { class: "muted", text: `${history.length} completed tasks; ${series.map((s) => `${s.label}: ${s.points.length} points`).join(", ")}.` }));
+      h("p", { class: "muted", text: `${plural(history.length, "completed task")}; ` +
+        `${series.map((s) => `${s.label}: ${plural(s.points.length, "point")}`).join(", ")}.` }));
     charts.add(await timeChart(canvas, { series }));
   };
 
@@ -431,6 +445,10 @@ export async function mount(main, ctx) {
     window.removeEventListener("llamaswitch:theme", onTheme);
     destroyCharts();
   };
+}
+
+function plural(n, word) {
+  return `${n} ${word}${n === 1 ? "" : "s"}`;
 }
 
 function shortTime(value) {
