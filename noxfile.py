@@ -1,4 +1,5 @@
-"""Tasks: ``nox -s tests``, ``nox -s lint``, ``nox -s typing``, ``nox -s bench``."""
+"""Tasks: ``nox -s tests``, ``nox -s lint``, ``nox -s typing``, ``nox -s docs``,
+``nox -s bench``."""
 
 from __future__ import annotations
 
@@ -30,6 +31,15 @@ def typing(session: nox.Session) -> None:
     """mypy --strict on src/."""
     session.install("-e", ".[http]", "mypy>=1.13", "types-psutil")
     session.run("mypy", "src")
+
+
+@nox.session(python="3.11")
+def docs(session: nox.Session) -> None:
+    """The documentation site: the generated pages are fresh, and mkdocs builds it with
+    --strict (a broken link or a docstring mkdocstrings cannot render fails)."""
+    session.install("-e", ".[http,client,docs]")
+    session.run("python", "-m", "llamaswitch._reference", "--check")
+    session.run("mkdocs", "build", "--strict", *session.posargs)
 
 
 @nox.session(python="3.11")

@@ -8,6 +8,7 @@ background thread, with real llama.cpp binaries and tiny models.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import http.server
@@ -16,6 +17,7 @@ import json
 import os
 import queue
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -31,8 +33,13 @@ import psutil
 import pytest
 from rich.console import Console
 
-from llamaswitch._cli import main
+from llamaswitch._cli import build_parser, main
+from llamaswitch._cli._bench import bench_config_from_args
+from llamaswitch._cli._servers import server_config_from_args
 from llamaswitch._settings import Settings
+from llamaswitch._vocabulary import specs
+from llamaswitch.bench.config import BenchConfig
+from llamaswitch.servers.config import ServerConfig
 from tests.conftest import LlamaBuild
 from tests.helpers import free_port
 
@@ -817,3 +824,298 @@ def test_url_must_be_http(cli_env: dict[str, str], run: Run) -> None:
     code, _, err = run("models", "--url", "ftp://example.org")
     assert code == USAGE
     assert "http" in err
+
+
+# -- the options come from the vocabulary (no drift between llama.cpp, the config, the CLI) --
+
+
+def _subcommand(name: str) -> argparse.ArgumentParser:
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    found: argparse.ArgumentParser = commands.choices[name]
+    return found
+
+
+def _options(name: str) -> dict[str, str]:
+    """``{option string: dest}`` of a subcommand."""
+    return {o: a.dest for a in _subcommand(name)._actions for o in a.option_strings}
+
+
+@pytest.mark.parametrize(("command", "cls"), [("switch", ServerConfig), ("start", ServerConfig),
+                                              ("bench", BenchConfig)])  # fmt: skip
+def test_every_config_field_has_its_options(command: str, cls: type) -> None:
+    options = _options(command)
+    for name, field_spec in specs(cls).items():
+        if field_spec.cli == () or field_spec.style == "none":
+            continue
+        for option in field_spec.cli_options(name):
+            assert options.get(option) == name, (command, name, option)
+
+
+@pytest.mark.parametrize(("command", "cls"), [("switch", ServerConfig), ("bench", BenchConfig)])
+def test_every_llama_cpp_spelling_of_a_field_is_accepted(command: str, cls: type) -> None:
+    """A llama.cpp command line pasted after the model works: each flag a field sets (in
+    any dialect) is an option of the command, for that field."""
+    options = _options(command)
+    for name, field_spec in specs(cls).items():
+        if field_spec.cli is not None:  # spelled on purpose (--restart-backoff, --env...)
+            continue
+        for flag in field_spec.flags:
+            if re.fullmatch(r"--?[A-Za-z][A-Za-z0-9-]*", flag):
+                assert options.get(flag) == name, (command, name, flag)
+
+
+def test_only_the_runners_own_bench_fields_have_no_option() -> None:
+    without = {name for name, s in specs(BenchConfig).items() if s.cli == () or s.style == "none"}
+    # llamaswitch reads stderr as JSON lines with progress: these two are its own.
+    assert without == {"output_err", "progress"}
+    assert not [name for name, s in specs(ServerConfig).items() if s.cli == ()]
+
+
+@pytest.mark.parametrize(
+    ("command", "spelled"),
+    [("bench", ("-dev", "--device", "-v", "--verbose", "-C", "--cpu-mask")),
+     ("switch", ("--rope-freq-base",)), ("start", ("--rope-freq-base",))],
+)  # fmt: skip
+def test_help_shows_llama_cpps_spellings(
+    command: str, spelled: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == OK
+    out = capsys.readouterr().out
+    for option in spelled:
+        assert re.search(rf"(^|[\s,]){re.escape(option)}\b", out), option
+    assert "--devices" not in out
+
+
+def test_bench_device_and_verbose_reach_the_config() -> None:
+    args = build_parser().parse_args(["bench", "tiny.gguf", "-dev", "CUDA0/CUDA1", "-v",
+                                      "-C", "0xff"])  # fmt: skip
+    config = bench_config_from_args(args)
+    assert config is not None
+    assert (config.devices, config.verbose, config.cpu_mask) == (("CUDA0/CUDA1",), True,
+                                                                 ("0xff",))  # fmt: skip
+
+
+def test_decimal_options_reach_the_config_as_numbers() -> None:
+    args = build_parser().parse_args(["switch", "tiny.gguf", "--restart-backoff", "1.5",
+                                      "--rope-freq-base", "1e6", "-a", "42"])  # fmt: skip
+    config = server_config_from_args(args)
+    assert config is not None
+    assert (config.restart_backoff_s, config.rope_freq_base, config.alias) == (1.5, 1e6, "42")
+
+
+# -- config ---------------------------------------------------------------------------------
+
+#: The seed README's `.env` example, verbatim (its comments included).
+SEED_ENV = """# 必需配置
+# llama.cpp 二进制文件路径
+LLAMA_SERVER_PATH=E:/Downloads/llama-b5293-bin-win-cuda-cu12.4-x64/llama-server.exe
+LLAMA_BENCH_PATH=E:/Downloads/llama-b5293-bin-win-cuda-cu12.4-x64/llama-bench.exe
+
+MODELS_DIR=/path/to/models
+
+# 可选配置
+SERVER_PORT=8080
+GPU_LAYERS=20  # GPU加速层数
+"""
+
+
+@pytest.fixture
+def seed_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The seed's `.env`, named by CONFIG_PATH, and no llamaswitch keys in the environment."""
+    for key in list(os.environ):
+        if key.startswith("LLAMASWITCH_") or key in (
+            "LLAMA_SERVER_PATH", "LLAMA_BENCH_PATH", "MODELS_DIR", "SERVER_PORT", "GPU_LAYERS"
+        ):  # fmt: skip
+            monkeypatch.delenv(key)
+    path = tmp_path / "llama-switch" / ".env"
+    path.parent.mkdir()
+    path.write_text(SEED_ENV, encoding="utf-8")
+    monkeypatch.setenv("CONFIG_PATH", str(path))
+    monkeypatch.setenv("COLUMNS", "200")  # the table's paths on one line
+    return path
+
+
+def test_config_shows_the_seeds_gpu_layers_from_its_file(seed_env: Path, run: Run) -> None:
+    code, out, err = run("config")
+    assert code == OK, err
+    rows = {line.split("│")[1].strip(): line for line in out.splitlines() if line.count("│") == 4}
+    assert rows["GPU_LAYERS"].split("│")[2].strip() == "20"
+    assert rows["GPU_LAYERS"].split("│")[3].strip() == str(seed_env)
+    assert rows["MODELS_DIR"].split("│")[3].strip() == str(seed_env)
+    assert rows["LLAMASWITCH_HOST"].split("│")[3].strip() == "default"
+
+
+def test_config_json_says_the_same(seed_env: Path, run: Run) -> None:
+    rows = {row["key"]: row for row in run_json(run, "config")}
+    assert rows["GPU_LAYERS"] == {"key": "GPU_LAYERS", "value": "20", "source": str(seed_env)}
+    assert rows["SERVER_PORT"]["value"] == "8080"
+    assert rows["LLAMA_SERVER_PATH"]["value"] == (
+        "E:/Downloads/llama-b5293-bin-win-cuda-cu12.4-x64/llama-server.exe"
+    )
+    assert rows["LLAMASWITCH_READY_TIMEOUT_S"]["source"] == "default"
+    assert set(rows) == {s.env for s in specs(Settings).values()}
+
+
+def test_config_names_each_source(
+    seed_env: Path, run: Run, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("GPU_LAYERS", "33")
+    monkeypatch.setenv("LLAMASWITCH_API_KEY", "s3cret")
+    rows = {row["key"]: row for row in run_json(run, "--models-dir", str(tmp_path), "config")}
+    assert (rows["GPU_LAYERS"]["value"], rows["GPU_LAYERS"]["source"]) == ("33", "environment")
+    assert (rows["MODELS_DIR"]["value"], rows["MODELS_DIR"]["source"]) == (str(tmp_path),
+                                                                           "argument")  # fmt: skip
+    assert rows["LLAMASWITCH_API_KEY"]["value"] == "***"  # masked
+    assert "s3cret" not in json.dumps(list(rows.values()))
+
+
+def test_config_with_a_bad_value_exits_2_naming_it(
+    seed_env: Path, run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed_env.write_text(SEED_ENV.replace("GPU_LAYERS=20", "GPU_LAYERS=lots"), encoding="utf-8")
+    code, _, err = run("config")
+    assert code == USAGE
+    assert "GPU_LAYERS='lots'" in err
+    assert str(seed_env) in err
+
+
+# -- bench-delete and bench-prune --------------------------------------------------------------
+
+
+@pytest.mark.real_binary
+def test_bench_delete_removes_a_finished_task(with_build: LlamaBuild, run: Run) -> None:
+    kept = run_json(run, "bench", "tiny.gguf", "-p", "16", "-n", "0", "-r", "1")["id"]
+    gone = run_json(run, "bench", "other.gguf", "-p", "16", "-n", "0", "-r", "1")["id"]
+    deleted = run_json(run, "bench-delete", gone)
+    assert [(t["id"], t["state"]) for t in deleted] == [(gone, "completed")]
+    assert [t["id"] for t in run_json(run, "bench-history")] == [kept]
+    assert run("bench-status", gone)[0] == MISSING
+    code, out, _ = run("bench-delete", kept)
+    assert code == OK
+    assert f"deleted task {kept}" in out
+    assert run_json(run, "bench-history") == []
+
+
+def test_bench_delete_of_an_unknown_task_exits_3(cli_env: dict[str, str], run: Run) -> None:
+    kept = _import(run)["id"]
+    code, _, err = run("bench-delete", "nope")
+    assert code == MISSING
+    assert "nope" in err
+    assert [t["id"] for t in run_json(run, "bench-history")] == [kept]
+
+
+def test_bench_delete_takes_several_ids(cli_env: dict[str, str], run: Run) -> None:
+    first, second, third = (_import(run)["id"] for _ in range(3))
+    deleted = run_json(run, "bench-delete", first, third)
+    assert [t["id"] for t in deleted] == [first, third]
+    assert [t["id"] for t in run_json(run, "bench-history")] == [second]
+
+
+@pytest.mark.real_binary
+def test_bench_prune_deletes_by_model_and_state(with_build: LlamaBuild, run: Run) -> None:
+    tiny = run_json(run, "bench", "tiny.gguf", "-p", "16", "-n", "0", "-r", "1")["id"]
+    other = run_json(run, "bench", "other.gguf", "-p", "16", "-n", "0", "-r", "1")["id"]
+    imported = _import(run)["id"]  # a tiny.gguf task too, completed
+    assert run_json(run, "bench-prune", "--model", "other.gguf") == {"deleted": [other],
+                                                                     "count": 1}  # fmt: skip
+    assert run_json(run, "bench-prune", "--state", "failed") == {"deleted": [], "count": 0}
+    pruned = run_json(run, "bench-prune", "--model", "tiny.gguf", "--state", "completed")
+    assert sorted(pruned["deleted"]) == sorted([tiny, imported])
+    assert run_json(run, "bench-history") == []
+
+
+def test_bench_prune_by_age(cli_env: dict[str, str], run: Run) -> None:
+    task = _import(run)["id"]
+    assert run_json(run, "bench-prune", "--older-than", "1h")["deleted"] == []
+    assert run_json(run, "bench-prune", "--before", "2000-01-01")["deleted"] == []
+    time.sleep(1.1)
+    code, out, _ = run("bench-prune", "--older-than", "1s")
+    assert code == OK
+    assert "deleted 1 benchmark task" in out
+    assert run("bench-status", task)[0] == MISSING
+
+
+def test_bench_prune_needs_a_filter(cli_env: dict[str, str], run: Run) -> None:
+    task = _import(run)["id"]
+    code, _, err = run("bench-prune")
+    assert code == USAGE
+    assert "name what to prune" in err
+    assert [t["id"] for t in run_json(run, "bench-history")] == [task]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench-prune", "--older-than", "a while"])
+    assert exit_info.value.code == USAGE
+
+
+@pytest.mark.real_binary
+def test_url_bench_delete_and_prune(service: str, run: Run) -> None:
+    first = run_json(run, "bench", "tiny.gguf", "-p", "16", "-n", "0", "-r", "1",
+                     "--url", service)["id"]  # fmt: skip
+    second = run_json(run, "bench-import", str(DATA / "legacy" / "plain.json"), "--model",
+                      "other.gguf", "--url", service)["id"]  # fmt: skip
+    deleted = run_json(run, "bench-delete", first, "--url", service)
+    assert [t["id"] for t in deleted] == [first]
+    assert run("bench-delete", first, "--url", service)[0] == MISSING
+    pruned = run_json(run, "bench-prune", "--model", "other.gguf", "--url", service)
+    assert pruned == {"deleted": [second], "count": 1}
+    assert run_json(run, "bench-history", "--url", service) == []
+    assert run("bench-prune", "--url", service)[0] == USAGE
+
+
+# -- exit codes: the same in-process and against a real `llamaswitch serve` ---------------------
+
+
+@pytest.mark.real_binary
+def test_failures_exit_alike_in_process_and_against_a_real_serve(
+    llama_build: LlamaBuild, cli_env: dict[str, str], tmp_path: Path, run: Run,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    from tests.rest.conftest import serve
+
+    api_port = free_port()
+    env = {
+        **cli_env,
+        "LLAMA_SERVER_PATH": str(llama_build.server.path),
+        "LLAMA_BENCH_PATH": str(llama_build.bench.path),
+        "SERVER_PORT": str(api_port),
+        "LLAMASWITCH_STOP_TIMEOUT_S": "5",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)  # the in-process commands read the same settings
+    garbage = tmp_path / "garbage.json"
+    garbage.write_text("this is not llama-bench output")
+    nobody = str(free_port())
+    cases = {
+        "unknown model": (("switch", "nope.gguf"), MISSING),
+        "server not found": (("status", "--port", nobody), MISSING),
+        "server not found (stop)": (("stop", "--port", nobody), MISSING),
+        "no logs": (("logs", "--port", nobody), MISSING),
+        "task not found": (("bench-status", "nope"), MISSING),
+        "delete unknown task": (("bench-delete", "nope"), MISSING),
+        "benchmark of an unknown model": (("bench", "nope.gguf", "-p", "16"), MISSING),
+        "the API's own port": (("switch", "tiny.gguf", "--port", str(api_port)), CONFLICT),
+        "unparsable import": (("bench-import", str(garbage)), USAGE),
+        "prune without a filter": (("bench-prune",), USAGE),
+    }
+    with serve(["serve"], env, tmp_path, api_port) as service:
+        for what, (argv, expected) in cases.items():
+            here = run(*argv)[0]
+            there = run(*argv, "--url", service.url)[0]
+            assert (here, there) == (expected, expected), what
+        # A running task may not be deleted: 4 both ways (the history is shared).
+        code, out, _ = run("bench", "tiny.gguf", "-p", "256", "-n", "64", "-r", "1000",
+                           "--no-wait", "--url", service.url)  # fmt: skip
+        assert code == OK
+        task_id = out.strip()
+        try:
+            deadline = time.monotonic() + 30
+            while run_json(run, "bench-status", task_id)["state"] != "running":
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            assert run("bench-delete", task_id)[0] == CONFLICT
+            assert run("bench-delete", task_id, "--url", service.url)[0] == CONFLICT
+        finally:
+            run("bench-cancel", task_id, "--url", service.url)
+        assert service.stop() == 0

@@ -66,7 +66,7 @@ def args(config: ServerConfig, dialect: str) -> list[str]:
         ("tensor_split", "0,0"), ("main_gpu", -1), ("mlock", "true"), ("no_mmap", 2),
         ("cache_type_k", "f8"), ("cache_type_v", "Q8_0"), ("parallel", 0), ("alias", ""),
         ("host", "127.0.0.1 8080"), ("host", ""), ("restart", "always"),
-        ("extra_args", "--metrics"), ("extra_args", [1]), ("env", ["A=1"]),
+        ("extra_args", "--props"), ("extra_args", [1]), ("env", ["A=1"]),
         ("restart_max", -1), ("restart_max", 1001), ("restart_max", 1.5),
         ("restart_max", True), ("restart_backoff_s", -0.5), ("restart_backoff_s", math.nan),
         ("restart_backoff_s", math.inf), ("restart_backoff_s", "1"),
@@ -104,15 +104,15 @@ def test_unset_fields_are_none_and_pass_nothing() -> None:
 )  # fmt: skip
 def test_extra_args_may_not_carry_flags_the_supervisor_controls(flag: str) -> None:
     with pytest.raises(ConfigValidationError) as caught:
-        ServerConfig(extra_args=["--metrics", flag, "x"])
+        ServerConfig(extra_args=["--props", flag, "x"])
     assert caught.value.errors[0][0] == "extra_args"
     assert flag.split("=", maxsplit=1)[0] in str(caught.value)
 
 
 def test_extra_args_come_last_as_given() -> None:
-    config = ServerConfig(threads=2, extra_args=["--metrics", "--timeout", "30"])
+    config = ServerConfig(threads=2, extra_args=["--props", "--timeout", "30"])
     for dialect in DIALECTS:
-        assert args(config, dialect) == ["--threads", "2", "--metrics", "--timeout", "30"]
+        assert args(config, dialect) == ["--threads", "2", "--props", "--timeout", "30"]
 
 
 # A value placeholder that names a file or a folder.
@@ -201,11 +201,11 @@ def test_gpu_layers_setting_is_the_default() -> None:
 
 
 def test_config_is_frozen_and_hashable() -> None:
-    config = ServerConfig(threads=2, tensor_split="1,1", extra_args=["--metrics"])
+    config = ServerConfig(threads=2, tensor_split="1,1", extra_args=["--props"])
     with pytest.raises(AttributeError):
         config.threads = 3  # type: ignore[misc]
     assert hash(config) == hash(ServerConfig(threads=2, tensor_split=[1, 1],
-                                             extra_args=("--metrics",)))  # fmt: skip
+                                             extra_args=("--props",)))  # fmt: skip
 
 
 # -- from_dict: the seed's JSON bodies -----------------------------------------------------
@@ -252,7 +252,7 @@ def test_from_dict_accepts_nothing_and_nulls() -> None:
 
 def test_to_dict_round_trips_through_from_dict() -> None:
     config = ServerConfig(threads=2, tensor_split="1,3", env={"CUDA_VISIBLE_DEVICES": "0"},
-                          extra_args=["--metrics"], restart="on-failure")  # fmt: skip
+                          extra_args=["--props"], restart="on-failure")  # fmt: skip
     assert ServerConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
 
 
@@ -353,7 +353,7 @@ _FIELD_FLAGS = {
     "parallel": "--parallel", "alias": "--alias", "n_gpu_layers": "--gpu-layers",
     "split_mode": "--split-mode", "tensor_split": "--tensor-split", "flash_attn": "-fa",
     "mlock": "--mlock", "no_mmap": "--no-mmap", "load_mode": "--load-mode",
-    "model": "--model", "host": "--host", "port": "--port",
+    "model": "--model", "host": "--host", "port": "--port", "rope_freq_base": "--rope-freq-base",
 }  # fmt: skip
 _INT_FIELDS = {"threads", "threads_batch", "ctx_size", "batch_size", "ubatch_size", "main_gpu",
                "parallel", "port"}  # fmt: skip
@@ -394,6 +394,9 @@ def argv_to_settings(argv: Sequence[str], caps: Capabilities) -> dict[str, Any]:
         elif field == "tensor_split":
             assert value is not None
             settings[field] = tuple(float(v) for v in value.split(","))
+        elif field == "rope_freq_base":
+            assert value is not None
+            settings[field] = float(value)
         elif field in _INT_FIELDS:
             assert value is not None
             settings[field] = int(value)
@@ -453,8 +456,9 @@ configs = st.builds(
         st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), min_size=1
     ),
     no_mmap=st.none() | st.booleans(),
+    rope_freq_base=st.none() | st.floats(0, 1e30, exclude_min=True, allow_nan=False),
     extra_args=st.lists(
-        st.sampled_from([("--metrics",), ("--props",), ("--timeout", "30")]), max_size=3
+        st.sampled_from([("--props",), ("--props",), ("--timeout", "30")]), max_size=3
     ).map(lambda parts: tuple(a for p in parts for a in p)),
     env=st.dictionaries(st.sampled_from(["CUDA_DEVICE_ORDER", "LLAMA_ARG_THREADS_HTTP"]), st.text(
         st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"))),

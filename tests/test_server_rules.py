@@ -44,7 +44,7 @@ def refusal(**fields: object) -> str:
     [
         {"alias": "x\ud800"},
         {"host": "h\udfff"},
-        {"extra_args": ["--metrics", "--chat-template", "x\ud800"]},
+        {"extra_args": ["--props", "--chat-template", "x\ud800"]},
         {"env": {"CUDA_VISIBLE_DEVICES": "0\ud800"}},
         {"env": {"CUDA_\ud800": "0"}},
     ],
@@ -169,7 +169,7 @@ def test_the_ld_preload_refusal_says_why_rather_than_calling_it_a_flag() -> None
 @pytest.mark.parametrize(
     "name",
     ["CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "GGML_CUDA_NO_PINNED", "OMP_NUM_THREADS",
-     "LLAMA_ARG_THREADS_HTTP", "LLAMA_ARG_ENDPOINT_METRICS", "ROCR_VISIBLE_DEVICES"],
+     "LLAMA_ARG_THREADS_HTTP", "LLAMA_ARG_ENDPOINT_SLOTS", "ROCR_VISIBLE_DEVICES"],
 )  # fmt: skip
 def test_the_env_allow_list_accepts_runtime_tuning(name: str) -> None:
     assert env_problem(name) is None
@@ -190,7 +190,7 @@ def test_a_flag_the_binary_lacks_is_unsupported_naming_the_binary(dialect: str) 
 
 
 def test_a_value_that_starts_with_a_dash_is_not_taken_for_a_flag() -> None:
-    config = ServerConfig(extra_args=["--reverse-prompt", "-END-", "--metrics"])
+    config = ServerConfig(extra_args=["--reverse-prompt", "-END-", "--props"])
     assert binary_problems(config, CAPS["current"]) == ([], None)
 
 

@@ -329,7 +329,7 @@ def test_a_rich_config_is_accepted_by_the_real_binary(settings: Settings) -> Non
     rich = ServerConfig(port=port, threads=1, threads_batch=1, ctx_size=256, batch_size=64,
                         ubatch_size=32, n_gpu_layers=0, flash_attn=False, cache_type_k="f16",
                         cache_type_v="f16", parallel=1, alias="tiny-alias", no_mmap=True,
-                        extra_args=["--metrics"], env={"LLAMA_ARG_THREADS_HTTP": "2"})  # fmt: skip
+                        extra_args=["--props"], env={"LLAMA_ARG_THREADS_HTTP": "2"})  # fmt: skip
 
     async def scenario() -> None:
         async with AsyncLlamaSwitch(settings) as ls:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -34,6 +35,9 @@ from llamaswitch._settings import Settings
 if TYPE_CHECKING:
     from llamaswitch.bench.config import BenchConfig
     from llamaswitch.bench.runner import BenchRunner, BenchTask, Comparison
+    from llamaswitch.gateway.gateway import Lease, ModelGateway, ModelView
+    from llamaswitch.gateway.policy import Plan
+    from llamaswitch.gateway.presets import Presets
     from llamaswitch.servers.config import ServerConfig
     from llamaswitch.servers.supervisor import ServerStatus, ServerSupervisor
 
@@ -67,6 +71,7 @@ class AsyncLlamaSwitch:
         self._binary_lock = asyncio.Lock()
         self._supervisor: ServerSupervisor | None = None
         self._bench: BenchRunner | None = None
+        self._gateway: ModelGateway | None = None
         self._opened = False
 
     def _new_catalog(self) -> ModelCatalog:
@@ -90,6 +95,7 @@ class AsyncLlamaSwitch:
         if self.catalog.closed:  # opened again after a close
             self.catalog = self._new_catalog()
         from llamaswitch.bench.runner import BenchRunner
+        from llamaswitch.gateway.gateway import ModelGateway
         from llamaswitch.servers.supervisor import ServerSupervisor
 
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
@@ -106,6 +112,16 @@ class AsyncLlamaSwitch:
             running_servers=self._supervisor.running_servers,
         )
         await self._bench.open()
+        self._gateway = ModelGateway(
+            self.settings, supervisor=self._supervisor, catalog=self.catalog,
+            in_catalog=self._in_catalog, binary=self._binary, gpu=self.gpu, events=self.events,
+        )  # fmt: skip
+        try:
+            await self._gateway.open()
+        except BaseException:
+            self._opened = True  # so that close() stops what open() started
+            await self.close()
+            raise
         self._opened = True
         logger.debug("opened on %s (models in %s)", self.settings.state_dir,
                      self.settings.models_dir)  # fmt: skip
@@ -128,6 +144,8 @@ class AsyncLlamaSwitch:
         if worker is not None:
             worker.shutdown(wait=False)
         try:
+            if self._gateway is not None:
+                await self._gateway.close()
             if self._bench is not None:
                 await self._bench.close()
         finally:
@@ -155,6 +173,13 @@ class AsyncLlamaSwitch:
         if self._supervisor is None:
             raise ServiceClosedError(_NOT_OPEN)
         return self._supervisor
+
+    @property
+    def gateway(self) -> ModelGateway:
+        """The gateway: models loaded on demand by name (after :meth:`open`)."""
+        if self._gateway is None:
+            raise ServiceClosedError(_NOT_OPEN)
+        return self._gateway
 
     @property
     def bench(self) -> BenchRunner:
@@ -185,7 +210,12 @@ class AsyncLlamaSwitch:
         return await self._in_catalog(self.catalog.resolve, model)
 
     async def switch(
-        self, model: str, config: ServerConfig | None = None, *, wait: bool = True
+        self,
+        model: str,
+        config: ServerConfig | None = None,
+        *,
+        wait: bool = True,
+        force: bool = False,
     ) -> ServerStatus:
         """Serve ``model`` on the config's port (default: the default model port).
 
@@ -195,6 +225,9 @@ class AsyncLlamaSwitch:
         config is already ready there. Of concurrent switches on one port the last call
         wins; calls it overtook raise :class:`~llamaswitch.SupersededError` (or return,
         if their server became ready first) and never leave a process behind.
+
+        Gateway requests in flight on the server it replaces finish first (up to
+        ``LLAMASWITCH_DRAIN_TIMEOUT_S``); ``force`` cuts them at once.
         """
         supervisor = self.supervisor
         # The ticket is taken before the first await: of concurrent switches on one port
@@ -207,7 +240,8 @@ class AsyncLlamaSwitch:
             # Refused before it did anything: it must not supersede the switch before it.
             supervisor.withdraw(ticket)
             raise
-        return await supervisor.switch(info, config, wait=wait, ticket=ticket)
+        async with self.gateway.draining([ticket.port] if ticket.port else [], force=force):
+            return await supervisor.switch(info, config, wait=wait, ticket=ticket)
 
     async def start(
         self, model: str, config: ServerConfig | None = None, *, wait: bool = True
@@ -226,14 +260,18 @@ class AsyncLlamaSwitch:
         return await supervisor.start(info, config, wait=wait, ticket=ticket)
 
     async def stop(
-        self, model: str | None = None, *, port: int | None = None
+        self, model: str | None = None, *, port: int | None = None, force: bool = False
     ) -> list[ServerStatus]:
         """Stop one server by model name or port, or every server when neither is given.
 
         Switches and starts still in flight on those ports (on any port, for every
         server) fail with :class:`~llamaswitch.SupersededError` and start nothing.
+        Gateway requests in flight on them finish first (up to
+        ``LLAMASWITCH_DRAIN_TIMEOUT_S``); ``force`` cuts them at once.
         """
-        return await self.supervisor.stop(model, port=port)
+        ports = self.supervisor.ports_of(model, port=port)
+        async with self.gateway.draining(ports, force=force):
+            return await self.supervisor.stop(model, port=port)
 
     @overload
     async def status(self) -> list[ServerStatus]: ...
@@ -266,6 +304,41 @@ class AsyncLlamaSwitch:
     def subscribe(self) -> Subscription:
         """Receive server state changes and benchmark progress from now on."""
         return self.events.subscribe()
+
+    # -- the gateway ----------------------------------------------------------------------
+
+    async def ensure(self, model: str) -> ServerStatus:
+        """Serve ``model`` (a gateway name: catalog name, stem, preset id or alias) if it
+        is not served yet, within the memory budgets, and return its server's status.
+
+        A load under way is joined, never doubled; idle models are unloaded to make room
+        (see docs/gateway.md). Use :meth:`lease` to keep it from being unloaded while
+        you use it.
+        """
+        return await self.gateway.ensure(model)
+
+    def lease(self, model: str) -> contextlib.AbstractAsyncContextManager[Lease]:
+        """``async with ls.lease(model) as lease:``: :meth:`ensure`, and count a use
+        until the block ends (eviction and admin stops wait for it). ``lease.url`` is the
+        server's address; at most the server's slot count of leases run at once."""
+        return self.gateway.lease(model)
+
+    async def gateway_models(self) -> list[ModelView]:
+        """Every model the gateway can serve, with its state and memory figures."""
+        return await self.gateway.list_models()
+
+    async def gateway_plan(self, model: str) -> Plan:
+        """What loading ``model`` would unload now, and why, without doing it."""
+        return await self.gateway.plan(model)
+
+    async def presets(self) -> Presets:
+        """The presets in effect (``llamaswitch.toml``)."""
+        return self.gateway.presets
+
+    async def reload_presets(self) -> Presets:
+        """Read the presets file again; a bad one raises :class:`~llamaswitch.PresetsError`
+        and the presets in effect stay."""
+        return await self.gateway.reload_presets()
 
     # -- benchmarks -----------------------------------------------------------------------
 

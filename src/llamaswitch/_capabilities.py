@@ -30,6 +30,7 @@ _GAP = re.compile(r"\s{2,}")
 _BRACED = re.compile(r"[{<\[]([^}>\]]*)[}>\]]")
 _ALLOWED = re.compile(r"allowed values:\s*(.+)$", re.IGNORECASE)
 _ENV_NOTE = re.compile(r"\(env: (\w+)\)")
+_DEFAULT_NUMBER = re.compile(r"\(default: (-?\d+)\b")
 _BULLET = re.compile(r"^\s*-\s+([\w+.-]+)(?:\s+\([^)]*\))?\s*:")
 
 
@@ -182,6 +183,18 @@ class Capabilities:
         """Allowed values of a flag (empty when free-form or unknown)."""
         flag = self.flag(*names)
         return flag.choices if flag else ()
+
+    def default_number(self, *names: str) -> int | None:
+        """The integer default ``--help`` states for a flag (``(default: 4096``), if any.
+
+        >>> caps = Capabilities.from_help("llama-server",
+        ...     "-c,    --ctx-size N                     context size (default: 4096)")
+        >>> caps.default_number("-c", "--ctx-size"), caps.default_number("--parallel")
+        (4096, None)
+        """
+        flag = self.flag(*names)
+        found = _DEFAULT_NUMBER.search(flag.description) if flag is not None else None
+        return int(found.group(1)) if found else None
 
     @functools.cached_property
     def env_flags(self) -> Mapping[str, Flag]:

@@ -88,7 +88,7 @@ class ModelInfo:
     ``name`` and ``path`` are the first shard's and ``size`` is the sum over its shards.
     When the file is not a GGUF model llama.cpp could read (corrupt, truncated, a shard
     missing), ``error`` says why and the header fields (``architecture`` through
-    ``embedding_length``) are None.
+    ``vocab_size``) are None.
     """
 
     name: str
@@ -106,6 +106,14 @@ class ModelInfo:
     context_length: int | None = None
     block_count: int | None = None
     embedding_length: int | None = None
+    #: Attention shape and experts, from the header (see :class:`GGUFHeader`): what the
+    #: gateway's memory estimate needs.
+    head_count: int | None = None
+    head_count_kv: int | None = None
+    key_length: int | None = None
+    value_length: int | None = None
+    expert_count: int | None = None
+    vocab_size: int | None = None
     #: How many files the model is split into (1 when it is not split).
     shard_count: int = 1
     #: The shard files present, in order (the file itself when it is not split).
@@ -143,6 +151,12 @@ class ModelInfo:
             context_length=header.context_length,
             block_count=header.block_count,
             embedding_length=header.embedding_length,
+            head_count=header.head_count,
+            head_count_kv=header.head_count_kv,
+            key_length=header.key_length,
+            value_length=header.value_length,
+            expert_count=header.expert_count,
+            vocab_size=header.vocab_size,
             shard_count=len(shards),
             shard_paths=shards,
             projector_path=projector_path,

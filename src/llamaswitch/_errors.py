@@ -31,6 +31,12 @@ translated at one boundary and chained with ``raise ... from``::
     │   ├── TaskNotFoundError         unknown benchmark task id
     │   ├── TaskStateError            the task's state forbids it (delete a running one...)
     │   └── TaskTimeoutError          waiting for a task outlasted its timeout
+    ├── GatewayError                  a model a client named cannot serve it (503)
+    │   ├── ModelLoadError            loading it on demand failed (with the log tail)
+    │   ├── ModelTooLargeError        it cannot fit in the budgets even alone
+    │   ├── PlacementTimeoutError     the models in its way did not drain in time
+    │   └── QueueFullError            too many requests wait for it (429)
+    ├── PresetsError                  the presets file is invalid (file, table, key)
     ├── RequestError                  what a client sent is not a request the API takes
     │   ├── MalformedBodyError        the body is not JSON
     │   ├── AmbiguousBodyError        a JSON object names one key twice
@@ -80,16 +86,22 @@ __all__ = [
     "CrossSiteRequestError",
     "ForbiddenError",
     "ForeignHostError",
+    "GatewayError",
     "InternalServiceError",
     "LlamaSwitchError",
     "MalformedBodyError",
     "MethodNotAllowedError",
     "ModelError",
+    "ModelLoadError",
     "ModelNotFoundError",
     "ModelPathError",
+    "ModelTooLargeError",
     "ModelUnusableError",
+    "PlacementTimeoutError",
     "PortInUseError",
     "PrerequisiteMissingError",
+    "PresetsError",
+    "QueueFullError",
     "ReadinessTimeoutError",
     "RequestError",
     "RequestTimeoutError",
@@ -524,6 +536,128 @@ class TaskTimeoutError(BenchError, TimeoutError):
     http_status = 504
     cli_exit_code = EXIT_FAILED
     title = "Benchmark task timed out"
+
+
+class GatewayError(LlamaSwitchError):
+    """Base class of the gateway's errors: a model named by a client could not serve it."""
+
+    code = "gateway_error"
+    http_status = 503
+    title = "Model unavailable"
+
+
+class ModelLoadError(GatewayError):
+    """Loading a model on demand failed; every request that waited for that load gets it.
+
+    ``log_tail`` holds the server's last lines; ``retry_after_s`` says when the next
+    request may try again (loads of a broken model back off).
+    """
+
+    code = "model_load_failed"
+    title = "Model failed to load"
+    fields = ("model", "reason", "log_tail", "retry_after_s")
+
+    def __init__(
+        self,
+        model: str,
+        reason: str,
+        *,
+        log_tail: Sequence[str] = (),
+        retry_after_s: float | None = None,
+    ) -> None:
+        self.model = model
+        self.reason = reason
+        self.log_tail = list(log_tail)
+        self.retry_after_s = retry_after_s
+        tail = "\n".join(self.log_tail)
+        message = f"model {model} failed to load: {reason}"
+        super().__init__(f"{message}\n--- last log lines ---\n{tail}" if tail else message)
+
+    def _rebuilt(self, details: Mapping[str, Any]) -> None:
+        self.log_tail = list(details.get("log_tail") or [])
+
+
+class ModelTooLargeError(GatewayError):
+    """The model cannot fit within the memory budgets, even with every model that may be
+    unloaded gone; ``reason`` gives the figures. Retrying does not help until the budgets
+    or the pinned models change."""
+
+    code = "model_too_large"
+    title = "Model does not fit"
+    fields = ("model", "reason")
+
+    def __init__(self, model: str, reason: str) -> None:
+        self.model = model
+        self.reason = reason
+        super().__init__(reason)
+
+
+class PlacementTimeoutError(GatewayError):
+    """Room for a model could not be made in time: the models in its way kept requests in
+    flight longer than the drain timeout (models with requests in flight are never cut)."""
+
+    code = "placement_timeout"
+    title = "No room for the model in time"
+    fields = ("model", "waiting_for")
+
+    def __init__(self, model: str, waiting_for: Sequence[str], timeout_s: float) -> None:
+        self.model = model
+        self.waiting_for = list(waiting_for)
+        super().__init__(
+            f"no room for model {model} after {timeout_s:g} s: "
+            f"{', '.join(waiting_for)} still had requests in flight"
+        )
+
+
+class QueueFullError(GatewayError):
+    """Too many requests wait for this model already (``LLAMASWITCH_QUEUE_MAX``)."""
+
+    code = "queue_full"
+    http_status = 429
+    cli_exit_code = EXIT_CONFLICT
+    title = "Too many requests queued"
+    fields = ("model", "queued", "limit", "retry_after_s")
+
+    def __init__(self, model: str, *, queued: int, limit: int, retry_after_s: float) -> None:
+        self.model = model
+        self.queued = queued
+        self.limit = limit
+        self.retry_after_s = retry_after_s
+        super().__init__(
+            f"{queued} requests already wait for model {model} (the limit is {limit}); "
+            f"retry in {retry_after_s:g} s"
+        )
+
+
+class PresetsError(LlamaSwitchError, ValueError):
+    """The presets file is invalid; the last good presets stay in effect.
+
+    ``errors`` holds ``(where, reason)`` pairs, ``where`` naming the table and key
+    (``[models.qwen] ctx_size``); ``path`` is the file.
+    """
+
+    code = "presets_invalid"
+    http_status = 422
+    cli_exit_code = EXIT_USAGE
+    title = "Presets file invalid"
+    fields = ("path", "errors")
+
+    def __init__(self, path: str, errors: Sequence[tuple[str, str]]) -> None:
+        self.path = path
+        self.errors = list(errors)
+        super().__init__(
+            "; ".join(f"{path}: {where}: {reason}" if where else f"{path}: {reason}"
+                      for where, reason in self.errors)
+        )  # fmt: skip
+
+    def details(self) -> dict[str, Any]:
+        """The file and each problem as ``{"where", "reason"}``."""
+        return {"path": self.path,
+                "errors": [{"where": w, "reason": r} for w, r in self.errors]}  # fmt: skip
+
+    def _rebuilt(self, details: Mapping[str, Any]) -> None:
+        self.errors = [(str(e.get("where", "")), str(e.get("reason", "")))
+                       for e in details.get("errors") or []]  # fmt: skip
 
 
 class RequestError(LlamaSwitchError):

@@ -24,7 +24,8 @@ from llamaswitch._time import now
 
 __all__ = ["Event", "EventBus", "Subscription"]
 
-EventTopic = Literal["server", "benchmark"]
+#: ``gateway``: models loaded on demand, evicted, requests queued (docs/gateway.md).
+EventTopic = Literal["server", "benchmark", "gateway"]
 
 _ids = itertools.count(1)
 
@@ -40,7 +41,7 @@ _END = _End()
 class Event:
     """Something that happened.
 
-    ``topic`` is ``server`` or ``benchmark``; ``type`` says what (``state`` for a state
+    ``topic`` is ``server``, ``benchmark`` or ``gateway``; ``type`` says what (``state`` for a state
     change, ``progress`` and ``result`` for benchmarks); ``data`` is JSON-friendly.
     """
 

@@ -146,7 +146,13 @@ _KEPT_KEYS = frozenset({
     "general.architecture", "general.name", "general.file_type", "general.type",
     "general.alignment", "split.count", "split.no", "split.tensors.count",
 })  # fmt: skip
-_ARCH_SUFFIXES = (".context_length", ".block_count", ".embedding_length")
+#: The vocabulary's tokens: only its length is kept (the logits' size, for the estimate).
+_VOCAB_KEY = "tokenizer.ggml.tokens"
+_ARCH_SUFFIXES = (
+    ".context_length", ".block_count", ".embedding_length", ".expert_count",
+    ".attention.head_count", ".attention.head_count_kv", ".attention.key_length",
+    ".attention.value_length",
+)  # fmt: skip
 
 
 class GGUFError(ValueError):
@@ -181,6 +187,17 @@ class GGUFHeader:
     context_length: int | None
     block_count: int | None
     embedding_length: int | None
+    #: Attention shape, for the KV cache estimate. ``head_count_kv`` is None when the
+    #: file gives it per layer (an array) or not at all; key/value lengths default to
+    #: ``embedding_length / head_count`` in llama.cpp.
+    head_count: int | None = None
+    head_count_kv: int | None = None
+    key_length: int | None = None
+    value_length: int | None = None
+    #: Experts per MoE layer (None for a dense model).
+    expert_count: int | None = None
+    #: Tokens in the vocabulary (the length of ``tokenizer.ggml.tokens``).
+    vocab_size: int | None = None
     split_count: int | None
     split_no: int | None
     #: Elements in this file's tensors (for a shard, only the shard's own tensors).
@@ -189,6 +206,11 @@ class GGUFHeader:
     #: Where tensor data starts, and the smallest file size that holds all of it.
     data_offset: int
     required_size: int
+
+    @property
+    def tensor_bytes(self) -> int:
+        """Bytes of tensor data in this file (the weights, for the memory estimate)."""
+        return self.required_size - self.data_offset if self.tensor_count else 0
 
     @property
     def quantization(self) -> str | None:
@@ -410,6 +432,10 @@ def _parse(r: _Reader) -> GGUFHeader:
         return value if type(value) is int else None
 
     architecture = text("general.architecture")
+
+    def arch(suffix: str) -> int | None:
+        return number(f"{architecture}.{suffix}") if architecture else None
+
     return GGUFHeader(
         version=version,
         tensor_count=tensor_count,
@@ -418,9 +444,15 @@ def _parse(r: _Reader) -> GGUFHeader:
         name=text("general.name"),
         file_type=number("general.file_type"),
         general_type=text("general.type"),
-        context_length=number(f"{architecture}.context_length") if architecture else None,
-        block_count=number(f"{architecture}.block_count") if architecture else None,
-        embedding_length=number(f"{architecture}.embedding_length") if architecture else None,
+        context_length=arch("context_length"),
+        block_count=arch("block_count"),
+        embedding_length=arch("embedding_length"),
+        head_count=arch("attention.head_count"),
+        head_count_kv=arch("attention.head_count_kv"),
+        key_length=arch("attention.key_length"),
+        value_length=arch("attention.value_length"),
+        expert_count=arch("expert_count"),
+        vocab_size=number(_VOCAB_KEY),
         split_count=number("split.count"),
         split_no=number("split.no"),
         parameter_count=parameter_count,
@@ -470,12 +502,15 @@ def _read_kv(r: _Reader, kept: dict[str, str | int | float | bool], seen: set[by
         else:
             r.skip(length, f"the value of {key!r}")
     elif value_type == _T_ARRAY:
-        _skip_array(r, key, 0)
+        count = _skip_array(r, key, 0)
+        if key == _VOCAB_KEY:
+            kept[_VOCAB_KEY] = count
     else:
         raise GGUFError(f"unknown value type {value_type} for key {key!r}", offset=type_at)
 
 
-def _skip_array(r: _Reader, key: str, depth: int) -> None:
+def _skip_array(r: _Reader, key: str, depth: int) -> int:
+    """Skip an array value; return its length."""
     if depth >= _MAX_ARRAY_NESTING:
         raise GGUFError(f"arrays nested too deep in {key!r}", offset=r.offset)
     type_at = r.offset
@@ -504,6 +539,7 @@ def _skip_array(r: _Reader, key: str, depth: int) -> None:
             _skip_array(r, key, depth + 1)
     else:
         raise GGUFError(f"unknown element type {element_type} in {what}", offset=type_at)
+    return count
 
 
 def _read_tensor_infos(r: _Reader, count: int, alignment: int) -> tuple[int, int]:

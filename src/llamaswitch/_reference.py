@@ -2,7 +2,10 @@
 
 - ``docs/model_params.md``: every :class:`~llamaswitch.ServerConfig` field;
 - ``docs/benchmark_params.md``: every :class:`~llamaswitch.BenchConfig` field;
-- ``docs/configuration.md``: its settings table and the ``env`` allow-list, between
+- marked sections of ``docs/configuration.md`` (the settings table, the ``env``
+  allow-list), ``docs/cli.md`` (the option tables of ``switch``/``start`` and ``bench``,
+  the exit codes), ``docs/rest.md`` (the error statuses) and ``docs/api.md`` (the
+  exception classes), between
   ``<!-- generated: NAME -->`` and ``<!-- end generated -->`` markers (the prose around
   them is written by hand).
 
@@ -12,14 +15,27 @@ stale (a test runs the check, so docs cannot drift from the code).
 
 from __future__ import annotations
 
+import inspect
 import re
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Final
 
+from llamaswitch import _errors
+from llamaswitch._errors import (
+    ERROR_KINDS,
+    EXIT_CONFLICT,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_MISSING,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    LlamaSwitchError,
+)
 from llamaswitch._settings import Settings
-from llamaswitch._vocabulary import markdown_table, specs
+from llamaswitch._vocabulary import markdown_table, rows, specs
 from llamaswitch.bench.config import BenchConfig
 from llamaswitch.servers.config import ENV_NAMES, ENV_PREFIXES, ServerConfig
 
@@ -60,10 +76,115 @@ def _env_allow_list() -> str:
     )
 
 
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _cli_table(cls: type, *, skip: tuple[str, ...] = ()) -> str:
+    """The command-line options of a config type: one row per field that has any."""
+    lines = ["| option | field | values | meaning |", "|---|---|---|---|"]
+    for name, field_spec, _default in rows(cls):
+        style = field_spec.style
+        if name in skip or style == "none" or field_spec.cli == ():
+            continue
+        options = ", ".join(f"`{o}`" for o in field_spec.cli_options(name))
+        allowed = field_spec.kind.allowed
+        metavar = field_spec.cli_metavar
+        if metavar is not None:
+            # The option's own form; a repeated one's wire form (a list, an object) is
+            # not what the command line takes.
+            allowed = f"`{metavar}`" if style == "repeat" else f"`{metavar}`: {allowed}"
+        values = {
+            "flag": "a flag (no value)",
+            "list": f"{allowed}; a comma list sweeps",
+            "repeat": f"{allowed}; repeat the option for more",
+            "optional": f"{allowed}; the bare option means on",
+        }.get(style, allowed)
+        cells = (options, f"`{name}`", values, field_spec.doc)
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
+#: What each exit code means to a script (the codes are declared in _errors).
+_EXIT_MEANINGS: Final[Mapping[int, str]] = {
+    EXIT_OK: "success",
+    EXIT_FAILED: "the operation failed: a server did not start or crashed, a benchmark "
+    "failed, was cancelled or interrupted, a wait timed out, a fault of the service",
+    EXIT_USAGE: "bad usage or input: an unknown option, an invalid config field (each is "
+    "named), a bad setting, an option the llama.cpp binary cannot honour",
+    EXIT_MISSING: "something required is missing: the model, a llama.cpp binary, the "
+    "named server, the benchmark task",
+    EXIT_CONFLICT: "a conflict: the port is in use or is the API's own, a later switch "
+    "overtook this one, the task's state forbids it",
+    EXIT_UNREACHABLE: "the service at `--url` cannot be reached, refused the key, is "
+    "closing, or did not answer like llamaswitch",
+    EXIT_INTERRUPTED: "interrupted by Ctrl-C or SIGTERM (except the foreground "
+    "`switch`/`start`, where Ctrl-C is the normal end: 0)",
+}
+
+
+def _kinds() -> list[tuple[str, type[LlamaSwitchError]]]:
+    # Only the kinds of the errors module: the same table whatever else was imported.
+    return sorted(
+        (code, kind) for code, kind in ERROR_KINDS.items() if kind.__module__ == _errors.__name__
+    )
+
+
+def _exit_codes() -> str:
+    lines = ["| code | meaning | error kinds (`data.code`, REST status) |", "|---|---|---|"]
+    for exit_code, meaning in sorted(_EXIT_MEANINGS.items()):
+        kinds = ", ".join(
+            f"`{code}` ({kind.http_status})"
+            for code, kind in sorted(_kinds(), key=lambda item: (item[1].http_status, item[0]))
+            if kind.cli_exit_code == exit_code
+        )
+        lines.append(f"| {exit_code} | {_cell(meaning)} | {kinds} |")
+    return "\n".join(lines)
+
+
+def _summary(kind: type[LlamaSwitchError]) -> str:
+    """The first paragraph of a kind's docstring, as one line of Markdown."""
+    paragraph = (inspect.getdoc(kind) or kind.title).split("\n\n")[0]
+    return " ".join(paragraph.split()).replace("``", "`")
+
+
+def _error_kinds() -> str:
+    lines = ["| status | `data.code` | CLI exit | when | extra `data` |", "|---|---|---|---|---|"]
+    for code, kind in sorted(_kinds(), key=lambda item: (item[1].http_status, item[0])):
+        extra = list(kind.fields)
+        if kind.http_status == 422 and "errors" not in extra:
+            extra.insert(0, "errors")
+        if kind is _errors.ConfigValidationError:
+            extra.append("fields")
+        carried = ", ".join(f"`{name}`" for name in extra)
+        cells = (str(kind.http_status), f"`{code}`", str(kind.cli_exit_code), _summary(kind))
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + f" | {carried} |")
+    return "\n".join(lines)
+
+
+def _error_classes() -> str:
+    """The exception classes in the order of their tree (declaration order)."""
+    lines = ["| exception | `data.code` | HTTP | CLI exit | meaning |", "|---|---|---|---|---|"]
+    for code, kind in ERROR_KINDS.items():
+        if kind.__module__ != _errors.__name__:
+            continue
+        cells = (f"`{kind.__name__}`", f"`{code}`", str(kind.http_status),
+                 str(kind.cli_exit_code), _summary(kind))  # fmt: skip
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
 _FRAGMENTS: Final[Mapping[str, Callable[[], str]]] = {
     "settings": _settings_table,
     "env-allow-list": _env_allow_list,
+    "cli-server-options": lambda: _cli_table(ServerConfig),
+    "cli-bench-options": lambda: _cli_table(BenchConfig),
+    "exit-codes": _exit_codes,
+    "error-kinds": _error_kinds,
+    "error-classes": _error_classes,
 }
+#: The hand-written pages with generated sections.
+_MARKED: Final = ("configuration.md", "cli.md", "rest.md", "api.md")
 
 _MODEL_PARAMS: Final = """# Model server parameters (`ServerConfig`)
 
@@ -100,19 +221,22 @@ comma list (`--threads 1,2,4`); fields whose values hold commas themselves repea
 def render(root: Path) -> dict[Path, str]:
     """Every generated page, by its path under ``root``, as it should read."""
     pages = {
-        root / "docs" / "model_params.md": _MODEL_PARAMS.format(
-            table=markdown_table(ServerConfig)
-        ),
+        root / "docs" / "model_params.md": _MODEL_PARAMS.format(table=markdown_table(ServerConfig)),
         root / "docs" / "benchmark_params.md": _BENCH_PARAMS.format(
             table=markdown_table(BenchConfig)
         ),
     }
-    configuration = root / "docs" / "configuration.md"
-    text = configuration.read_text(encoding="utf-8")
-    pages[configuration] = _MARKER.sub(
-        lambda m: f"{m.group(1)}{_FRAGMENTS[m.group('name')]()}\n{m.group(4)}", text
-    )
+    for name in _MARKED:
+        page = root / "docs" / name
+        pages[page] = _MARKER.sub(_fragment, page.read_text(encoding="utf-8"))
     return pages
+
+
+def _fragment(found: re.Match[str]) -> str:
+    name = found.group("name")
+    if name not in _FRAGMENTS:
+        raise KeyError(f"unknown generated section {name!r} (known: {', '.join(_FRAGMENTS)})")
+    return f"{found.group(1)}{_FRAGMENTS[name]()}\n{found.group(4)}"
 
 
 def stale(root: Path) -> list[Path]:

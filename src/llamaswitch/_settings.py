@@ -317,6 +317,34 @@ class Settings:
         "Failed checks in a row after which a ready server is `unresponsive` (and "
         "restarted, with `restart=on-failure`).", Whole(1),
         env="LLAMASWITCH_LIVENESS_FAILURES"))  # fmt: skip
+    # -- the gateway (docs/gateway.md) ----------------------------------------------------
+    max_models: int | None = attrs.field(default=None, metadata=spec(
+        "Models the gateway keeps loaded at once; 1 gives the seed's one model at a time.",
+        Whole(1), env="LLAMASWITCH_MAX_MODELS", default_doc="no count limit"))  # fmt: skip
+    vram_budget_mib: float | None = attrs.field(default=None, metadata=spec(
+        "GPU memory the gateway's models may use, per GPU (MiB).", Number(above=0, unit="MiB"),
+        env="LLAMASWITCH_VRAM_BUDGET_MIB",
+        default_doc="each GPU's total less 1024 MiB (llama.cpp's own fit margin)"))  # fmt: skip
+    ram_budget_mib: float | None = attrs.field(default=None, metadata=spec(
+        "RAM the gateway's models may use (MiB).", Number(above=0, unit="MiB"),
+        env="LLAMASWITCH_RAM_BUDGET_MIB",
+        default_doc="the total less 10 % (at least 2048 MiB) for everything else"))  # fmt: skip
+    idle_ttl_s: float | None = attrs.field(default=None, metadata=spec(
+        "Unload a model the gateway loaded after this long without requests (a preset's "
+        "`ttl_s` wins).", _SECONDS, env="LLAMASWITCH_IDLE_TTL_S",
+        default_doc="none: models stay until room is needed"))  # fmt: skip
+    queue_max: int = attrs.field(default=256, metadata=spec(
+        "Requests that may wait for one model (for its load or a free slot); beyond it "
+        "the gateway answers 429.", Whole(0), env="LLAMASWITCH_QUEUE_MAX",
+        default_doc="`256`"))  # fmt: skip
+    drain_timeout_s: float = attrs.field(default=60.0, metadata=spec(
+        "How long making room for a model (and an admin switch or stop) waits for the "
+        "requests in flight on a model to finish.", _SECONDS,
+        env="LLAMASWITCH_DRAIN_TIMEOUT_S", default_doc="`60`"))  # fmt: skip
+    presets: Path | None = attrs.field(default=None, converter=_to_optional_path, metadata=spec(
+        "The presets file (TOML): model ids, aliases and settings.", PathKind(),
+        env="LLAMASWITCH_PRESETS",
+        default_doc="`llamaswitch.toml` in the models folder, if it exists"))  # fmt: skip
     #: Where each value came from (field name -> "argument", "environment", a .env path
     #: or "default"); used to name the source in error messages.
     sources: Mapping[str, str] = attrs.field(factory=dict, eq=False, repr=False)
@@ -354,6 +382,17 @@ class Settings:
         return (
             self.default_model_port if self.default_model_port is not None else self.model_ports[0]
         )
+
+    @property
+    def presets_path(self) -> Path:
+        """The presets file: ``LLAMASWITCH_PRESETS``, else ``llamaswitch.toml`` in the
+        models folder (which need not exist)."""
+        return self.presets if self.presets is not None else self.models_dir / "llamaswitch.toml"
+
+    @property
+    def measurements_path(self) -> Path:
+        """SQLite database of the memory the gateway measured per model and config."""
+        return self.state_dir / "measurements.sqlite3"
 
     @property
     def logs_dir(self) -> Path:

@@ -11,8 +11,9 @@ must live as long as the servers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from concurrent.futures import Future
 from datetime import datetime
 from types import TracebackType
@@ -26,6 +27,9 @@ if TYPE_CHECKING:
     from llamaswitch._catalog import ModelInfo
     from llamaswitch.bench.config import BenchConfig
     from llamaswitch.bench.runner import BenchTask, Comparison
+    from llamaswitch.gateway.gateway import Lease, ModelView
+    from llamaswitch.gateway.policy import Plan
+    from llamaswitch.gateway.presets import Presets
     from llamaswitch.servers.config import ServerConfig
     from llamaswitch.servers.supervisor import ServerStatus
 
@@ -149,10 +153,15 @@ class LlamaSwitch:
         return self._call(self._async.list_models(), needs_open=False)
 
     def switch(
-        self, model: str, config: ServerConfig | None = None, *, wait: bool = True
+        self,
+        model: str,
+        config: ServerConfig | None = None,
+        *,
+        wait: bool = True,
+        force: bool = False,
     ) -> ServerStatus:
         """See :meth:`AsyncLlamaSwitch.switch`."""
-        return self._call(self._async.switch(model, config, wait=wait))
+        return self._call(self._async.switch(model, config, wait=wait, force=force))
 
     def start(
         self, model: str, config: ServerConfig | None = None, *, wait: bool = True
@@ -160,9 +169,11 @@ class LlamaSwitch:
         """See :meth:`AsyncLlamaSwitch.start`."""
         return self._call(self._async.start(model, config, wait=wait))
 
-    def stop(self, model: str | None = None, *, port: int | None = None) -> list[ServerStatus]:
+    def stop(
+        self, model: str | None = None, *, port: int | None = None, force: bool = False
+    ) -> list[ServerStatus]:
         """See :meth:`AsyncLlamaSwitch.stop`."""
-        return self._call(self._async.stop(model, port=port))
+        return self._call(self._async.stop(model, port=port, force=force))
 
     @overload
     def status(self) -> list[ServerStatus]: ...
@@ -186,6 +197,37 @@ class LlamaSwitch:
     def server_key(self, model: str | None = None, *, port: int | None = None) -> str | None:
         """See :meth:`AsyncLlamaSwitch.server_key`."""
         return self._call(self._async.server_key(model, port=port))
+
+    # -- the gateway ----------------------------------------------------------------------
+
+    def ensure(self, model: str) -> ServerStatus:
+        """See :meth:`AsyncLlamaSwitch.ensure`."""
+        return self._call(self._async.ensure(model))
+
+    @contextlib.contextmanager
+    def lease(self, model: str) -> Iterator[Lease]:
+        """``with ls.lease(model) as lease:``; see :meth:`AsyncLlamaSwitch.lease`."""
+        lease = self._call(self._async.gateway.acquire(model))
+        try:
+            yield lease
+        finally:
+            self._portal.loop.call_soon_threadsafe(self._async.gateway.release, lease)
+
+    def gateway_models(self) -> list[ModelView]:
+        """See :meth:`AsyncLlamaSwitch.gateway_models`."""
+        return self._call(self._async.gateway_models())
+
+    def gateway_plan(self, model: str) -> Plan:
+        """See :meth:`AsyncLlamaSwitch.gateway_plan`."""
+        return self._call(self._async.gateway_plan(model))
+
+    def presets(self) -> Presets:
+        """See :meth:`AsyncLlamaSwitch.presets`."""
+        return self._call(self._async.presets())
+
+    def reload_presets(self) -> Presets:
+        """See :meth:`AsyncLlamaSwitch.reload_presets`."""
+        return self._call(self._async.reload_presets())
 
     # -- benchmarks -----------------------------------------------------------------------
 

@@ -381,7 +381,8 @@ class Spec:
         """The option strings of the field on the command line."""
         if self.cli is not None:
             return self.cli
-        usable = tuple(f for f in self.flags if re.fullmatch(r"--?[a-z][a-z0-9-]*", f))
+        # Every plain spelling, capitals too (llama-bench's -C), so a pasted line works.
+        usable = tuple(f for f in self.flags if re.fullmatch(r"--?[A-Za-z][A-Za-z0-9-]*", f))
         return usable or (f"--{name.replace('_', '-')}",)
 
     @property
@@ -515,6 +516,17 @@ def field_schema(s: Spec) -> Schema:
     return schema
 
 
+def _json_value(value: object) -> object:
+    """A default as JSON has it: tuples as lists, paths as text (the schema is JSON)."""
+    if isinstance(value, tuple | list):
+        return [_json_value(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _json_value(v) for k, v in value.items()}
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
 def json_schema(cls: type) -> Schema:
     """The JSON Schema of a config type: every field optional, unknown keys refused."""
     doc = (cls.__doc__ or "").strip().splitlines()
@@ -524,7 +536,7 @@ def json_schema(cls: type) -> Schema:
         schema = field_schema(s)
         default = fields[name].default
         if default is not None and not _is_factory(default):
-            schema["default"] = list(default) if isinstance(default, tuple) else default
+            schema["default"] = _json_value(default)
         if s.sweep:
             schema["x-sweep"] = True
         if s.common:
@@ -543,11 +555,27 @@ def json_schema(cls: type) -> Schema:
 # -- the command line -------------------------------------------------------------------------
 
 
-def _cli_token(raw: str) -> object:
-    # Numbers become ints; anything else stays text, so that the config's own rules
-    # (and messages, naming the field) judge it: one set of rules, the library's.
+_INTEGER: Final = re.compile(r"[-+]?\d+")
+_DECIMAL: Final = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def _cli_token(raw: str, kind: Kind | None = None) -> object:
+    # What the command line can say about a value's type, for the field's kind: whole
+    # numbers become ints (text fields keep theirs: `--alias 42`), decimals become floats
+    # for number fields; anything else stays text, so that the config's own rules (and
+    # messages, naming the field) judge it: one set of rules, the library's.
     item = raw.strip()
-    return int(item) if re.fullmatch(r"[-+]?\d+", item) else item
+    if isinstance(kind, Text | Choice | PathKind):
+        return item
+    if _INTEGER.fullmatch(item):
+        return int(item)
+    if isinstance(kind, Number) and _DECIMAL.fullmatch(item):
+        return float(item)
+    return item
+
+
+def _cli_type(kind: Kind) -> Callable[[str], object]:
+    return lambda raw: _cli_token(raw, kind)
 
 
 def add_options(group: argparse._ActionsContainer, cls: type, *, skip: Sequence[str] = ()) -> None:
@@ -573,7 +601,7 @@ def add_options(group: argparse._ActionsContainer, cls: type, *, skip: Sequence[
                                help=f"{help_text} (a comma list sweeps)")  # fmt: skip
         else:
             group.add_argument(*options, dest=name, metavar=s.cli_metavar,
-                               type=_cli_token, help=help_text)  # fmt: skip
+                               type=_cli_type(s.kind), help=help_text)  # fmt: skip
 
 
 def options_to_data(args: argparse.Namespace, cls: type) -> dict[str, Any]:
@@ -585,7 +613,7 @@ def options_to_data(args: argparse.Namespace, cls: type) -> dict[str, Any]:
             continue
         style = s.style
         if style == "list":
-            items = [_cli_token(part) for part in str(given).split(",")]
+            items = [_cli_token(part, s.kind) for part in str(given).split(",")]
             out[name] = items[0] if len(items) == 1 else items
         elif style == "repeat" and s.sweep:
             out[name] = given[0] if len(given) == 1 else list(given)

@@ -34,6 +34,7 @@ from pathlib import Path, PurePath
 from typing import Any, Final, TypeVar
 
 import cattrs
+import cattrs.gen
 
 from llamaswitch._binaries import BinaryInfo
 from llamaswitch._doctor import DoctorReport
@@ -43,6 +44,7 @@ from llamaswitch.bench.comparison import Comparison, ComparisonCell, ComparisonR
 from llamaswitch.bench.config import BenchConfig
 from llamaswitch.bench.parser import BenchResult
 from llamaswitch.bench.task import BenchTask
+from llamaswitch.gateway.requests import RequestRecord
 from llamaswitch.servers.config import ServerConfig
 
 __all__ = ["dumps", "format_time", "from_wire", "parse_time", "to_wire"]
@@ -146,6 +148,9 @@ def _unstructure_report(report: DoctorReport) -> dict[str, Any]:
                     for key, value, source in report.settings]}  # fmt: skip
 
 
+# A request record's monotonic start means nothing outside this process.
+_converter.register_unstructure_hook(RequestRecord, cattrs.gen.make_dict_unstructure_fn(
+    RequestRecord, _converter, began=cattrs.gen.override(omit=True)))  # fmt: skip
 _converter.register_unstructure_hook(BinaryInfo, _unstructure_binary)
 _converter.register_unstructure_hook(DoctorReport, _unstructure_report)
 _converter.register_unstructure_hook(BenchTask, _unstructure_task)

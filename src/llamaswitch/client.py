@@ -116,18 +116,20 @@ class _Requests:
         return _Call("GET", "/models", _list_of(ModelInfo), timeout_s=self.timeout_s)
 
     def launch(self, route: str, model: str, config: ServerConfig | None,
-               wait: bool) -> _Call[ServerStatus]:  # fmt: skip
+               wait: bool, force: bool = False) -> _Call[ServerStatus]:  # fmt: skip
+        query = {k: True for k, on in (("wait", wait), ("force", force)) if on}
         return _Call(
-            "POST", f"/model/{route}", _one(ServerStatus),
-            query={"wait": True} if wait else {},
+            "POST", f"/model/{route}", _one(ServerStatus), query=query,
             body={"model_path": model, "config": None if config is None else to_wire(config)},
             timeout_s=None if wait else self.timeout_s,
         )  # fmt: skip
 
-    def stop(self, model: str | None, port: int | None) -> _Call[list[ServerStatus]]:
+    def stop(self, model: str | None, port: int | None,
+             force: bool) -> _Call[list[ServerStatus]]:  # fmt: skip
         body = {k: v for k, v in (("model_name", model), ("port", port)) if v is not None}
+        # Without force, a stop waits for the gateway's requests in flight to finish.
         return _Call("POST", "/model/stop", _list_of(ServerStatus), body=body,
-                     timeout_s=self.timeout_s)  # fmt: skip
+                     query={"force": True} if force else {}, timeout_s=None)  # fmt: skip
 
     def status(self, model: str | None, port: int | None) -> _Call[Any]:
         query = {"model_name": model, "port": port}
@@ -283,10 +285,15 @@ class AsyncRemoteLlamaSwitch:
         return await self._send(self._calls.list_models())
 
     async def switch(
-        self, model: str, config: ServerConfig | None = None, *, wait: bool = True
+        self,
+        model: str,
+        config: ServerConfig | None = None,
+        *,
+        wait: bool = True,
+        force: bool = False,
     ) -> ServerStatus:
         """See :meth:`AsyncLlamaSwitch.switch`."""
-        return await self._send(self._calls.launch("switch", model, config, wait))
+        return await self._send(self._calls.launch("switch", model, config, wait, force))
 
     async def start(
         self, model: str, config: ServerConfig | None = None, *, wait: bool = True
@@ -295,10 +302,10 @@ class AsyncRemoteLlamaSwitch:
         return await self._send(self._calls.launch("start", model, config, wait))
 
     async def stop(
-        self, model: str | None = None, *, port: int | None = None
+        self, model: str | None = None, *, port: int | None = None, force: bool = False
     ) -> list[ServerStatus]:
         """See :meth:`AsyncLlamaSwitch.stop`."""
-        return await self._send(self._calls.stop(model, port))
+        return await self._send(self._calls.stop(model, port, force))
 
     @overload
     async def status(self) -> list[ServerStatus]: ...
@@ -460,10 +467,15 @@ class RemoteLlamaSwitch:
         return self._send(self._calls.list_models())
 
     def switch(
-        self, model: str, config: ServerConfig | None = None, *, wait: bool = True
+        self,
+        model: str,
+        config: ServerConfig | None = None,
+        *,
+        wait: bool = True,
+        force: bool = False,
     ) -> ServerStatus:
         """See :meth:`LlamaSwitch.switch`."""
-        return self._send(self._calls.launch("switch", model, config, wait))
+        return self._send(self._calls.launch("switch", model, config, wait, force))
 
     def start(
         self, model: str, config: ServerConfig | None = None, *, wait: bool = True
@@ -471,9 +483,11 @@ class RemoteLlamaSwitch:
         """See :meth:`LlamaSwitch.start`."""
         return self._send(self._calls.launch("start", model, config, wait))
 
-    def stop(self, model: str | None = None, *, port: int | None = None) -> list[ServerStatus]:
+    def stop(
+        self, model: str | None = None, *, port: int | None = None, force: bool = False
+    ) -> list[ServerStatus]:
         """See :meth:`LlamaSwitch.stop`."""
-        return self._send(self._calls.stop(model, port))
+        return self._send(self._calls.stop(model, port, force))
 
     @overload
     def status(self) -> list[ServerStatus]: ...

@@ -13,9 +13,14 @@ from aiohttp import web
 from llamaswitch._api import AsyncLlamaSwitch
 from llamaswitch._settings import Settings, is_loopback
 from llamaswitch._wire import dumps
+from llamaswitch_http import _gateway as gw
 from llamaswitch_http import _handlers as h
 from llamaswitch_http._auth import guard_middleware
-from llamaswitch_http._bodies import BODY_TIMEOUT_S, body_limits_middleware
+from llamaswitch_http._bodies import (
+    BODY_TIMEOUT_S,
+    GATEWAY_MAX_BODY_BYTES,
+    body_limits_middleware,
+)
 from llamaswitch_http._errors import error_middleware
 from llamaswitch_http._metrics import Metrics
 from llamaswitch_http._openapi import build_openapi
@@ -27,6 +32,7 @@ from llamaswitch_http._state import (
     OPENAPI,
     SETTINGS,
     STATUS_CACHE,
+    UPSTREAM,
 )
 from llamaswitch_http._status_cache import DEFAULT_TTL_S, StatusCache
 from llamaswitch_http._ui import add_ui_routes
@@ -58,10 +64,19 @@ ROUTES: Final = (
     ("GET", "/api/v1/benchmarks/compare", h.benchmarks_compare),
     ("POST", "/api/v1/benchmarks/import", h.benchmarks_import),
     ("POST", "/api/v1/benchmarks/prune", h.benchmarks_prune),
+    ("GET", "/api/v1/gateway/requests", h.gateway_requests),
+    ("GET", "/api/v1/gateway/plan", h.gateway_plan),
+    ("GET", "/api/v1/presets", h.presets),
+    ("POST", "/api/v1/presets/reload", h.presets_reload),
     ("GET", "/api/v1/events", h.events),
     ("GET", "/api/v1/health", h.health),
     ("GET", "/api/v1/openapi.json", h.openapi),
     ("GET", "/metrics", h.metrics),
+    # The gateway (docs/gateway.md); /upstream/{model}/{path} and any other /v1/ path
+    # that names a model are added last, by add_catch_all_routes.
+    ("GET", "/v1/models", gw.list_models),
+    ("GET", "/v1/models/{model}", gw.get_model),
+    *(("POST", path, gw.forward) for path in gw.FORWARDED_ROUTES),
 )
 
 
@@ -70,7 +85,7 @@ async def _follow_events(app: web.Application) -> None:
     metrics, cache = app[METRICS], app[STATUS_CACHE]
     with app[CORE].subscribe() as subscription:
         async for event in subscription:
-            if event.topic == "server":
+            if event.topic in ("server", "gateway"):
                 cache.invalidate()
             metrics.observe(event)
             if event.type != "progress":  # one line per event, not per progress tick
@@ -85,7 +100,9 @@ async def _core_lifecycle(app: web.Application) -> AsyncIterator[None]:
     await core.open()
     follower = asyncio.create_task(_follow_events(app), name="llamaswitch-events")
     try:
-        yield
+        async with gw.upstream_session() as session:
+            app[UPSTREAM] = session
+            yield
     finally:
         follower.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -130,7 +147,8 @@ def create_app(
         middlewares=[
             error_middleware,
             guard_middleware(settings.api_key, loopback_only=is_loopback(settings.server_host)),
-            body_limits_middleware(max_bytes=client_max_size, timeout_s=body_timeout_s),
+            body_limits_middleware(max_bytes=client_max_size, timeout_s=body_timeout_s,
+                                   gateway_max_bytes=GATEWAY_MAX_BODY_BYTES),
         ],
         client_max_size=client_max_size,
     )
@@ -149,4 +167,5 @@ def create_app(
         else:
             app.router.add_route(method, path, handler)
     add_ui_routes(app, auth_required=settings.api_key is not None)
+    gw.add_catch_all_routes(app)
     return app

@@ -1,11 +1,13 @@
 """Who may call the service: the API key, and no cross-site writes from browsers.
 
 When ``LLAMASWITCH_API_KEY`` is set, every route except ``/api/v1/health`` (and the
-dashboard's static files, which hold no data) needs ``Authorization: Bearer <key>``; the
-key is compared in constant time. Independently of
-the key, a ``POST`` that a browser sends from another site (an ``Origin`` header naming a
-different host) is refused: a service on ``127.0.0.1`` is reachable from every web page
-the user opens, and a form posted to ``/api/v1/model/stop`` needs no preflight.
+dashboard's static files, which hold no data) needs ``Authorization: Bearer <key>`` (what
+OpenAI clients send) or ``x-api-key: <key>`` (what Anthropic clients send); the key is
+compared in constant time. The gateway's routes (``/v1``, ``/upstream``) are no
+exception. Independently of the key, a ``POST`` that a browser sends from another site
+(an ``Origin`` header naming a different host) is refused: a service on ``127.0.0.1`` is
+reachable from every web page the user opens, and a form posted to
+``/api/v1/model/stop`` needs no preflight.
 
 A service bound to a loopback address also refuses requests whose ``Host`` header names
 anything but this machine: that is how DNS rebinding reaches a loopback service (a page on
@@ -85,10 +87,14 @@ def guard_middleware(api_key: str | None, *, loopback_only: bool = False) -> Mid
         )
         if expected is not None and not open_route:
             header = request.headers.get("Authorization")
-            if header is None:
+            anthropic = request.headers.get("x-api-key")
+            if header is None and anthropic is None:
                 raise UnauthorizedError("this service needs an API key: send "
                                         "'Authorization: Bearer <key>'")  # fmt: skip
-            scheme, _, token = header.partition(" ")
+            if header is not None:
+                scheme, _, token = header.partition(" ")
+            else:  # what Anthropic's clients send
+                scheme, token = "bearer", anthropic or ""
             # Header values arrive decoded with surrogateescape; encode the same way so
             # any byte sequence compares (and fails) in constant time instead of raising.
             given = token.strip().encode("utf-8", "surrogateescape")

@@ -38,10 +38,11 @@ from llamaswitch._vocabulary import MODEL_PORT
 from llamaswitch.bench.config import BENCH_OUTPUT_FORMATS, BenchConfig
 from llamaswitch.bench.task import FINAL_STATES
 from llamaswitch.servers.config import ServerConfig
-from llamaswitch_http._errors import error_response
+from llamaswitch_http._errors import error_response, openai_error_response, speaks_openai
 
 __all__ = [
     "BODY_TIMEOUT_S",
+    "GATEWAY_MAX_BODY_BYTES",
     "BenchmarkBody",
     "ImportBody",
     "PruneBody",
@@ -214,14 +215,19 @@ def _text_problems(value: object, path: str, out: list[tuple[str, str]]) -> None
             _text_problems(item, f"{path}[{index}]", out)
 
 
+#: Largest body a gateway route takes: images travel base64 inside chat requests.
+GATEWAY_MAX_BODY_BYTES: Final = 64 * 1024 * 1024
 #: Seconds a client has to send a request body once its headers are in. A slow client
 #: (or a slowloris attack) otherwise holds a connection and its file descriptor forever.
 BODY_TIMEOUT_S: Final = 30.0
 
 
-def body_limits_middleware(*, max_bytes: int, timeout_s: float = BODY_TIMEOUT_S) -> Middleware:
+def body_limits_middleware(
+    *, max_bytes: int, timeout_s: float = BODY_TIMEOUT_S, gateway_max_bytes: int | None = None
+) -> Middleware:
     """Refuse a body that announces more than ``max_bytes`` before reading any of it (413),
-    and read every body within ``timeout_s`` (408, and the connection is closed).
+    and read every body within ``timeout_s`` (408, and the connection is closed). The
+    gateway's routes take up to ``gateway_max_bytes`` (default: ``max_bytes``).
 
     It runs after the key check, so an unauthenticated client cannot make the service
     read anything. Handlers then get the body from aiohttp's cache at no cost.
@@ -229,10 +235,14 @@ def body_limits_middleware(*, max_bytes: int, timeout_s: float = BODY_TIMEOUT_S)
 
     @web.middleware
     async def limits(request: web.Request, handler: Handler) -> web.StreamResponse:
+        limit = max_bytes
+        if gateway_max_bytes is not None and speaks_openai(request):
+            limit = gateway_max_bytes
+            request = request.clone(client_max_size=limit)
         length = request.content_length
-        if length is not None and length > max_bytes:
+        if length is not None and length > limit:
             error = RequestTooLargeError(
-                f"the body announces {length} bytes; at most {max_bytes} are accepted"
+                f"the body announces {length} bytes; at most {limit} are accepted"
             )
             return await _answer_and_close(request, error)
         if request.body_exists:
@@ -250,7 +260,10 @@ def body_limits_middleware(*, max_bytes: int, timeout_s: float = BODY_TIMEOUT_S)
 async def _answer_and_close(request: web.Request, error: RequestError) -> web.StreamResponse:
     """Send an error envelope and drop the connection: aiohttp would otherwise wait
     (lingering, 10 s) for the rest of a body that is not coming or not wanted."""
-    response = error_response(error)
+    if speaks_openai(request):
+        response = openai_error_response(request, error)
+    else:
+        response = error_response(error)
     response.force_close()
     await response.prepare(request)
     await response.write_eof()

@@ -19,9 +19,10 @@ with that id, so a user's report can be matched to the log line.
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -43,9 +44,13 @@ __all__ = [
     "envelope",
     "error_middleware",
     "error_response",
+    "error_shape",
     "json_body",
     "json_response",
     "ok",
+    "openai_error_response",
+    "openai_errors",
+    "speaks_openai",
 ]
 
 logger = logging.getLogger(__name__)
@@ -86,6 +91,9 @@ def error_response(
 ) -> web.Response:
     """The envelope of a library error, with the status, code and title its kind states."""
     data = {"code": exc.code, **exc.details()}
+    if exc.http_status == 422 and "errors" not in data:
+        # The seed's clients read every 422's problems from data.errors, a list.
+        data["errors"] = [str(exc)]
     extra = {**_HEADERS.get(type(exc), {}), **(headers or {})}
     # A validation error reads as the seed's list, "reason @ $.path; ...".
     text = "; ".join(data["errors"]) if isinstance(exc, ConfigValidationError) else str(exc)
@@ -94,6 +102,68 @@ def error_response(
         status=exc.http_status,
         headers=extra,
     )
+
+
+# -- OpenAI's shape, on the gateway's routes ----------------------------------------------
+
+#: Marks a handler whose errors take OpenAI's shape (the gateway's routes): set on the
+#: handler the router chose, as the key guard's open routes are.
+_OPENAI_MARK: Final = "_llamaswitch_openai_errors"
+_H = TypeVar("_H")
+
+
+def openai_errors(handler: _H) -> _H:
+    """Answer ``handler``'s errors (and the middlewares' before it) in OpenAI's shape."""
+    setattr(handler, _OPENAI_MARK, True)
+    return handler
+
+
+def speaks_openai(request: web.Request) -> bool:
+    """Whether the route ``request`` reached answers errors in OpenAI's shape."""
+    return getattr(request.match_info.handler, _OPENAI_MARK, False) is True
+
+
+def _openai_type(status: int) -> str:
+    if status == 401:
+        return "authentication_error"
+    if status == 403:
+        return "permission_error"
+    if status == 404:
+        return "not_found_error"
+    if status == 429:
+        return "rate_limit_error"
+    if status >= 500:
+        return "server_error"
+    return "invalid_request_error"
+
+
+def error_shape(path: str, status: int, message: str, code: str) -> dict[str, Any]:
+    """OpenAI's error object, ``{"error": {"message", "type", "param", "code"}}``;
+    Anthropic's (``{"type": "error", "error": {"type", "message"}}``) on
+    ``/v1/messages``, whose clients read that one."""
+    if path.startswith("/v1/messages"):
+        kind = {429: "rate_limit_error", 503: "overloaded_error"}.get(status)
+        return {"type": "error", "error": {
+            "type": kind or ("api_error" if status >= 500 else _openai_type(status)),
+            "message": message}}  # fmt: skip
+    return {"error": {"message": message, "type": _openai_type(status), "param": None,
+                      "code": code}}  # fmt: skip
+
+
+def openai_error_response(
+    request: web.Request, exc: LlamaSwitchError, *, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    """A library error in OpenAI's shape, with its kind's status; its details (the log
+    tail of a failed load, the figures of a refusal) under ``error.details``."""
+    extra = {**_HEADERS.get(type(exc), {}), **(headers or {})}
+    retry = getattr(exc, "retry_after_s", None)
+    if isinstance(retry, int | float) and retry > 0:
+        extra["Retry-After"] = str(max(1, math.ceil(retry)))
+    body = error_shape(request.path, exc.http_status, str(exc), exc.code)
+    details = {k: v for k, v in exc.details().items() if v not in (None, [], "")}
+    if details:
+        body["error"]["details"] = details
+    return json_response(body, status=exc.http_status, headers=extra)
 
 
 def _http_error(exc: web.HTTPException, request: web.Request) -> web.StreamResponse:
@@ -117,7 +187,10 @@ def _http_error(exc: web.HTTPException, request: web.Request) -> web.StreamRespo
     headers = {
         k: v for k, v in exc.headers.items() if k.lower() not in {"content-type", "content-length"}
     }
-    response = error_response(error, headers=headers)
+    if speaks_openai(request):
+        response = openai_error_response(request, error, headers=headers)
+    else:
+        response = error_response(error, headers=headers)
     response.set_status(exc.status)
     return response
 
@@ -131,6 +204,8 @@ def _bug(exc: BaseException, request: web.Request) -> web.Response:
     error = InternalServiceError(
         f"internal error; quote trace id {trace_id} when reporting it", trace_id=trace_id
     )
+    if speaks_openai(request):
+        return openai_error_response(request, error, headers={"X-Trace-Id": trace_id})
     return error_response(error, headers={"X-Trace-Id": trace_id})
 
 
@@ -144,6 +219,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except LlamaSwitchError as exc:
         if type(exc) is LlamaSwitchError:  # a bare one is a fault nobody foresaw
             return _bug(exc, request)
+        if speaks_openai(request):
+            return openai_error_response(request, exc)
         return error_response(exc)
     except Exception as exc:  # the one place where bugs become a 500 with a trace id
         return _bug(exc, request)

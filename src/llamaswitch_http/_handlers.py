@@ -81,10 +81,12 @@ async def models(request: web.Request) -> web.Response:
 
 
 async def model_switch(request: web.Request) -> web.Response:
-    """``POST /api/v1/model/switch[?wait=true]``: serve a model on the config's port.
+    """``POST /api/v1/model/switch[?wait=true][&force=true]``: serve a model on the
+    config's port.
 
     Without ``wait`` it answers 202 as soon as the process runs (state ``starting``);
-    with ``wait=true`` once the server is ready (200), or with the failure.
+    with ``wait=true`` once the server is ready (200), or with the failure. Gateway
+    requests in flight on the server it replaces finish first unless ``force``.
     """
     return await _launch(request, alongside=False)
 
@@ -101,12 +103,15 @@ async def model_start(request: web.Request) -> web.Response:
 async def _launch(request: web.Request, *, alongside: bool) -> web.Response:
     query = Query(request)
     wait = query.flag("wait")
+    force = False if alongside else query.flag("force")
     query.check()
     body = await read_body(request, SwitchBody)
     config = parse_config(ServerConfig.from_dict, body.config)
     core = request.app[CORE]
-    launch = core.start if alongside else core.switch
-    status = await launch(body.model_path, config, wait=wait)
+    if alongside:
+        status = await core.start(body.model_path, config, wait=wait)
+    else:
+        status = await core.switch(body.model_path, config, wait=wait, force=force)
     if wait:
         return ok(status, "Model started" if alongside else "Model switched")
     message = "Model start initiated" if alongside else "Model switch initiated"
@@ -114,12 +119,15 @@ async def _launch(request: web.Request, *, alongside: bool) -> web.Response:
 
 
 async def model_stop(request: web.Request) -> web.Response:
-    """``POST /api/v1/model/stop``: one server by ``model_name`` or ``port``, or all."""
-    Query(request).check()
+    """``POST /api/v1/model/stop[?force=true]``: one server by ``model_name`` or
+    ``port``, or all. Gateway requests in flight finish first unless ``force``."""
+    query = Query(request)
+    force = query.flag("force")
+    query.check()
     body = await read_body(request, StopBody, optional=True)
     if body.port is not None and (reason := MODEL_PORT.problem(body.port)):
         raise ConfigValidationError([("$.port", reason)])
-    stopped = await request.app[CORE].stop(body.model_name, port=body.port)
+    stopped = await request.app[CORE].stop(body.model_name, port=body.port, force=force)
     return ok(stopped, "Model stopped")
 
 
@@ -362,3 +370,48 @@ async def events(request: web.Request) -> web.StreamResponse:
     with contextlib.suppress(ConnectionResetError):
         await response.write_eof()
     return response
+
+
+# -- the gateway's admin routes ----------------------------------------------------------
+
+
+async def gateway_requests(request: web.Request) -> web.Response:
+    """``GET /api/v1/gateway/requests[?limit=]``: recent gateway requests, newest first
+    (model, route, status, waits, time to first token, tokens; never prompt text)."""
+    query = Query(request)
+    limit = query.integer("limit", 100, minimum=1, maximum=1000)
+    query.check()
+    records = request.app[CORE].gateway.requests.recent(limit or 100)
+    return ok(records, f"{len(records)} requests")
+
+
+async def gateway_plan(request: web.Request) -> web.Response:
+    """``GET /api/v1/gateway/plan[?model=]``: memory per device (used, estimated,
+    budget); with ``model``, what loading it would unload, and why (a dry run)."""
+    query = Query(request)
+    model = query.text("model")
+    query.check()
+    core = request.app[CORE]
+    data = core.gateway.memory_summary()
+    if model is not None:
+        data["plan"] = await core.gateway_plan(model)
+    return ok(data, "Plan" if model is not None else "Memory")
+
+
+async def presets(request: web.Request) -> web.Response:
+    """``GET /api/v1/presets``: the presets in effect, and why the last reload failed."""
+    Query(request).check()
+    gateway = request.app[CORE].gateway
+    data = gateway.presets.to_data()
+    error = gateway.presets_error
+    data["error"] = None if error is None else {"code": error.code, **error.details(),
+                                                "message": str(error)}  # fmt: skip
+    return ok(data, f"{len(data['models'])} presets")
+
+
+async def presets_reload(request: web.Request) -> web.Response:
+    """``POST /api/v1/presets/reload``: read the file again (422 naming the table and
+    key when it is bad; the presets in effect then stay)."""
+    Query(request).check()
+    reloaded = await request.app[CORE].reload_presets()
+    return ok({**reloaded.to_data(), "error": None}, f"{len(reloaded.models)} presets loaded")

@@ -14,13 +14,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
-from prometheus_client import CollectorRegistry, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from llamaswitch.bench.task import TASK_STATES, UNFINISHED_STATES
+from llamaswitch.gateway.gateway import EVICTION_REASONS
 from llamaswitch.servers.status import ServerState
 
 if TYPE_CHECKING:
     from llamaswitch._events import Event
+    from llamaswitch.gateway.requests import RequestRecord
     from llamaswitch.servers.status import ServerStatus
 
 __all__ = ["SERVER_STATES", "Metrics"]
@@ -31,6 +33,9 @@ SERVER_STATES: Final = tuple(state.value for state in ServerState)
 #: Tiny models are ready in ~0.1 s, big ones on slow disks in minutes.
 _SWITCH_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
                           300.0, 600.0)  # fmt: skip
+#: Queue waits and first tokens: a millisecond when warm, seconds behind a long prompt.
+_WAIT_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                        5.0, 10.0, 30.0, 60.0)  # fmt: skip
 
 
 class Metrics:
@@ -73,9 +78,59 @@ class Metrics:
         for state in TASK_STATES:
             self.tasks.labels(state).set(0)
         self._unfinished: dict[str, str] = {}
+        self.gateway_requests = Counter(
+            "llamaswitch_gateway_requests",
+            "Gateway requests finished, by model, route and HTTP status (499: client left).",
+            ["model", "route", "status"], registry=r,
+        )  # fmt: skip
+        self.gateway_queue_wait = Histogram(
+            "llamaswitch_gateway_queue_wait_seconds",
+            "Seconds a gateway request waited for a free slot of its model.",
+            ["model"], buckets=_WAIT_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.gateway_load_wait = Histogram(
+            "llamaswitch_gateway_load_seconds",
+            "Seconds a gateway request waited for its model to load (requests that did).",
+            ["model"], buckets=_SWITCH_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.gateway_ttft = Histogram(
+            "llamaswitch_gateway_time_to_first_token_seconds",
+            "Seconds from a gateway request's arrival to the first byte of its answer.",
+            ["model"], buckets=_WAIT_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.gateway_tokens = Counter(
+            "llamaswitch_gateway_tokens_generated",
+            "Tokens generated for gateway requests, from the upstream's usage or timings.",
+            ["model"], registry=r,
+        )  # fmt: skip
+        self.gateway_evictions = Counter(
+            "llamaswitch_gateway_evictions",
+            "Models that stopped being served, by reason (room, idle, crashed, stopped).",
+            ["reason"], registry=r,
+        )  # fmt: skip
+        for reason in EVICTION_REASONS:
+            self.gateway_evictions.labels(reason)
+
+    def gateway_request(self, record: RequestRecord) -> None:
+        """Count one finished gateway request."""
+        model = record.model
+        self.gateway_requests.labels(model, record.route, str(record.status)).inc()
+        if record.queue_wait_s is not None:
+            self.gateway_queue_wait.labels(model).observe(record.queue_wait_s)
+        if record.load_wait_s:
+            self.gateway_load_wait.labels(model).observe(record.load_wait_s)
+        if record.ttft_s is not None:
+            self.gateway_ttft.labels(model).observe(record.ttft_s)
+        if record.tokens:
+            self.gateway_tokens.labels(model).inc(record.tokens)
 
     def observe(self, event: Event) -> None:
         """Feed one event of the core's bus into the figures that accumulate."""
+        if event.topic == "gateway" and event.type == "model_evicted":
+            reason = str(event.data.get("reason"))
+            if reason in EVICTION_REASONS:
+                self.gateway_evictions.labels(reason).inc()
+            return
         if event.type != "state":
             return
         state = event.data.get("state")

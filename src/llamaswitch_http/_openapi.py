@@ -22,10 +22,13 @@ from llamaswitch._vocabulary import MODEL_PORT, Whole
 from llamaswitch._wire import dumps
 from llamaswitch.bench.comparison import Comparison
 from llamaswitch.bench.task import TASK_STATES, BenchTask
+from llamaswitch.gateway.requests import RequestRecord
 from llamaswitch.servers.status import ServerStatus
 from llamaswitch_http._bodies import BenchmarkBody, ImportBody, PruneBody, StopBody, SwitchBody
+from llamaswitch_http._gateway import FORWARDED_ROUTES
+from llamaswitch_http._sse import EVENT_TOPICS
 
-__all__ = ["build_openapi", "openapi_document"]
+__all__ = ["FORWARDED_MARK", "build_openapi", "openapi_document"]
 
 Schema = dict[str, Any]
 
@@ -75,6 +78,20 @@ def _error_envelope() -> Schema:
     })  # fmt: skip
 
 
+def _openai_error() -> Schema:
+    """The gateway's errors: OpenAI's shape (Anthropic's on /v1/messages)."""
+    openai = {"type": "object", "required": ["error"], "properties": {"error": {
+        "type": "object", "required": ["message", "type", "code"], "properties": {
+            "message": _STR, "type": _STR, "param": {"type": "null"},
+            "code": {**_STR, "enum": sorted(ERROR_KINDS)},
+            "details": {"type": "object", "description": "The kind's details."}}}}}
+    anthropic = {"type": "object", "required": ["type", "error"], "properties": {
+        "type": {"const": "error"},
+        "error": {"type": "object", "required": ["type", "message"],
+                  "properties": {"type": _STR, "message": _STR}}}}
+    return {"anyOf": [openai, anthropic]}  # fmt: skip
+
+
 def _success(data: Schema) -> Schema:
     return _obj({"success": {"const": True}, "message": _STR, "data": data, "error": {"const": ""}})
 
@@ -112,6 +129,7 @@ def _op(
     open_route: bool = False,
     content_type: str = "application/json",
     raw: bool = False,
+    openai: bool = False,
 ) -> Schema:
     responses: dict[str, Any] = {}
     for status, (description, schema) in ok.items():
@@ -125,7 +143,7 @@ def _op(
     for status in sorted(codes):
         responses[str(status)] = {
             "description": _ERRORS[status],
-            "content": _json(_ref("ErrorEnvelope")),
+            "content": _json(_ref("OpenAIError" if openai else "ErrorEnvelope")),
         }
     operation: Schema = {"summary": summary, "responses": responses}
     if params:
@@ -140,7 +158,34 @@ def _op(
 _MODEL_NAME = _query("model_name", {"type": "string", "minLength": 1},
                      "A model's name (file name or catalog name).")  # fmt: skip
 _PORT = _query("port", _PORT_SCHEMA, "A model server's port.")
+_FORCE = _query("force", _BOOL, "Cut gateway requests in flight at once (default: wait "
+                "for them, up to LLAMASWITCH_DRAIN_TIMEOUT_S).")  # fmt: skip
 _TASK_ID = _query("task_id", {"type": "string", "minLength": 1}, "The task id.", required=True)
+
+
+_MODEL_ENTRY: Final = {"type": "object", "required": ["id", "object", "state"],
+                       "properties": {"id": _STR, "object": {"const": "model"},
+                                      "state": _STR, "aliases": _STR_LIST}}  # fmt: skip
+_MODEL_LIST: Final = {"type": "object", "required": ["object", "data"], "properties": {
+    "object": {"const": "list"}, "data": {"type": "array", "items": _MODEL_ENTRY}}}  # fmt: skip
+_MODEL_PATH: Final = {"name": "model", "in": "path", "required": True,
+                      "schema": {"type": "string", "minLength": 1}}  # fmt: skip
+#: Marks an operation whose answers are the model server's own (passed through).
+FORWARDED_MARK: Final = "x-llamaswitch-forwarded"
+
+
+def _forwarded(path: str, secured: bool) -> Schema:
+    operation = _op(
+        f"Forwarded to the server of the model the body names ({path} of llama-server; "
+        "loaded on demand)",
+        ok={200: ("The model server's answer, as it is (a stream for stream: true).",
+                  {"type": "object"})},
+        body={"type": "object", "properties": {"model": {"type": "string", "minLength": 1}},
+              "additionalProperties": True},
+        errors=(404, 429, 502, 503), secured=secured, raw=True, openai=True,
+    )  # fmt: skip
+    operation[FORWARDED_MARK] = True
+    return operation
 
 
 def openapi_document(*, secured: bool) -> dict[str, Any]:
@@ -156,6 +201,8 @@ def openapi_document(*, secured: bool) -> dict[str, Any]:
         type_schema(response, components)
     components["Health"] = _HEALTH
     components["ErrorEnvelope"] = _error_envelope()
+    components["OpenAIError"] = _openai_error()
+    type_schema(RequestRecord, components)
     paths: dict[str, Any] = {
         "/api/v1/models": {"get": _op(
             "List the GGUF models of the models folder (message: 'Found N GGUF models')",
@@ -165,7 +212,8 @@ def openapi_document(*, secured: bool) -> dict[str, Any]:
             "Serve a model on the config's port, replacing what runs there",
             ok={202: ("Switch initiated: the server is starting.", _ref("ServerStatus")),
                 200: ("With wait=true: the server is ready.", _ref("ServerStatus"))},
-            params=[_query("wait", _BOOL, "Answer when the server is ready (or failed).")],
+            params=[_query("wait", _BOOL, "Answer when the server is ready (or failed)."),
+                    _FORCE],
             body=_ref("SwitchRequest"), errors=(404, 409, 502, 503, 504), secured=s)},
         "/api/v1/model/start": {"post": _op(
             "Serve a model alongside the others (the config's port, else a free one)",
@@ -176,7 +224,8 @@ def openapi_document(*, secured: bool) -> dict[str, Any]:
         "/api/v1/model/stop": {"post": _op(
             "Stop one server (by model_name or port) or every server",
             ok={200: ("The stopped servers.", {"type": "array", "items": _ref("ServerStatus")})},
-            body=_null(_ref("StopRequest")), body_required=False, errors=(404,), secured=s)},
+            params=[_FORCE], body=_null(_ref("StopRequest")), body_required=False,
+            errors=(404,), secured=s)},
         "/api/v1/model/status": {"get": _op(
             "Status of one server (model_name or port, not both) or of all (a list)",
             ok={200: ("One server with model_name or port, else a list.", {"anyOf": [
@@ -242,8 +291,37 @@ def openapi_document(*, secured: bool) -> dict[str, Any]:
             ok={200: ("An event stream: 'event: <topic>.<type>', 'data: <Event JSON>'; "
                       "heartbeat comments; a final 'event: shutdown'.",
                       {"type": "string"})},
-            params=[_query("topic", {"enum": ["server", "benchmark"]}, "Only this topic.")],
+            params=[_query("topic", {"enum": list(EVENT_TOPICS)}, "Only this topic.")],
             errors=(422,), secured=s, content_type="text/event-stream", raw=True)},
+        "/api/v1/gateway/requests": {"get": _op(
+            "Recent gateway requests, newest first (no prompt text is kept)",
+            ok={200: ("Requests.", {"type": "array", "items": _ref("RequestRecord")})},
+            params=[_query("limit", Whole(1, 1000).schema(), "At most this many (100).")],
+            errors=(422,), secured=s)},
+        "/api/v1/gateway/plan": {"get": _op(
+            "Memory per device (used, estimated, budget); with model, what loading it "
+            "would unload and why, without doing it",
+            ok={200: ("The devices, and with model the plan.", {"type": "object"})},
+            params=[_query("model", {"type": "string", "minLength": 1},
+                           "A model name (id, alias, file name or stem).")],
+            errors=(404, 422), secured=s)},
+        "/api/v1/presets": {"get": _op(
+            "The presets in effect (llamaswitch.toml), and why the last reload failed",
+            ok={200: ("The presets.", {"type": "object"})}, errors=(), secured=s)},
+        "/api/v1/presets/reload": {"post": _op(
+            "Read the presets file again (422 naming the table and key if it is bad; "
+            "the presets in effect then stay)",
+            ok={200: ("The presets now in effect.", {"type": "object"})},
+            errors=(422,), secured=s)},
+        "/v1/models": {"get": _op(
+            "The models clients can name (OpenAI's list; each with state, aliases and "
+            "memory)", ok={200: ("OpenAI's model list.", _MODEL_LIST)},
+            errors=(), secured=s, raw=True, openai=True)},
+        "/v1/models/{model}": {"get": _op(
+            "One model, by any of its names",
+            ok={200: ("The model.", _MODEL_ENTRY)}, params=[_MODEL_PATH],
+            errors=(404,), secured=s, raw=True, openai=True)},
+        **{path: {"post": _forwarded(path, s)} for path in FORWARDED_ROUTES},
         "/api/v1/health": {"get": _op(
             "Whether the service is up and found its llama.cpp binaries (no key needed)",
             ok={200: ("Health.", _ref("Health"))}, errors=(), secured=s, open_route=True)},

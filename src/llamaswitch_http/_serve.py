@@ -14,9 +14,10 @@ from typing import Final
 import attrs
 from aiohttp import web
 
-from llamaswitch._errors import PortInUseError, SettingsError
+from llamaswitch._errors import LlamaSwitchError, PortInUseError, SettingsError
 from llamaswitch._settings import Settings, is_loopback
 from llamaswitch_http._app import create_app
+from llamaswitch_http._state import CORE
 
 __all__ = ["check_bind", "run_server"]
 
@@ -90,6 +91,16 @@ def _url(host: str, port: int) -> str:
     return f"http://{shown}:{port}"
 
 
+async def _reload_presets(app: web.Application) -> None:
+    """SIGHUP: read the presets again; a bad file is logged and the old presets stay."""
+    try:
+        presets = await app[CORE].reload_presets()
+    except LlamaSwitchError as exc:  # the gateway logged why; the old presets stay
+        logger.debug("SIGHUP reload refused: %s", exc)
+        return
+    logger.info("SIGHUP: %d presets in effect", len(presets.models))
+
+
 async def _serve(settings: Settings, announce: Callable[[str], None]) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -99,9 +110,17 @@ async def _serve(settings: Settings, announce: Callable[[str], None]) -> None:
         except NotImplementedError:  # Windows: no loop signal handlers
             signal.signal(signum, lambda *_: loop.call_soon_threadsafe(stop.set))
     # Access logs cost a third of the throughput of a cheap route; errors are still logged.
-    runner = web.AppRunner(
-        create_app(settings=settings), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S
-    )
+    app = create_app(settings=settings)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+    if hasattr(signal, "SIGHUP"):  # not on Windows: POST /api/v1/presets/reload there
+        reloads: set[asyncio.Task[None]] = set()
+
+        def reload() -> None:
+            task = asyncio.ensure_future(_reload_presets(app))
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, reload)
     await runner.setup()  # opens the core: leftovers of a crashed run are stopped here
     try:
         site = web.TCPSite(runner, settings.server_host, settings.server_port)

@@ -19,15 +19,16 @@ client that reconnects should read ``/api/v1/model/status`` for the current stat
 from __future__ import annotations
 
 import asyncio
+import typing
 from typing import Final
 
-from llamaswitch._events import Event
+from llamaswitch._events import Event, EventTopic
 from llamaswitch._wire import dumps
 
 __all__ = ["EVENT_TOPICS", "SSE_HEADERS", "EventStreams", "render"]
 
 #: The topics a stream can be narrowed to (``?topic=``).
-EVENT_TOPICS: Final = ("server", "benchmark")
+EVENT_TOPICS: Final = typing.get_args(EventTopic)
 #: The headers of an event stream.
 SSE_HEADERS: Final = {
     "Content-Type": "text/event-stream; charset=utf-8",

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import attrs
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from llamaswitch._settings import Settings
@@ -223,3 +224,51 @@ def serve(
                 process.kill()
                 process.wait()
         reader.join(5)
+
+
+class LiveService:
+    """The service on a real socket, its loop in a thread that lives as long as it does
+    (model servers are tied to the thread that forked them)."""
+
+    def __init__(self, app: web.Application, port: int) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+        self._app = app
+        self._port = port
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="service", daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._serve())
+        except BaseException as exc:  # reported to the test thread
+            self._error = exc
+            self._ready.set()
+        finally:
+            self._loop.close()
+
+    async def _serve(self) -> None:
+        self._stop = asyncio.Event()
+        runner = web.AppRunner(self._app, access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, "127.0.0.1", self._port).start()
+            self._ready.set()
+            await self._stop.wait()
+        finally:
+            await runner.cleanup()
+
+    def __enter__(self) -> LiveService:
+        self._thread.start()
+        self._ready.wait(60)
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(60)

@@ -191,6 +191,28 @@ def test_deleting_a_running_task_is_a_409_naming_its_state(
     run(scenario())
 
 
+def test_delete_and_prune_refuse_what_they_cannot_do_by_name(
+    models_dir: Path, state_dir: Path
+) -> None:
+    async def scenario() -> None:
+        async with client_for(make_settings(None, models_dir, state_dir)) as client:
+            body = await call(client, "DELETE", "/api/v1/benchmark?task_id=nope", status=404)
+            assert body["data"]["code"] == "task_not_found"
+            body = await call(client, "DELETE", "/api/v1/benchmark", status=422)
+            assert "task_id" in body["error"]
+            for bad, field in (({"state": "running"}, "state"), ({"before": "soon"}, "before"),
+                               ({"modle": "x"}, "modle")):  # fmt: skip
+                body = await call(client, "POST", "/api/v1/benchmarks/prune", status=422,
+                                  json=bad)  # fmt: skip
+                assert field in body["error"], body
+            body = await call(client, "POST", "/api/v1/benchmarks/prune", status=200,
+                              json={"model": "tiny.gguf"})  # fmt: skip
+            assert body["data"] == {"deleted": [], "count": 0}
+            assert body["message"] == "0 benchmark tasks deleted"
+
+    run(scenario())
+
+
 # -- F2, F3, rule 1: a refused switch leaves the running server as it was ----------------
 
 #: One invalid case per ServerConfig field (and the model), as a client would send it:

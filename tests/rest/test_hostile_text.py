@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from llamaswitch_http._gateway import FORWARDED_ROUTES
 from llamaswitch_http._openapi import openapi_document
 from tests.conftest import require_build
 from tests.rest.conftest import ServeProcess, free_port, make_settings, serve
@@ -65,6 +66,14 @@ BASE: dict[tuple[str, str], tuple[dict[str, Any], dict[str, Any] | None]] = {
     ("GET", "/api/v1/health"): ({}, None),
     ("GET", "/api/v1/openapi.json"): ({}, None),
     ("GET", "/metrics"): ({}, None),
+    ("GET", "/api/v1/gateway/requests"): ({}, None),
+    ("GET", "/api/v1/gateway/plan"): ({"model": "tiny"}, None),
+    ("GET", "/api/v1/presets"): ({}, None),
+    ("POST", "/api/v1/presets/reload"): ({}, None),
+    ("GET", "/v1/models"): ({}, None),
+    ("GET", "/v1/models/{model}"): ({}, None),
+    # A model that is not there: nothing loads, whatever else the body holds.
+    **{("POST", path): ({}, {"model": "nope"}) for path in FORWARDED_ROUTES},
 }  # fmt: skip
 
 # A placeholder in a field path for "a key of this object".

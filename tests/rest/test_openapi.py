@@ -4,8 +4,6 @@ document forbids refused)."""
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +11,6 @@ from typing import Any
 import jsonschema
 import pytest
 import schemathesis
-from aiohttp import web
 from hypothesis import HealthCheck, settings
 from openapi_spec_validator import validate
 from schemathesis.core.parameters import ParameterLocation
@@ -24,7 +21,15 @@ from llamaswitch_http import create_app
 from llamaswitch_http._app import ROUTES
 from llamaswitch_http._openapi import openapi_document
 from tests.conftest import LlamaBuild, require_build
-from tests.rest.conftest import call, client_for, free_port, make_settings, run, wait_task
+from tests.rest.conftest import (
+    LiveService,
+    call,
+    client_for,
+    free_port,
+    make_settings,
+    run,
+    wait_task,
+)
 
 DATA = Path(__file__).parent.parent / "data" / "bench" / "legacy"
 API_KEY = "schemathesis-key"
@@ -132,54 +137,6 @@ def test_documented_shapes_match_what_the_core_really_sends(
 # -- schemathesis against a running service ------------------------------------------
 
 
-class _Service:
-    """The service on a real socket, its loop in a thread that lives as long as it does
-    (model servers are tied to the thread that forked them)."""
-
-    def __init__(self, app: web.Application, port: int) -> None:
-        self.url = f"http://127.0.0.1:{port}"
-        self._app = app
-        self._port = port
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._stop: asyncio.Event | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="service", daemon=True)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        try:
-            self._loop.run_until_complete(self._serve())
-        except BaseException as exc:  # reported to the test thread
-            self._error = exc
-            self._ready.set()
-        finally:
-            self._loop.close()
-
-    async def _serve(self) -> None:
-        self._stop = asyncio.Event()
-        runner = web.AppRunner(self._app, access_log=None)
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, "127.0.0.1", self._port).start()
-            self._ready.set()
-            await self._stop.wait()
-        finally:
-            await runner.cleanup()
-
-    def __enter__(self) -> _Service:
-        self._thread.start()
-        self._ready.wait(60)
-        if self._error is not None:
-            raise self._error
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(60)
-
-
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One service for all generated cases: real binaries, a tmp models and state folder,
@@ -193,7 +150,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     settings_ = make_settings(
         build, root / "models", root / "state", api_key=API_KEY, server_port=port
     )
-    with _Service(create_app(settings=settings_), port) as running:
+    with LiveService(create_app(settings=settings_), port) as running:
         yield running.url
 
 

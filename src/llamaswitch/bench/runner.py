@@ -579,7 +579,11 @@ class BenchRunner:
             raise TaskStateError(task_id, live.state, f"benchmark task {task_id} is "
                                  f"{live.state}: cancel it before deleting it")  # fmt: skip
         task = await self.get(task_id)
-        await self._store.delete_tasks([task_id])
+        if task_id not in await self._store.delete_tasks([task_id]):
+            # Not final in the database: another manager sharing this state folder (a
+            # service, another command) runs it; the store kept it, and we must say so.
+            message = f"benchmark task {task_id} is {task.state} in another process"
+            raise TaskStateError(task_id, task.state, f"{message}: cancel it there first")
         self._events.emit("benchmark", "deleted", task_ids=[task_id])
         return task
 

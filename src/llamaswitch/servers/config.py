@@ -32,7 +32,7 @@ import ipaddress
 import math
 import re
 import types
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
 
@@ -86,6 +86,8 @@ CACHE_TYPES: tuple[str, ...] = (
 )  # fmt: skip
 #: Split modes llama.cpp knows; ``tensor`` exists on current builds only.
 SPLIT_MODES: tuple[str, ...] = ("none", "layer", "row", "tensor")
+#: llama-server's ``--pooling`` values (both generations).
+POOLING_TYPES: tuple[str, ...] = ("none", "mean", "cls", "last", "rank")
 _FLASH_ATTN_WORDS = ("on", "off", "auto")
 _RESTART_POLICIES = ("no", "on-failure")
 _MAX_RESTARTS = 1000
@@ -443,6 +445,19 @@ def _tensor_split_argv(caps: Capabilities, config: Any, name: str) -> list[str]:
     return caps.option(name, text, "-ts", "--tensor-split")
 
 
+def _switch_argv(*flags: str) -> Callable[[Capabilities, Any, str], list[str]]:
+    """The rule of a plain switch: its flag when true, nothing otherwise.
+
+    One closure per field: ``to_argv`` passes each rule once, and a shared one would
+    stand for the first field only.
+    """
+
+    def rule(caps: Capabilities, config: Any, name: str) -> list[str]:
+        return caps.switch(name, *flags) if getattr(config, name) else []
+
+    return rule
+
+
 def _load_argv(caps: Capabilities, config: Any, name: str) -> list[str]:
     # mlock and no_mmap are one setting on current builds (--load-mode): passed together.
     return caps.server_load_args(mlock=config.mlock, no_mmap=config.no_mmap)
@@ -608,9 +623,70 @@ class ServerConfig:
             dialects={"legacy": "--no-mmap", "current": "--load-mode none"},
         ),
     )
-    rope_freq_base: float | None = attrs.field(default=None, metadata=spec(
-        "RoPE base frequency (NTK-aware scaling); unset: the model's.",
-        Number(above=0, unit=""), flags=("--rope-freq-base",)))
+    rope_freq_base: float | None = attrs.field(
+        default=None,
+        metadata=spec(
+            "RoPE base frequency (NTK-aware scaling); unset: the model's.",
+            Number(above=0, unit=""),
+            flags=("--rope-freq-base",),
+        ),
+    )
+    n_cpu_moe: int | None = attrs.field(
+        default=None,
+        metadata=spec(
+            "Keep the MoE expert weights of the first N layers in RAM (current builds).",
+            Whole(0),
+            flags=("-ncmoe", "--n-cpu-moe"),
+        ),
+    )
+    embeddings: bool | None = attrs.field(
+        default=None,
+        converter=_to_bool,
+        metadata=spec(
+            "Serve an embedding model: /v1/embeddings (and no text generation).",
+            Switch(),
+            flags=("--embedding", "--embeddings"),
+            argv=_switch_argv("--embedding", "--embeddings"),
+        ),
+    )
+    pooling: str | None = attrs.field(
+        default=None,
+        metadata=spec(
+            "Pooling of embeddings; unset: the model's.",
+            Choice(POOLING_TYPES),
+            flags=("--pooling",),
+        ),
+    )
+    reranking: bool | None = attrs.field(
+        default=None,
+        converter=_to_bool,
+        metadata=spec(
+            "Serve a reranker model: /v1/rerank.",
+            Switch(),
+            flags=("--rerank", "--reranking"),
+            argv=_switch_argv("--rerank", "--reranking"),
+        ),
+    )
+    metrics: bool | None = attrs.field(
+        default=None,
+        converter=_to_bool,
+        metadata=spec(
+            "Prometheus metrics at the server's own /metrics.",
+            Switch(),
+            flags=("--metrics",),
+            argv=_switch_argv("--metrics"),
+        ),
+    )
+    mmproj: bool | None = attrs.field(
+        default=None,
+        converter=_to_bool,
+        metadata=spec(
+            "Load the multimodal projector the catalog pairs with the model (mmproj*.gguf "
+            "beside it), for image input. Unset: yes, when there is one.",
+            Switch(),
+            passed=False,
+        ),
+    )
     extra_args: tuple[str, ...] = attrs.field(
         default=(),
         converter=_to_str_tuple,
@@ -701,8 +777,13 @@ class ServerConfig:
         model_path: str | Path,
         host: str,
         port: int,
+        *,
+        projector: str | Path | None = None,
     ) -> list[str]:
         """llama-server's arguments (without the program) for this binary's dialect.
+
+        ``projector`` is the catalog's multimodal projector for the model: passed as
+        ``--mmproj`` unless ``mmproj`` is false (or unset, on a binary without it).
 
         ``host`` and ``port`` are the resolved address (the supervisor fills the config's
         defaults); every other field is passed only when set, by its spec's rule, in
@@ -725,6 +806,12 @@ class ServerConfig:
         argv += caps.option("model", str(model_path), "-m", "--model")
         argv += caps.option("host", host, "--host")
         argv += caps.option("port", port, "--port")
+        # A binary without --mmproj (the legacy server) serves the model without images,
+        # unless the config asks for the projector by name.
+        if projector is not None and (
+            self.mmproj or (self.mmproj is None and caps.has("-mm", "--mmproj"))
+        ):
+            argv += caps.option("mmproj", projector, "-mm", "--mmproj")
         done: set[Any] = set()
         for name, field_spec in _SPECS.items():
             rule = field_spec.argv

@@ -490,6 +490,22 @@ class ServerSupervisor:
         """The last ``lines`` lines the server printed (its log file holds more)."""
         return self._find(model, port).output.tail(lines)
 
+    def ports_of(self, model: str | None = None, *, port: int | None = None) -> list[int]:
+        """The ports a :meth:`stop` with these arguments acts on (none given: all)."""
+        if port is not None:
+            return [port]
+        return sorted(p for p, s in self._servers.items() if model is None or s.matches(model))
+
+    def snapshot(self) -> list[ServerStatus]:
+        """Every server as last sampled, without sampling again (no await)."""
+        return [self._status(self._servers[p]) for p in sorted(self._servers)]
+
+    def is_ready(self, port: int, model_path: Path) -> bool:
+        """Whether ``model_path`` is served ready on ``port`` now (the gateway's hot path)."""
+        server = self._servers.get(port)
+        return (server is not None and server.state is ServerState.READY
+                and server.model.path == model_path)  # fmt: skip
+
     def running_servers(self) -> list[dict[str, Any]]:
         """The servers running now, JSON-friendly and short (benchmark records use it)."""
         # A snapshot first: callers may run on another thread than the loop's.
@@ -645,7 +661,10 @@ class ServerSupervisor:
             raise ConfigValidationError(problems)
         if unsupported is not None:
             raise unsupported
-        argv = [str(binary.path), *config.to_argv(binary, info.path, host, port)]
+        argv = [
+            str(binary.path),
+            *config.to_argv(binary, info.path, host, port, projector=info.projector_path),
+        ]
         env = {**inherited_env(os.environ), **config.env}
         if config.extra_args or any(env_flag(key) for key in config.env):
             # Values only llama.cpp can judge (an extra flag's value, a LLAMA_ARG_*
@@ -760,12 +779,21 @@ class ServerSupervisor:
         self._track(self._readiness(server, proc))
         self._track(self._watch_exit(server, proc))
 
-    async def _clear_failed(self, port: int) -> None:
+    async def _clear_failed(
+        self, port: int, why: str = "could not bind; moved to another port"
+    ) -> None:
         """Drop the ``failed`` record a start left on ``port`` (it moved elsewhere)."""
         async with self._lock(port):
             server = self._servers.get(port)
-            if server is not None and server.state is ServerState.FAILED:
-                await self._stop_server(server, why="could not bind; moved to another port")
+            if server is not None and server.state in (ServerState.FAILED, ServerState.CRASHED):
+                await self._stop_server(server, why=why)
+
+    async def forget_failed(self, model_path: Path) -> None:
+        """Drop the failed and crashed records of ``model_path`` (a retry follows)."""
+        ports = [p for p, s in self._servers.items() if s.model.path == model_path
+                 and s.state in (ServerState.FAILED, ServerState.CRASHED)]  # fmt: skip
+        for port in ports:
+            await self._clear_failed(port, why="retried")
 
     def _forget(self, server: _Server) -> None:
         """Drop a record that never had a process, closing its log file."""

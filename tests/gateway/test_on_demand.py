@@ -1,0 +1,241 @@
+"""Loading on demand with real servers: one slot for two models under concurrent streams,
+one load for many waiters, eviction that waits for a stream, idle unload, the queue limit,
+and admin switches that drain."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from llamaswitch.servers.status import ServerState
+from tests.conftest import LlamaBuild
+from tests.gateway.conftest import MESSAGES, Gateway, gateway_settings, running, until
+from tests.rest.conftest import run
+
+pytestmark = pytest.mark.real_binary
+
+# Long answers: random weights would otherwise end on an early end-of-text.
+LONG = {"ignore_eos": True}
+
+
+def alive_at_once(gw: Gateway) -> int:
+    """The most servers that were alive together, from the state events in order."""
+    alive: set[int] = set()
+    most = 0
+    for event in gw.of("server", "state"):
+        port, state = event.data["port"], event.data["state"]
+        if state in (ServerState.STARTING, ServerState.READY, ServerState.UNRESPONSIVE,
+                     ServerState.STOPPING):  # fmt: skip
+            alive.add(port)
+        else:
+            alive.discard(port)
+        most = max(most, len(alive))
+    return most
+
+
+def test_one_slot_serves_eight_streams_over_two_models(
+    llama_build: LlamaBuild, tmp_path: Path
+) -> None:
+    settings = gateway_settings(llama_build, tmp_path, max_models=1)
+
+    async def scenario() -> None:
+        async with running(settings) as gw:
+            client = gw.openai()
+
+            async def chat(i: int) -> tuple[str, str]:
+                stream = await client.chat.completions.create(
+                    model=("alpha", "beta")[i % 2], messages=MESSAGES, max_tokens=12,
+                    stream=True, extra_body=LONG)  # fmt: skip
+                finish = ""
+                async for chunk in stream:
+                    if chunk.choices and chunk.choices[0].finish_reason:
+                        finish = chunk.choices[0].finish_reason
+                return ("alpha", "beta")[i % 2], finish
+
+            done = await asyncio.wait_for(asyncio.gather(*(chat(i) for i in range(8))), 120)
+            assert sorted(done) == [("alpha", "length")] * 4 + [("beta", "length")] * 4
+            assert alive_at_once(gw) == 1
+            loads = gw.of("gateway", "model_loading")
+            # Batched by model: far fewer swaps than the 8 requests would make one by one.
+            assert 2 <= len(loads) <= 4, [e.data for e in loads]
+            records = gw.core.gateway.requests.recent(8)
+            assert sorted(r.status for r in records) == [200] * 8
+            await client.close()
+
+    run(scenario())
+
+
+def test_waiters_share_one_load_and_a_served_model_is_used_as_it_is(
+    llama_build: LlamaBuild, tmp_path: Path
+) -> None:
+    settings = gateway_settings(llama_build, tmp_path)
+
+    async def scenario() -> None:
+        async with running(settings) as gw:
+            # Started through the admin API: the gateway uses it, loads nothing.
+            started = await gw.core.start("beta.gguf")
+            client = gw.openai()
+            await client.completions.create(model="beta", prompt="x", max_tokens=2)
+            assert gw.of("gateway", "model_loading") == []
+            assert [e.data["adopted"] for e in gw.of("gateway", "model_ready")] == [True]
+            # Six at once for a model that is not loaded: one load.
+            answers = await asyncio.gather(*(
+                client.completions.create(model="alpha", prompt="x", max_tokens=2)
+                for _ in range(6)))  # fmt: skip
+            assert len(answers) == 6
+            assert [e.data["model"] for e in gw.of("gateway", "model_loading")] == ["alpha"]
+            statuses = await gw.core.status()
+            assert sorted(s.model_name for s in statuses) == ["alpha.gguf", "beta.gguf"]
+            assert started.port in {s.port for s in statuses}  # the admin's server stayed
+            await client.close()
+
+    run(scenario())
+
+
+def test_eviction_waits_for_a_stream_in_flight(llama_build: LlamaBuild, tmp_path: Path) -> None:
+    settings = gateway_settings(llama_build, tmp_path, max_models=1)
+
+    async def scenario() -> None:
+        async with running(settings) as gw:
+            client = gw.openai()
+            stream = await client.chat.completions.create(
+                model="alpha", messages=MESSAGES, max_tokens=400, stream=True,
+                extra_body=LONG)  # fmt: skip
+            first = await anext(aiter(stream))
+            assert first is not None
+            # beta needs alpha's place: its request waits for alpha's stream to end.
+            beta = asyncio.create_task(client.completions.create(
+                model="beta", prompt="x", max_tokens=2))  # fmt: skip
+            finish = None
+            async for chunk in stream:
+                assert not beta.done()
+                if chunk.choices and chunk.choices[0].finish_reason:
+                    finish = chunk.choices[0].finish_reason
+            assert finish == "length"  # never cut off mid-stream
+            await asyncio.wait_for(beta, 60)
+            evicted = gw.of("gateway", "model_evicted")
+            assert [(e.data["model"], e.data["reason"]) for e in evicted] == [("alpha", "room")]
+            assert alive_at_once(gw) == 1
+            await client.close()
+
+    run(scenario())
+
+
+def test_an_idle_model_is_unloaded_after_its_ttl_and_loads_again(
+    llama_build: LlamaBuild, tmp_path: Path
+) -> None:
+    settings = gateway_settings(
+        llama_build,
+        tmp_path,
+        idle_ttl_s=0.5,
+        presets='[models.keep]\nfile = "beta.gguf"\nttl_s = 0\n',
+    )
+
+    async def scenario() -> None:
+        async with running(settings) as gw:
+            client = gw.openai()
+            await client.completions.create(model="alpha", prompt="x", max_tokens=2)
+            await client.completions.create(model="keep", prompt="x", max_tokens=2)
+            await until(lambda: gw.of("gateway", "model_evicted"), 10, "the idle unload")
+            [evicted] = gw.of("gateway", "model_evicted")
+            assert (evicted.data["model"], evicted.data["reason"]) == ("alpha", "idle")
+            assert [s.model_name for s in await gw.core.status()] == ["beta.gguf"]  # ttl 0
+            await client.completions.create(model="alpha", prompt="x", max_tokens=2)
+            assert [e.data["model"] for e in gw.of("gateway", "model_loading")] == [
+                "alpha",
+                "keep",
+                "alpha",
+            ]
+            await client.close()
+
+    run(scenario())
+
+
+def test_a_full_queue_answers_429_with_retry_after(llama_build: LlamaBuild, tmp_path: Path) -> None:
+    settings = gateway_settings(
+        llama_build, tmp_path, queue_max=1, presets="[models.alpha]\nparallel = 1\n"
+    )
+
+    async def scenario() -> None:
+        async with running(settings) as gw:
+            client = gw.openai()
+            async with gw.core.lease("alpha"):  # the one slot is taken
+                queued = asyncio.create_task(client.completions.create(
+                    model="alpha", prompt="x", max_tokens=2))  # fmt: skip
+                await until(lambda: gw.of("gateway", "request_queued"), 10, "a queued request")
+                with pytest.raises(openai.RateLimitError) as refused:
+                    await client.completions.create(model="alpha", prompt="x", max_tokens=2)
+                assert refused.value.status_code == 429
+                assert refused.value.response.headers["Retry-After"] == "1"
+                body: Any = refused.value.body
+                assert body["code"] == "queue_full"
+                assert body["type"] == "rate_limit_error"
+                assert not queued.done()
+            assert (await queued).choices  # served once the slot was free
+            statuses = sorted(r.status for r in gw.core.gateway.requests.recent(2))
+            assert statuses == [200, 429]
+            await client.close()
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_an_admin_stop_waits_for_the_requests_in_flight_unless_forced(
+    llama_build: LlamaBuild, tmp_path: Path, force: bool
+) -> None:
+    settings = gateway_settings(llama_build, tmp_path)
+
+    async def scenario() -> None:
+        async with running(settings) as gw:
+            client = gw.openai()
+            stream = await client.chat.completions.create(
+                model="alpha", messages=MESSAGES, max_tokens=300, stream=True,
+                extra_body=LONG)  # fmt: skip
+            await anext(aiter(stream))
+            response = await gw.client.post(
+                f"/api/v1/model/stop?force={str(force).lower()}", json={"model_name": "alpha.gguf"}
+            )
+            assert response.status == 200
+            finish = None
+            try:
+                async for chunk in stream:
+                    if chunk.choices and chunk.choices[0].finish_reason:
+                        finish = chunk.choices[0].finish_reason
+            except openai.APIError:
+                finish = "cut"
+            # Without force the stop waited: the stream had ended when it answered.
+            assert finish == ("cut" if force else "length"), finish
+            assert await gw.core.status() == []
+            # The next request loads it again.
+            await client.completions.create(model="alpha", prompt="x", max_tokens=2)
+            await client.close()
+
+    run(scenario())
+
+
+def test_the_plan_says_what_loading_would_unload_without_doing_it(
+    llama_build: LlamaBuild, tmp_path: Path
+) -> None:
+    settings = gateway_settings(llama_build, tmp_path, max_models=1)
+
+    async def scenario() -> None:
+        async with running(settings) as gw:
+            client = gw.openai()
+            await client.completions.create(model="alpha", prompt="x", max_tokens=2)
+            answer = await gw.client.get("/api/v1/gateway/plan?model=beta")
+            data = (await answer.json())["data"]
+            plan = data["plan"]
+            assert (plan["action"], plan["evict"]) == ("load", ["alpha"])
+            assert "unloading alpha" in plan["reason"]
+            ram = data["devices"][0]
+            assert ram["id"] == "ram"
+            assert ram["used_mib"] > 0
+            assert ram["budget_mib"] > 0
+            assert [s.model_name for s in await gw.core.status()] == ["alpha.gguf"]  # dry run
+            await client.close()
+
+    run(scenario())
