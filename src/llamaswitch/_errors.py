@@ -31,6 +31,11 @@ translated at one boundary and chained with ``raise ... from``::
     │   ├── TaskNotFoundError         unknown benchmark task id
     │   ├── TaskStateError            the task's state forbids it (delete a running one...)
     │   └── TaskTimeoutError          waiting for a task outlasted its timeout
+    ├── TuneError                     tuning cannot be used (its study database)
+    │   ├── TuneNotFoundError         unknown tune id
+    │   ├── TuneStateError            the tune's state forbids it (resume a running one...)
+    │   └── TuneTimeoutError          waiting for a tune outlasted its timeout
+    ├── DependencyMissingError        an optional extra is not installed (names the extra)
     ├── GatewayError                  a model a client named cannot serve it (503)
     │   ├── ModelLoadError            loading it on demand failed (with the log tail)
     │   ├── ModelTooLargeError        it cannot fit in the budgets even alone
@@ -84,6 +89,7 @@ __all__ = [
     "BinaryNotFoundError",
     "ConfigValidationError",
     "CrossSiteRequestError",
+    "DependencyMissingError",
     "ForbiddenError",
     "ForeignHostError",
     "GatewayError",
@@ -119,6 +125,10 @@ __all__ = [
     "TaskStateError",
     "TaskTimeoutError",
     "ToolchainError",
+    "TuneError",
+    "TuneNotFoundError",
+    "TuneStateError",
+    "TuneTimeoutError",
     "UnauthorizedError",
     "UnsupportedMediaTypeError",
     "UnsupportedOptionError",
@@ -536,6 +546,70 @@ class TaskTimeoutError(BenchError, TimeoutError):
     http_status = 504
     cli_exit_code = EXIT_FAILED
     title = "Benchmark task timed out"
+
+
+class TuneError(LlamaSwitchError):
+    """Tuning cannot be used: its study database (``tune.sqlite3``) failed."""
+
+    code = "tune_unavailable"
+    http_status = 503
+    title = "Tuning unavailable"
+
+
+class TuneNotFoundError(TuneError, LookupError):
+    """No tune has this id."""
+
+    code = "tune_not_found"
+    http_status = 404
+    cli_exit_code = EXIT_MISSING
+    title = "Tune not found"
+
+
+class TuneStateError(TuneError):
+    """The tune's state forbids the request (resuming one that runs, saving a preset from
+    one without a measured trial). ``state`` names that state."""
+
+    code = "tune_state"
+    http_status = 409
+    cli_exit_code = EXIT_CONFLICT
+    title = "Tune state forbids it"
+    fields = ("tune_id", "state")
+
+    def __init__(self, tune_id: str, state: str, message: str) -> None:
+        self.tune_id = tune_id
+        self.state = state
+        super().__init__(message)
+
+
+class TuneTimeoutError(TuneError, TimeoutError):
+    """Waiting for a tune outlasted its timeout (the tune keeps running)."""
+
+    code = "tune_timeout"
+    http_status = 504
+    cli_exit_code = EXIT_FAILED
+    title = "Tune timed out"
+
+
+class DependencyMissingError(LlamaSwitchError, ImportError):
+    """An optional part of llamaswitch needs an extra that is not installed.
+
+    ``extra`` names the extra (``pip install 'llamaswitch[tune]'``), ``missing`` the
+    modules that could not be imported.
+    """
+
+    code = "dependency_missing"
+    http_status = 503
+    cli_exit_code = EXIT_MISSING
+    title = "Optional dependency missing"
+    fields = ("extra", "missing")
+
+    def __init__(self, extra: str, missing: Sequence[str], feature: str) -> None:
+        self.extra = extra
+        self.missing = list(missing)
+        super().__init__(
+            f"{feature} needs the {extra} extra (missing: {', '.join(self.missing)}); "
+            f"install it with: pip install 'llamaswitch[{extra}]'"
+        )
 
 
 class GatewayError(LlamaSwitchError):

@@ -24,8 +24,9 @@ from llamaswitch._time import now
 
 __all__ = ["Event", "EventBus", "Subscription"]
 
-#: ``gateway``: models loaded on demand, evicted, requests queued (docs/gateway.md).
-EventTopic = Literal["server", "benchmark", "gateway"]
+#: ``gateway``: models loaded on demand, evicted, requests queued (docs/gateway.md);
+#: ``tune``: a tune's status and each finished trial (docs/tuning.md).
+EventTopic = Literal["server", "benchmark", "gateway", "tune"]
 
 _ids = itertools.count(1)
 
@@ -41,8 +42,9 @@ _END = _End()
 class Event:
     """Something that happened.
 
-    ``topic`` is ``server``, ``benchmark`` or ``gateway``; ``type`` says what (``state`` for a state
-    change, ``progress`` and ``result`` for benchmarks); ``data`` is JSON-friendly.
+    ``topic`` is ``server``, ``benchmark``, ``gateway`` or ``tune``; ``type`` says what
+    (``state`` for a state change, ``progress`` and ``result`` for benchmarks); ``data``
+    is JSON-friendly.
     """
 
     topic: EventTopic

@@ -5,7 +5,7 @@
 - marked sections of ``docs/configuration.md`` (the settings table, the ``env``
   allow-list), ``docs/cli.md`` (the option tables of ``switch``/``start`` and ``bench``,
   the exit codes), ``docs/rest.md`` (the error statuses) and ``docs/api.md`` (the
-  exception classes), between
+  exception classes) and ``docs/gateway.md`` (its settings, preset keys and errors), between
   ``<!-- generated: NAME -->`` and ``<!-- end generated -->`` markers (the prose around
   them is written by hand).
 
@@ -37,6 +37,7 @@ from llamaswitch._errors import (
 from llamaswitch._settings import Settings
 from llamaswitch._vocabulary import markdown_table, rows, specs
 from llamaswitch.bench.config import BenchConfig
+from llamaswitch.gateway.presets import PresetOptions
 from llamaswitch.servers.config import ENV_NAMES, ENV_PREFIXES, ServerConfig
 
 __all__ = ["render", "stale", "write"]
@@ -174,7 +175,42 @@ def _error_classes() -> str:
     return "\n".join(lines)
 
 
+#: The settings of the gateway (docs/gateway.md lists them apart).
+_GATEWAY_SETTINGS: Final = ("max_models", "vram_budget_mib", "ram_budget_mib", "idle_ttl_s",
+                            "queue_max", "drain_timeout_s", "presets")  # fmt: skip
+
+
+def _gateway_settings() -> str:
+    lines = ["| key | default | meaning |", "|---|---|---|"]
+    for name in _GATEWAY_SETTINGS:
+        setting = specs(Settings)[name]
+        default = setting.default_doc or f"`{_default(name)}`"
+        lines.append(f"| `{setting.env}` | {default} | {_cell(setting.doc)} |")
+    return "\n".join(lines)
+
+
+def _preset_options() -> str:
+    lines = ["| key | allowed | meaning |", "|---|---|---|"]
+    for name, field_spec, _default in rows(PresetOptions):
+        cells = (f"`{name}`", field_spec.kind.allowed, field_spec.doc)
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def _gateway_errors() -> str:
+    lines = ["| status | `error.code` | when |", "|---|---|---|"]
+    gateway = [(code, kind) for code, kind in _kinds()
+               if issubclass(kind, _errors.GatewayError) and kind is not _errors.GatewayError]
+    shared = [_errors.ModelNotFoundError, _errors.MalformedBodyError, _errors.UnauthorizedError]
+    for code, kind in [*[(k.code, k) for k in shared], *gateway]:
+        lines.append(f"| {kind.http_status} | `{code}` | {_cell(_summary(kind))} |")
+    return "\n".join(lines)
+
+
 _FRAGMENTS: Final[Mapping[str, Callable[[], str]]] = {
+    "gateway-settings": _gateway_settings,
+    "gateway-errors": _gateway_errors,
+    "preset-options": _preset_options,
     "settings": _settings_table,
     "env-allow-list": _env_allow_list,
     "cli-server-options": lambda: _cli_table(ServerConfig),
@@ -184,7 +220,7 @@ _FRAGMENTS: Final[Mapping[str, Callable[[], str]]] = {
     "error-classes": _error_classes,
 }
 #: The hand-written pages with generated sections.
-_MARKED: Final = ("configuration.md", "cli.md", "rest.md", "api.md")
+_MARKED: Final = ("configuration.md", "cli.md", "rest.md", "api.md", "gateway.md")
 
 _MODEL_PARAMS: Final = """# Model server parameters (`ServerConfig`)
 

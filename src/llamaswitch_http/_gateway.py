@@ -25,7 +25,7 @@ import contextlib
 import json
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, Final
 
 import aiohttp
@@ -83,6 +83,8 @@ _HOP_BACK: Final = frozenset({
 _TOKENS: Final = re.compile(rb'"(?:completion_tokens|tokens_predicted|predicted_n)"\s*:\s*(\d+)')
 _SPEED: Final = re.compile(rb'"predicted_per_second"\s*:\s*([0-9.eE+-]+)')
 
+#: Tries of a request whose pooled connection turns out dead (one per stale connection).
+_STALE_TRIES: Final = 3
 #: How often a non-streaming request looks whether its client is still there.
 _DISCONNECT_POLL_S: Final = 0.1
 
@@ -203,7 +205,9 @@ async def _proxied(
             record.load_wait_s = (record.load_wait_s or 0.0) + lease.load_wait_s
         record.state = "running"
         try:
-            return await _answer(request, gateway, lease, path=path, body=body, record=record)
+            with _cancelled_if_the_client_leaves(request):
+                return await _answer(request, gateway, lease, path=path, body=body,
+                                     record=record)  # fmt: skip
         except _Unreachable as exc:
             gateway.release(lease)
             # Its server died just before (a crash not reaped yet): load it again, once.
@@ -259,15 +263,20 @@ async def _send(
     async def exchange() -> tuple[aiohttp.ClientResponse, bytes | None]:
         # One task for the round trip: a stream's body is read chunk by chunk below.
         headers = _headers_out(request, lease)
-        try:
-            answer = await session.request(request.method, lease.url + path,
-                                           data=body or None, headers=headers)  # fmt: skip
-        except aiohttp.ServerDisconnectedError:
-            # A pooled connection the server closed as it was reused (the legacy build
-            # closes keep-alive connections on its own): it never saw the request, so
-            # one more try on a new connection is safe.
-            answer = await session.request(request.method, lease.url + path,
-                                           data=body or None, headers=headers)  # fmt: skip
+        for attempt in range(1, _STALE_TRIES + 1):
+            try:
+                answer = await session.request(request.method, lease.url + path,
+                                               data=body or None, headers=headers)  # fmt: skip
+                break
+            except aiohttp.ClientConnectorError:
+                raise  # nothing listens: the caller sees whether the server died
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                # A pooled connection that the server closed as it was reused (the
+                # legacy build closes keep-alive connections on its own; a server that
+                # died leaves them reset): the request was not answered, so another
+                # try on a fresh connection is safe.
+                if attempt == _STALE_TRIES:
+                    raise
         if answer.content_type == "text/event-stream":
             return answer, None
         try:
@@ -277,10 +286,7 @@ async def _send(
             raise
 
     try:
-        upstream, data = await _unless_client_leaves(request, exchange())
-    except _ClientGone:
-        record.finish(499, error="client disconnected")
-        raise asyncio.CancelledError from None
+        upstream, data = await exchange()
     except aiohttp.ClientConnectorError as exc:
         raise _Unreachable(str(exc)) from exc
     except aiohttp.ClientError as exc:
@@ -347,33 +353,38 @@ def _count_tokens(record: RequestRecord, data: bytes) -> None:
             record.tokens_per_s = float(speed[-1])
 
 
-class _ClientGone(Exception):
-    """The client closed its connection while its request was upstream."""
-
-
 class _Unreachable(Exception):
     """The lease's server did not take the connection (nothing was sent)."""
 
 
-async def _unless_client_leaves(request: web.Request, awaitable: Any) -> Any:
-    """``await awaitable``, cancelled as soon as the client has gone (aiohttp does not
-    cancel handlers on disconnect, and a long non-streaming generation writes nothing
-    that would notice)."""
-    task = asyncio.ensure_future(awaitable)
-    while True:
-        try:
-            done, _ = await asyncio.wait((task,), timeout=_DISCONNECT_POLL_S)
-        except asyncio.CancelledError:
-            task.cancel()  # the handler itself was cancelled (the client left)
-            raise
-        if done:
-            return task.result()
+@contextlib.contextmanager
+def _cancelled_if_the_client_leaves(request: web.Request) -> Iterator[None]:
+    """Cancel the handler as soon as its client has gone.
+
+    aiohttp does not cancel a handler whose client disconnects (``serve`` runs it so,
+    for the admin routes' sake), and a long non-streaming generation writes nothing that
+    would notice. A timer looks at the connection every :data:`_DISCONNECT_POLL_S`: no
+    task and no wait on the hot path, and the cancellation aborts the upstream request
+    (its connection is closed, which stops llama-server's generation).
+    """
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    handle: asyncio.TimerHandle | None = None
+
+    def look() -> None:
+        nonlocal handle
         transport = request.transport
         if transport is None or transport.is_closing():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-            raise _ClientGone
+            if task is not None:
+                task.cancel()
+            return
+        handle = loop.call_later(_DISCONNECT_POLL_S, look)
+
+    handle = loop.call_later(_DISCONNECT_POLL_S, look)
+    try:
+        yield
+    finally:
+        handle.cancel()
 
 
 # -- the gateway's own answers -----------------------------------------------------------

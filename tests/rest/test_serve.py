@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -229,13 +230,25 @@ def test_demo_creates_its_models_and_prints_curl_lines_that_work(tmp_path: Path)
         "LLAMASWITCH_DEFAULT_MODEL_PORT": str(model_port),
     }
     with serve(["serve", "--demo", str(demo), "--port", str(port)], env, tmp_path, port) as service:
-        assert sorted(p.name for p in demo.iterdir()) == ["tiny-chat.gguf", "tiny-code.gguf"]
-        lines = [
-            line.strip() for line in service.text().splitlines() if line.strip().startswith("curl")
-        ]
-        assert len(lines) >= 5, service.text()
+        assert sorted(p.name for p in demo.iterdir()) == [
+            "llamaswitch.toml", "tiny-chat.gguf", "tiny-code.gguf"]
+        printed = service.text()
+        assert f"Dashboard: {service.url}/" in printed
+        page = urllib.request.urlopen(f"{service.url}/", timeout=30)  # noqa: S310 - loopback
+        assert page.status == 200
+        assert "<html" in page.read().decode().lower()
+        lines = [line.strip() for line in printed.splitlines() if line.strip().startswith("curl")]
+        assert len(lines) >= 6, printed
         assert all(service.url in line for line in lines)
-        models, switch, status = lines[:3]
+        # The gateway's curl line and the openai snippet, run as printed.
+        chat, models, switch, status = lines[:4]
+        reply = json.loads(subprocess.run(shlex.split(chat), capture_output=True, text=True,
+                                          timeout=120, check=True).stdout)  # fmt: skip
+        assert reply["object"] == "chat.completion", reply
+        snippet = printed.split("Python (pip install openai):", 1)[1].splitlines()[1:4]
+        ran = subprocess.run([sys.executable, "-c", "\n".join(s.strip() for s in snippet)],
+                             capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+        assert ran.returncode == 0, ran.stderr
         code, body = curl(models, service)
         assert code == 200
         assert body["message"] == "Found 2 GGUF models"

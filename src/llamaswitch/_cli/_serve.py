@@ -7,12 +7,13 @@ import json
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from llamaswitch._cli._common import EXIT_MISSING, EXIT_OK, api_port, load_settings
 from llamaswitch._settings import Settings
 
-__all__ = ["curl_examples", "register"]
+__all__ = ["DEMO_PRESETS", "curl_examples", "gateway_examples", "register"]
 
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -93,15 +94,51 @@ def _demo_model() -> str:
     return next(iter(DEMO_MODELS))
 
 
+#: Written beside the demo models when the folder has no presets: a preset that names a
+#: model the way OpenAI clients do, and a context that fits a chat on every slot.
+DEMO_PRESETS = """\
+# llamaswitch presets (docs/gateway.md): what the gateway's clients may call a model.
+[defaults]
+ctx_size = 2048
+
+[models.chat]
+file = "tiny-chat.gguf"
+aliases = ["gpt-4o-mini"]
+"""
+
+
+def gateway_examples(url: str, *, model: str, api_key: bool) -> list[str]:
+    """A curl line for the gateway's /v1/chat/completions and a three-line ``openai``
+    snippet (the model is loaded on demand by the first request)."""
+    auth = ' -H "Authorization: Bearer $LLAMASWITCH_API_KEY"' if api_key else ""
+    body = {"model": model, "messages": [{"role": "user", "content": "Hello"}]}
+    key = 'os.environ["LLAMASWITCH_API_KEY"]' if api_key else '"unused"'
+    return [
+        f'curl{auth} -H "Content-Type: application/json" {url}/v1/chat/completions '
+        f"-d '{json.dumps(body)}'",
+        "from openai import OpenAI",
+        f'client = OpenAI(base_url="{url}/v1", api_key={key})',
+        f'print(client.chat.completions.create(model="{model}", messages=[{{"role": '
+        '"user", "content": "Hello"}]).choices[0].message.content)',
+    ]
+
+
 def _demo_announce(settings: Settings) -> Callable[[str], None]:
     def announce(url: str) -> None:
         url = _reachable(url)
+        keyed = settings.api_key is not None
+        curl, *snippet = gateway_examples(url, model="chat", api_key=keyed)
         lines = [
             f"llamaswitch: serving the demo models in {settings.models_dir} on {url}",
-            "Try (Ctrl-C stops the service and every model server it started):",
+            f"Dashboard: {url}/",
+            "OpenAI-compatible gateway (the model loads on the first request):",
+            f"  {curl}",
+            "  Python (pip install openai):",
+            *(f"    {line}" for line in snippet),
+            "The seed's REST API (Ctrl-C stops the service and every model server it "
+            "started):",
             *(f"  {line}" for line in curl_examples(
-                url, model=_demo_model(), model_port=settings.model_port,
-                api_key=settings.api_key is not None)),
+                url, model=_demo_model(), model_port=settings.model_port, api_key=keyed)),
         ]  # fmt: skip
         print("\n".join(lines), flush=True)
 
@@ -110,8 +147,9 @@ def _demo_announce(settings: Settings) -> Callable[[str], None]:
 
 def _serve_announce(url: str) -> None:
     url = _reachable(url)
-    print(f"llamaswitch: serving on {url} (API document: {url}/api/v1/openapi.json; "
-          "Ctrl-C to stop)", flush=True)  # fmt: skip
+    print(f"llamaswitch: serving on {url} (dashboard: {url}/, OpenAI-compatible gateway: "
+          f"{url}/v1, API document: {url}/api/v1/openapi.json; Ctrl-C to stop)",
+          flush=True)  # fmt: skip
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -133,6 +171,9 @@ def _run(args: argparse.Namespace) -> int:
         from llamaswitch.testing import write_demo_models
 
         write_demo_models(folder)
+        presets = Path(folder) / "llamaswitch.toml"
+        if not presets.exists():
+            presets.write_text(DEMO_PRESETS, encoding="utf-8")
         args = argparse.Namespace(**{**vars(args), "models_dir": str(folder)})
         settings = load_settings(args, **overrides)
         announce = _demo_announce(settings)

@@ -74,7 +74,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     binary_commit   TEXT,
     host            TEXT NOT NULL DEFAULT '{}', -- JSON
     running_servers TEXT NOT NULL DEFAULT '[]', -- JSON
-    owner           TEXT                        -- "pid:create_time" of the process running it
+    owner           TEXT,                       -- "pid:create_time" of the process running it
+    tune_id         TEXT                        -- the tune a trial's task belongs to
 );
 CREATE INDEX IF NOT EXISTS tasks_model ON tasks (model);
 CREATE INDEX IF NOT EXISTS tasks_state ON tasks (state);
@@ -117,6 +118,7 @@ _COLUMNS: Final = (
     "binary_commit",
     "host",
     "running_servers",
+    "tune_id",
 )
 
 
@@ -148,6 +150,8 @@ class StoredTask:
     binary_commit: str | None
     host: Mapping[str, Any]
     running_servers: Sequence[Mapping[str, Any]]
+    #: The tune whose trial ran this task (:mod:`llamaswitch.tuning`), None otherwise.
+    tune_id: str | None = None
     results: tuple[BenchResult, ...] = ()
 
 
@@ -299,6 +303,7 @@ class TaskStore:
                     f"this one reads schema {_SCHEMA_VERSION}"
                 )
             conn.executescript(_SCHEMA)
+            _add_tune_column(conn)
             conn.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
         except sqlite3.Error as exc:
             raise BenchError(f"cannot open the benchmark database {self.path}: {exc}") from exc
@@ -452,6 +457,19 @@ class TaskStore:
                 # A row no version of llamaswitch would write: skip it, say so, go on.
                 damaged[task_id] = damaged.get(task_id, 0) + 1
         return [_stored(row, tuple(by_task[row["id"]]), damaged.get(row["id"], 0)) for row in rows]
+
+
+def _add_tune_column(conn: sqlite3.Connection) -> None:
+    """Give a database written before tunes existed its ``tune_id`` column.
+
+    A nullable column added in place, without a new schema version: older llamaswitch
+    versions read and write such a database as before (they never name the column),
+    so a state folder stays shareable between versions.
+    """
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(tasks)")}
+    if "tune_id" not in columns:
+        conn.execute("ALTER TABLE tasks ADD COLUMN tune_id TEXT")
+    conn.execute("CREATE INDEX IF NOT EXISTS tasks_tune ON tasks (tune_id)")
 
 
 def _filters(model: str | None, state: str | None) -> tuple[list[str], list[Any]]:

@@ -1,15 +1,15 @@
 // Overview: every model server, live (state from the event stream, figures from a slow
 // poll), memory per GPU and for RAM, the gateway's queue, and the latest events.
 
-import { ApiError, get, getCapabilities, post } from "../api.js";
-import { card, clear, duration, h, mib, parseTime, stateBadge, timeEl, unavailable } from "../dom.js";
-import { available, plan, recentRequests, ROUTES } from "../gateway.js";
+import { ApiError, get, post } from "../api.js";
+import { card, clear, duration, h, mib, parseTime, stateBadge, timeEl } from "../dom.js";
+import { plan, recentRequests } from "../gateway.js";
 import { servers } from "../servers.js";
 
 const MAX_EVENTS = 25;
+const GATEWAY_POLL_MS = 2000;
 
 export async function mount(main, ctx) {
-  const caps = await getCapabilities();
   main.append(h("h1", { tabindex: "-1", text: "Overview" }));
   const health = h("p", { class: "muted", id: "health-line" });
   main.append(health);
@@ -31,21 +31,18 @@ export async function mount(main, ctx) {
   // -- memory -----------------------------------------------------------------------------
   const memoryCard = card("Memory", { id: "memory" });
   const bars = h("div", { class: "membars" });
-  const memoryNote = h("div");
-  memoryCard.append(bars, memoryNote);
+  const memoryNote = h("p", { class: "muted", id: "memory-note" });
+  memoryCard.append(h("p", { class: "muted legend" },
+    h("span", { class: "swatch used", "aria-hidden": "true" }), " used now (sampled) ",
+    h("span", { class: "swatch estimated", "aria-hidden": "true" }), " counted by placement (measured, else estimated) ",
+    h("span", { class: "swatch budget", "aria-hidden": "true" }), " budget"), bars, memoryNote);
   main.append(memoryCard);
-  const havePlan = available(caps, "plan");
-  if (!havePlan) {
-    memoryNote.append(unavailable("Estimated memory and budgets", [`GET ${ROUTES.plan}`]));
-  }
 
   // -- gateway ----------------------------------------------------------------------------
   const gatewayCard = card("Gateway", { id: "gateway" });
   const gatewayBody = h("div");
   gatewayCard.append(gatewayBody);
   main.append(gatewayCard);
-  const haveRequests = available(caps, "requests");
-  if (!haveRequests) gatewayBody.append(unavailable("The gateway's queue and requests in flight", [`GET ${ROUTES.requests}`]));
 
   // -- events -----------------------------------------------------------------------------
   const eventsCard = card("Latest events", { id: "events" });
@@ -94,42 +91,44 @@ export async function mount(main, ctx) {
         h("td", { class: "num", text: String(s.restarts ?? 0) }),
         h("td", {}, h("div", { class: "row-actions" }, logs, stop))));
     }
-    renderMemory();
   };
 
   const renderMemory = () => {
+    if (!planData) return;
     clear(bars);
-    const running = list.filter((s) => s.running);
-    const ramUsed = running.reduce((sum, s) => sum + (Number.isFinite(s.rss_mib) ? s.rss_mib : 0), 0);
-    const gpuUsed = new Map();
-    for (const s of running) {
-      for (const [gpu, value] of Object.entries(s.vram_per_gpu_mib || {})) {
-        gpuUsed.set(gpu, (gpuUsed.get(gpu) || 0) + value);
-      }
+    for (const d of planData.devices || []) {
+      bars.append(memoryBar(d.id, d.name || d.id, d.used_mib, d.estimated_mib, d.budget_mib, d.total_mib));
     }
-    const devices = planData && Array.isArray(planData.devices) ? planData.devices : null;
-    if (devices) {
-      for (const d of devices) bars.append(memoryBar(d.name || d.id, d.used_mib, d.estimated_mib, d.budget_mib, d.total_mib));
-      return;
-    }
-    bars.append(memoryBar("RAM (model servers)", ramUsed, null, null, null));
-    for (const [gpu, used] of [...gpuUsed].sort()) bars.append(memoryBar(`GPU ${gpu}`, used, null, null, null));
-    if (!gpuUsed.size) bars.append(h("p", { class: "muted", text: "No GPU memory in use by model servers (or no NVIDIA GPU)." }));
+    const counts = planData.models || {};
+    memoryNote.textContent = `${counts.loaded ?? 0} model${counts.loaded === 1 ? "" : "s"} loaded` +
+      (Number.isFinite(counts.max_models) ? ` of at most ${counts.max_models}.` : " (no count limit).") +
+      (planData.devices?.some((d) => d.id !== "ram") ? "" : " No NVIDIA GPU found: RAM only.");
   };
 
   const renderGateway = (requests) => {
     clear(gatewayBody);
-    const queued = requests.filter((r) => r.state === "queued" || r.state === "loading");
-    const inFlight = requests.filter((r) => r.state === "running");
+    const inFlight = planData?.in_flight || {};
+    const queued = planData?.queued || {};
+    const sum = (o) => Object.values(o).reduce((a, b) => a + b, 0);
     gatewayBody.append(h("p", { id: "gateway-counts" },
-      h("strong", { text: String(queued.length) }), " queued, ",
-      h("strong", { text: String(inFlight.length) }), " in flight."));
-    const rows = [...queued, ...inFlight];
+      h("strong", { text: String(sum(queued)) }), " queued, ",
+      h("strong", { text: String(sum(inFlight)) }), " in flight."));
+    const names = [...new Set([...Object.keys(inFlight), ...Object.keys(queued)])].sort();
+    if (names.length) {
+      gatewayBody.append(h("div", { class: "table-wrap" }, h("table", { id: "gateway-models" },
+        h("caption", { text: "Per model: requests upstream now, and waiting for a slot or a load" }),
+        h("thead", {}, h("tr", {}, [["Model"], ["In flight", true], ["Queued", true]].map(([t, n]) =>
+          h("th", { scope: "col", class: n ? "num" : undefined, text: t })))),
+        h("tbody", {}, names.map((name) => h("tr", { dataset: { model: name } },
+          h("td", { text: name }), h("td", { class: "num", text: String(inFlight[name] || 0) }),
+          h("td", { class: "num", text: String(queued[name] || 0) })))))));
+    }
+    const rows = requests.filter((r) => ["queued", "loading", "running"].includes(r.state));
     if (!rows.length) return;
-    gatewayBody.append(h("div", { class: "table-wrap" }, h("table", {},
-      h("caption", { text: "Requests waiting or running" }),
+    gatewayBody.append(h("div", { class: "table-wrap" }, h("table", { id: "gateway-requests" },
+      h("caption", { text: "Requests through the gateway, waiting or running" }),
       h("thead", {}, h("tr", {}, ["Model", "Route", "State", "Since"].map((t) => h("th", { scope: "col", text: t })))),
-      h("tbody", {}, rows.map((r) => h("tr", {},
+      h("tbody", {}, rows.map((r) => h("tr", { dataset: { request: String(r.id), state: r.state } },
         h("td", { text: r.model ?? "—" }), h("td", { text: r.route ?? "—" }),
         h("td", {}, stateBadge(r.state)), h("td", {}, timeEl(r.started_at, { short: true }))))))));
   };
@@ -142,24 +141,41 @@ export async function mount(main, ctx) {
       ? `${d.model_name ?? "server"} on port ${d.port ?? "?"}: ${d.previous ? `${d.previous} → ` : ""}${d.state ?? event.type}`
       : event.topic === "benchmark"
         ? `benchmark ${d.task_id ?? ""} ${event.type}${d.state ? `: ${d.state}` : ""}${event.type === "progress" ? ` ${d.done}/${d.total ?? "?"}` : ""}`
-        : `${event.topic}.${event.type}${d.model ? ` ${d.model}` : ""}`;
+        : event.topic === "gateway" ? gatewayEventText(event.type, d)
+          : `${event.topic}.${event.type}`;
     eventList.prepend(h("li", { dataset: { event: `${event.topic}.${event.type}` } },
       timeEl(event.time, { short: true }), what));
     while (eventList.children.length > MAX_EVENTS) eventList.lastElementChild.remove();
   };
 
+  // One refresh at a time; a change meanwhile asks for one more (events come in bursts).
+  let refreshing = null;
+  let again = false;
   const refreshGateway = async () => {
-    try {
-      if (haveRequests) renderGateway(await recentRequests(100));
-      if (havePlan) {
-        planData = await plan();
-        renderMemory();
-      }
-    } catch (error) {
-      if (!(error instanceof ApiError && error.status === 401)) {
-        gatewayBody.replaceChildren(h("p", { class: "notice error", text: `Gateway: ${error.message}` }));
-      }
+    if (refreshing) {
+      again = true;
+      return refreshing;
     }
+    refreshing = (async () => {
+      try {
+        const [requests, memory] = await Promise.all([recentRequests(100), plan()]);
+        if (ctx.stale()) return;
+        planData = memory;
+        renderMemory();
+        renderGateway(requests);
+      } catch (error) {
+        if (!(error instanceof ApiError && error.status === 401)) {
+          gatewayBody.replaceChildren(h("p", { class: "notice error", text: `Gateway: ${error.message}` }));
+        }
+      }
+    })().finally(() => {
+      refreshing = null;
+      if (again && !ctx.stale()) {
+        again = false;
+        refreshGateway();
+      }
+    });
+    return refreshing;
   };
 
   const ticker = setInterval(() => {
@@ -171,9 +187,15 @@ export async function mount(main, ctx) {
 
   const offs = [
     ctx.feed.on("*", addEvent),
+    // A load, an eviction or a queued request changes memory and the queue; a server's
+    // state changes memory. Requests that start or end send no event: the poll sees them.
     ctx.feed.on("gateway.*", () => refreshGateway()),
+    ctx.feed.on("server.state", () => refreshGateway()),
+    ctx.feed.on("reconnected", () => refreshGateway()),
   ];
-  const gatewayTimer = haveRequests || havePlan ? setInterval(refreshGateway, 3000) : null;
+  const gatewayTimer = setInterval(() => {
+    if (document.visibilityState === "visible") refreshGateway();
+  }, GATEWAY_POLL_MS);
 
   const [healthData] = await Promise.all([get("api/v1/health").catch(() => null), servers.refresh(), refreshGateway()]);
   if (healthData) {
@@ -190,8 +212,23 @@ export async function mount(main, ctx) {
     offs.forEach((off) => off());
     offServers();
     clearInterval(ticker);
-    if (gatewayTimer) clearInterval(gatewayTimer);
+    clearInterval(gatewayTimer);
   };
+}
+
+/** What a gateway event says, in words. */
+function gatewayEventText(type, d) {
+  const model = d.model ?? "?";
+  switch (type) {
+    case "model_loading": return `gateway: loading ${model} (${d.file ?? "?"}, estimated ${mib(d.estimated_mib)})`;
+    case "model_ready": return `gateway: ${model} ready on port ${d.port ?? "?"}` +
+      (d.adopted ? " (a server already running)" : Number.isFinite(d.load_s) ? ` after ${duration(d.load_s)}` : "");
+    case "model_evicted": return `gateway: ${model} unloaded (${d.reason ?? "?"}${d.detail ? `: ${d.detail}` : ""})`;
+    case "model_failed": return `gateway: ${model} failed to load: ${d.reason ?? "?"}`;
+    case "request_queued": return `gateway: a request for ${model} queued (${d.queued ?? "?"} waiting, ${d.in_flight ?? "?"} in flight)`;
+    case "presets_reloaded": return `gateway: presets reloaded (${(d.models || []).length} presets)`;
+    default: return `gateway.${type}${d.model ? ` ${d.model}` : ""}`;
+  }
 }
 
 function vramText(s) {
@@ -202,21 +239,22 @@ function vramText(s) {
   return s.vram_usage !== null && s.vram_usage !== undefined ? mib(s.vram_usage) : "—";
 }
 
-/** One memory bar: used (solid), estimated (light), budget (a line), against total or budget. */
-function memoryBar(name, used, estimated, budget, total) {
-  const scale = Math.max(total || 0, budget || 0, estimated || 0, used || 0, 1);
+/** One memory bar: used (solid), counted by placement (light), budget (a line), on a
+ *  scale of the device's total (or the largest figure). The text says the same. */
+function memoryBar(id, name, used, estimated, budget, total) {
+  const finite = (v) => typeof v === "number" && Number.isFinite(v);
+  const scale = Math.max(finite(total) ? total : 0, finite(budget) ? budget : 0, estimated || 0, used || 0, 1);
   const pct = (v) => `${Math.min(100, (100 * (v || 0)) / scale).toFixed(2)}%`;
   const track = h("div", { class: "membar-track", "aria-hidden": "true" });
-  if (Number.isFinite(estimated)) track.append(h("div", { class: "membar-estimated", css: { width: pct(estimated) } }));
+  if (finite(estimated)) track.append(h("div", { class: "membar-estimated", css: { width: pct(estimated) } }));
   track.append(h("div", { class: "membar-used", css: { width: pct(used) } }));
-  if (Number.isFinite(budget)) track.append(h("div", { class: "membar-budget", css: { left: pct(budget) } }));
-  const figures = [
-    `used ${mib(used)}`,
-    `estimated ${Number.isFinite(estimated) ? mib(estimated) : "—"}`,
-    `budget ${Number.isFinite(budget) ? mib(budget) : "—"}`,
-  ];
-  if (Number.isFinite(total)) figures.push(`of ${mib(total)}`);
-  return h("div", { class: "membar", dataset: { device: name } },
-    h("div", { class: "membar-label" }, h("strong", { text: name }), h("span", { text: figures.join(" · ") })),
+  if (finite(budget)) track.append(h("div", { class: "membar-budget", css: { left: pct(budget) } }));
+  const figure = (key, label, value) => h("span", { dataset: { figure: key } }, `${label} ${finite(value) ? mib(value) : "—"}`);
+  const figures = [figure("used", "used", used), " · ", figure("estimated", "estimated", estimated), " · ",
+    figure("budget", "budget", budget)];
+  if (finite(total)) figures.push(" · ", figure("total", "of", total));
+  const over = finite(budget) && finite(estimated) && estimated > budget;
+  return h("div", { class: over ? "membar over" : "membar", dataset: { device: id } },
+    h("div", { class: "membar-label" }, h("strong", { text: name }), h("span", {}, figures)),
     track);
 }

@@ -1,0 +1,291 @@
+"""The gateway side by side with a direct llama-server and llama.cpp's router mode.
+
+One run, the same binary (the current build), the same tiny models and the same client
+(aiohttp, keep-alive) against three setups:
+
+- **direct**: ``llama-server -m alpha.gguf`` on its own port;
+- **gateway**: ``llamaswitch serve``, the model named in the body;
+- **router**: ``llama-server --models-dir DIR --models-max 1`` (llama.cpp's own).
+
+Figures (medians; goals from the issue):
+
+- warm non-streaming request, overhead over direct: at most the router's (aim 0.5 ms);
+- A/B alternating requests with one model slot (every request a swap): at most the
+  router's;
+- cold load to first token (a fresh service, the first streamed chunk): at most the
+  router's;
+- 16 concurrent streams, chunks per second: at least 90 % of direct;
+- the gateway's own RSS with 4 models loaded and 64 streams open: under 100 MB.
+
+    .venv/bin/python bench/bench_gateway.py [--warm 300] [--swaps 30] [--cold 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psutil
+
+from llamaswitch._settings import Settings
+from llamaswitch._toolchain import find_cached_build
+
+CONTEXT = 2048
+PROMPT = {"prompt": "Once upon a time", "max_tokens": 1, "temperature": 0}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def write_models(folder: Path, names: Sequence[str], context: int = CONTEXT) -> None:
+    """Tiny models, by a child process (numpy stays out of this one)."""
+    code = ("import sys; from pathlib import Path; from llamaswitch.testing import "
+            "write_tiny_model\nfor i, n in enumerate(sys.argv[3:]): write_tiny_model("
+            "Path(sys.argv[1]) / f'{n}.gguf', name=n, seed=i + 1, "
+            "context_length=int(sys.argv[2]))")  # fmt: skip
+    subprocess.run([sys.executable, "-c", code, str(folder), str(context), *names], check=True)
+
+
+@contextlib.contextmanager
+def process(argv: list[str], env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=env, start_new_session=True)  # fmt: skip
+    try:
+        yield proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+async def until_up(session: aiohttp.ClientSession, url: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(aiohttp.ClientError):
+            async with session.get(url) as response:
+                if response.status == 200:
+                    return
+        await asyncio.sleep(0.02)
+    raise TimeoutError(f"{url} did not answer")
+
+
+async def completion(session: aiohttp.ClientSession, url: str, model: str) -> float:
+    """Seconds for one non-streaming completion."""
+    start = time.perf_counter()
+    async with session.post(f"{url}/v1/completions", json={**PROMPT, "model": model}) as r:
+        await r.read()
+        if r.status != 200:
+            raise RuntimeError(f"{r.status}: {await r.text()}")
+    return time.perf_counter() - start
+
+
+async def first_chunk(session: aiohttp.ClientSession, url: str, model: str) -> float:
+    """Seconds to the first chunk of a streamed completion (read to its end)."""
+    start = time.perf_counter()
+    body = {**PROMPT, "model": model, "stream": True, "max_tokens": 4}
+    async with session.post(f"{url}/v1/completions", json=body) as r:
+        if r.status != 200:
+            raise RuntimeError(f"{r.status}: {await r.text()}")
+        await r.content.readany()
+        first = time.perf_counter() - start
+        await r.read()
+    return first
+
+
+async def streams(session: aiohttp.ClientSession, url: str, model: str, count: int,
+                  tokens: int) -> float:  # fmt: skip
+    """Chunks per second over ``count`` concurrent streams of ``tokens`` tokens."""
+    body = {"prompt": "x", "model": model, "stream": True, "max_tokens": tokens,
+            "ignore_eos": True, "temperature": 0}  # fmt: skip
+
+    async def one() -> int:
+        chunks = 0
+        async with session.post(f"{url}/v1/completions", json=body) as r:
+            async for line in r.content:
+                if line.startswith(b"data: {"):
+                    chunks += 1
+        return chunks
+
+    start = time.perf_counter()
+    counts = await asyncio.gather(*(one() for _ in range(count)))
+    return sum(counts) / (time.perf_counter() - start)
+
+
+def gateway_env(models: Path, state: Path, port: int, ports: tuple[int, int], server: Path,
+                **settings: str) -> dict[str, str]:  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLAMASWITCH_")}
+    env.update({
+        "LLAMA_SERVER_PATH": str(server), "MODELS_DIR": str(models),
+        "LLAMASWITCH_STATE_DIR": str(state), "SERVER_PORT": str(port),
+        "LLAMASWITCH_MODEL_PORTS": f"{ports[0]}-{ports[1]}", **settings,
+    })  # fmt: skip
+    return env
+
+
+@contextlib.asynccontextmanager
+async def gateway(root: Path, server: Path, **settings: str) -> AsyncIterator[tuple[str, int]]:
+    port = free_port()
+    low = free_port()
+    state = Path(tempfile.mkdtemp(dir=root))
+    env = gateway_env(root / "models", state, port, (low, low + 40), server, **settings)
+    with process([sys.executable, "-m", "llamaswitch", "serve"], env) as proc:
+        async with aiohttp.ClientSession() as session:
+            await until_up(session, f"http://127.0.0.1:{port}/api/v1/health")
+        yield f"http://127.0.0.1:{port}", proc.pid
+
+
+@contextlib.asynccontextmanager
+async def router(root: Path, server: Path, models_max: int) -> AsyncIterator[str]:
+    port = free_port()
+    argv = [str(server), "--models-dir", str(root / "models"), "--models-max", str(models_max),
+            "--host", "127.0.0.1", "--port", str(port), "-c", str(CONTEXT)]  # fmt: skip
+    with process(argv):
+        async with aiohttp.ClientSession() as session:
+            await until_up(session, f"http://127.0.0.1:{port}/health")
+        yield f"http://127.0.0.1:{port}"
+
+
+@contextlib.asynccontextmanager
+async def direct(root: Path, server: Path, model: str, slots: int = 4) -> AsyncIterator[str]:
+    port = free_port()
+    argv = [str(server), "-m", str(root / "models" / f"{model}.gguf"), "--host", "127.0.0.1",
+            "--port", str(port), "-c", str(CONTEXT * slots), "-np", str(slots)]  # fmt: skip
+    with process(argv):
+        async with aiohttp.ClientSession() as session:
+            await until_up(session, f"http://127.0.0.1:{port}/health")
+        yield f"http://127.0.0.1:{port}"
+
+
+async def warm(url: str, model: str, count: int) -> float:
+    async with aiohttp.ClientSession() as session:
+        for _ in range(20):  # loaded, connections pooled
+            await completion(session, url, model)
+        return statistics.median([await completion(session, url, model) for _ in range(count)])
+
+
+async def swaps(url: str, count: int) -> float:
+    async with aiohttp.ClientSession() as session:
+        await completion(session, url, "alpha")
+        times = [await completion(session, url, ("beta", "alpha")[i % 2]) for i in range(count)]
+    return statistics.median(times)
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f} ms"
+
+
+async def main(args: argparse.Namespace) -> None:
+    build = find_cached_build(Settings().toolchain_dir, "current")
+    if build is None:
+        sys.exit("no current llama.cpp build: run `llamaswitch toolchain build`")
+    server = build.llama_server
+    with tempfile.TemporaryDirectory() as temp:
+        root = Path(temp)
+        write_models(root / "models", ["alpha", "beta", "gamma", "delta"])
+        (root / "models" / "llamaswitch.toml").write_text(
+            f"[defaults]\nctx_size = {CONTEXT * 4}\nparallel = 4\n")
+        print(f"llama-server: {server.name} (current build); 2 tiny models; "
+              f"{os.cpu_count()} CPUs")
+
+        # -- warm requests ------------------------------------------------------------
+        async with direct(root, server, "alpha") as url:
+            direct_warm = await warm(url, "alpha", args.warm)
+        async with gateway(root, server) as (url, _):
+            gateway_warm = await warm(url, "alpha", args.warm)
+        async with router(root, server, 1) as url:
+            router_warm = await warm(url, "alpha", args.warm)
+        print("\nwarm non-streaming /v1/completions (1 token), median of", args.warm)
+        print(f"  direct  {ms(direct_warm)}")
+        print(f"  gateway {ms(gateway_warm)}  overhead {ms(gateway_warm - direct_warm)}")
+        print(f"  router  {ms(router_warm)}  overhead {ms(router_warm - direct_warm)}")
+        print(f"  goal: gateway overhead <= router's and <= 0.5 ms -> "
+              f"{'met' if gateway_warm - direct_warm <= min(0.0005, router_warm - direct_warm) else 'NOT met'}")
+
+        # -- A/B swaps with one slot --------------------------------------------------
+        async with gateway(root, server, LLAMASWITCH_MAX_MODELS="1") as (url, _):
+            gateway_swap = await swaps(url, args.swaps)
+        async with router(root, server, 1) as url:
+            router_swap = await swaps(url, args.swaps)
+        print(f"\nA/B alternating, one model at a time, median of {args.swaps} swaps")
+        print(f"  gateway {ms(gateway_swap)}")
+        print(f"  router  {ms(router_swap)}  ratio gateway/router "
+              f"{gateway_swap / router_swap:.2f}  goal <= 1 -> "
+              f"{'met' if gateway_swap <= router_swap else 'NOT met'}")
+
+        # -- cold load to first token -------------------------------------------------
+        gateway_cold, router_cold = [], []
+        for _ in range(args.cold):
+            async with gateway(root, server) as (url, _), aiohttp.ClientSession() as s:
+                gateway_cold.append(await first_chunk(s, url, "alpha"))
+            async with router(root, server, 1) as url, aiohttp.ClientSession() as s:
+                router_cold.append(await first_chunk(s, url, "alpha"))
+        g, r = statistics.median(gateway_cold), statistics.median(router_cold)
+        print(f"\ncold load to first streamed token, median of {args.cold} fresh services")
+        print(f"  gateway {ms(g)}\n  router  {ms(r)}  ratio {g / r:.2f}  goal <= 1 -> "
+              f"{'met' if g <= r else 'NOT met'}")
+
+        # -- 16 concurrent streams ----------------------------------------------------
+        async with direct(root, server, "alpha", slots=16) as url, aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0)) as s:  # fmt: skip
+            await streams(s, url, "alpha", 16, 8)
+            direct_rate = statistics.median([await streams(s, url, "alpha", 16, args.tokens)
+                                             for _ in range(3)])  # fmt: skip
+        (root / "models" / "llamaswitch.toml").write_text(
+            f"[defaults]\nctx_size = {CONTEXT * 16}\nparallel = 16\n")
+        async with gateway(root, server) as (url, _), aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0)) as s:  # fmt: skip
+            await streams(s, url, "alpha", 16, 8)
+            gateway_rate = statistics.median([await streams(s, url, "alpha", 16, args.tokens)
+                                              for _ in range(3)])  # fmt: skip
+        print(f"\n16 concurrent streams of {args.tokens} tokens, chunks/s (median of 3)")
+        print(f"  direct  {direct_rate:.0f}\n  gateway {gateway_rate:.0f}  ratio "
+              f"{gateway_rate / direct_rate:.2f}  goal >= 0.90 -> "
+              f"{'met' if gateway_rate >= 0.9 * direct_rate else 'NOT met'}")
+
+        # -- RSS with 4 models and 64 open streams ------------------------------------
+        (root / "models" / "llamaswitch.toml").write_text(
+            f"[defaults]\nctx_size = {CONTEXT * 16}\nparallel = 16\n")
+        async with gateway(root, server) as (url, pid), aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0)) as s:  # fmt: skip
+            names = ["alpha", "beta", "gamma", "delta"]
+            body: dict[str, Any] = {"prompt": "x", "stream": True, "max_tokens": 1500,
+                                    "ignore_eos": True}  # fmt: skip
+            opened = [await s.post(f"{url}/v1/completions", json={**body, "model": names[i % 4]})
+                      for i in range(64)]  # fmt: skip
+            for response in opened:
+                await response.content.readany()
+            rss = psutil.Process(pid).memory_info().rss / 2**20
+            for response in opened:
+                response.close()
+        print(f"\ngateway RSS with 4 models loaded and 64 streams open: {rss:.1f} MiB "
+              f"(goal < 100 MB -> {'met' if rss * 2**20 < 100e6 else 'NOT met'})")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--warm", type=int, default=300)
+    parser.add_argument("--swaps", type=int, default=30)
+    parser.add_argument("--cold", type=int, default=5)
+    parser.add_argument("--tokens", type=int, default=200)
+    asyncio.run(main(parser.parse_args()))
