@@ -64,7 +64,9 @@ def write_models(folder: Path, names: Sequence[str], context: int = CONTEXT) -> 
 
 
 @contextlib.contextmanager
-def process(argv: list[str], env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+def process(
+    argv: list[str], env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env=env, start_new_session=True)  # fmt: skip
     try:
@@ -177,18 +179,8 @@ async def direct(root: Path, server: Path, model: str, slots: int = 4) -> AsyncI
         yield f"http://127.0.0.1:{port}"
 
 
-async def warm(url: str, model: str, count: int) -> float:
-    async with aiohttp.ClientSession() as session:
-        for _ in range(20):  # loaded, connections pooled
-            await completion(session, url, model)
-        return statistics.median([await completion(session, url, model) for _ in range(count)])
-
-
-async def swaps(url: str, count: int) -> float:
-    async with aiohttp.ClientSession() as session:
-        await completion(session, url, "alpha")
-        times = [await completion(session, url, ("beta", "alpha")[i % 2]) for i in range(count)]
-    return statistics.median(times)
+def verdict(met: bool) -> str:
+    return "met" if met else "NOT met"
 
 
 def ms(seconds: float) -> str:
@@ -204,34 +196,50 @@ async def main(args: argparse.Namespace) -> None:
         root = Path(temp)
         write_models(root / "models", ["alpha", "beta", "gamma", "delta"])
         (root / "models" / "llamaswitch.toml").write_text(
-            f"[defaults]\nctx_size = {CONTEXT * 4}\nparallel = 4\n")
-        print(f"llama-server: {server.name} (current build); 2 tiny models; "
-              f"{os.cpu_count()} CPUs")
+            f"[defaults]\nctx_size = {CONTEXT * 4}\nparallel = 4\n"
+        )
+        print(f"llama-server: {server.name} (current build); 2 tiny models; {os.cpu_count()} CPUs")
 
-        # -- warm requests ------------------------------------------------------------
-        async with direct(root, server, "alpha") as url:
-            direct_warm = await warm(url, "alpha", args.warm)
-        async with gateway(root, server) as (url, _):
-            gateway_warm = await warm(url, "alpha", args.warm)
-        async with router(root, server, 1) as url:
-            router_warm = await warm(url, "alpha", args.warm)
-        print("\nwarm non-streaming /v1/completions (1 token), median of", args.warm)
+        # -- warm requests, the three setups interleaved --------------------------------
+        async with direct(root, server, "alpha") as d_url, gateway(root, server) as (g_url, _), \
+                router(root, server, 1) as r_url, aiohttp.ClientSession() as s:  # fmt: skip
+            urls = {"direct": d_url, "gateway": g_url, "router": r_url}
+            for url in urls.values():  # loaded, connections pooled
+                for _ in range(20):
+                    await completion(s, url, "alpha")
+            times: dict[str, list[float]] = {name: [] for name in urls}
+            for _ in range(args.warm):
+                for name, url in urls.items():
+                    times[name].append(await completion(s, url, "alpha"))
+        direct_warm, gateway_warm, router_warm = (statistics.median(times[n]) for n in urls)
+        print("\nwarm non-streaming /v1/completions (1 token), median of", args.warm, "interleaved")
         print(f"  direct  {ms(direct_warm)}")
         print(f"  gateway {ms(gateway_warm)}  overhead {ms(gateway_warm - direct_warm)}")
         print(f"  router  {ms(router_warm)}  overhead {ms(router_warm - direct_warm)}")
-        print(f"  goal: gateway overhead <= router's and <= 0.5 ms -> "
-              f"{'met' if gateway_warm - direct_warm <= min(0.0005, router_warm - direct_warm) else 'NOT met'}")
+        overhead, router_overhead = gateway_warm - direct_warm, router_warm - direct_warm
+        print(
+            f"  goal: overhead <= the router's ({verdict(overhead <= router_overhead)}), "
+            f"aim <= 0.5 ms ({verdict(overhead <= 0.0005)})"
+        )
 
-        # -- A/B swaps with one slot --------------------------------------------------
-        async with gateway(root, server, LLAMASWITCH_MAX_MODELS="1") as (url, _):
-            gateway_swap = await swaps(url, args.swaps)
-        async with router(root, server, 1) as url:
-            router_swap = await swaps(url, args.swaps)
+        # -- A/B swaps with one slot, the two setups interleaved ------------------------
+        async with gateway(root, server, LLAMASWITCH_MAX_MODELS="1") as (g_url, _), \
+                router(root, server, 1) as r_url, aiohttp.ClientSession() as s:  # fmt: skip
+            swap_times: dict[str, list[float]] = {"gateway": [], "router": []}
+            for url in (g_url, r_url):
+                await completion(s, url, "alpha")
+            for i in range(args.swaps):
+                model = ("beta", "alpha")[i % 2]
+                swap_times["gateway"].append(await completion(s, g_url, model))
+                swap_times["router"].append(await completion(s, r_url, model))
+        gateway_swap, router_swap = (statistics.median(t) for t in swap_times.values())
         print(f"\nA/B alternating, one model at a time, median of {args.swaps} swaps")
         print(f"  gateway {ms(gateway_swap)}")
-        print(f"  router  {ms(router_swap)}  ratio gateway/router "
-              f"{gateway_swap / router_swap:.2f}  goal <= 1 -> "
-              f"{'met' if gateway_swap <= router_swap else 'NOT met'}")
+        print(
+            f"  router  {ms(router_swap)}  ratio gateway/router "
+            f"{gateway_swap / router_swap:.2f}  goal <= 1 -> "
+            f"{'met' if gateway_swap <= router_swap else 'NOT met'}"
+        )
 
         # -- cold load to first token -------------------------------------------------
         gateway_cold, router_cold = [], []
@@ -242,8 +250,10 @@ async def main(args: argparse.Namespace) -> None:
                 router_cold.append(await first_chunk(s, url, "alpha"))
         g, r = statistics.median(gateway_cold), statistics.median(router_cold)
         print(f"\ncold load to first streamed token, median of {args.cold} fresh services")
-        print(f"  gateway {ms(g)}\n  router  {ms(r)}  ratio {g / r:.2f}  goal <= 1 -> "
-              f"{'met' if g <= r else 'NOT met'}")
+        print(
+            f"  gateway {ms(g)}\n  router  {ms(r)}  ratio {g / r:.2f}  goal <= 1 -> "
+            f"{'met' if g <= r else 'NOT met'}"
+        )
 
         # -- 16 concurrent streams ----------------------------------------------------
         async with direct(root, server, "alpha", slots=16) as url, aiohttp.ClientSession(
@@ -252,20 +262,24 @@ async def main(args: argparse.Namespace) -> None:
             direct_rate = statistics.median([await streams(s, url, "alpha", 16, args.tokens)
                                              for _ in range(3)])  # fmt: skip
         (root / "models" / "llamaswitch.toml").write_text(
-            f"[defaults]\nctx_size = {CONTEXT * 16}\nparallel = 16\n")
+            f"[defaults]\nctx_size = {CONTEXT * 16}\nparallel = 16\n"
+        )
         async with gateway(root, server) as (url, _), aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0)) as s:  # fmt: skip
             await streams(s, url, "alpha", 16, 8)
             gateway_rate = statistics.median([await streams(s, url, "alpha", 16, args.tokens)
                                               for _ in range(3)])  # fmt: skip
         print(f"\n16 concurrent streams of {args.tokens} tokens, chunks/s (median of 3)")
-        print(f"  direct  {direct_rate:.0f}\n  gateway {gateway_rate:.0f}  ratio "
-              f"{gateway_rate / direct_rate:.2f}  goal >= 0.90 -> "
-              f"{'met' if gateway_rate >= 0.9 * direct_rate else 'NOT met'}")
+        print(
+            f"  direct  {direct_rate:.0f}\n  gateway {gateway_rate:.0f}  ratio "
+            f"{gateway_rate / direct_rate:.2f}  goal >= 0.90 -> "
+            f"{'met' if gateway_rate >= 0.9 * direct_rate else 'NOT met'}"
+        )
 
         # -- RSS with 4 models and 64 open streams ------------------------------------
         (root / "models" / "llamaswitch.toml").write_text(
-            f"[defaults]\nctx_size = {CONTEXT * 16}\nparallel = 16\n")
+            f"[defaults]\nctx_size = {CONTEXT * 16}\nparallel = 16\n"
+        )
         async with gateway(root, server) as (url, pid), aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0)) as s:  # fmt: skip
             names = ["alpha", "beta", "gamma", "delta"]
@@ -278,8 +292,10 @@ async def main(args: argparse.Namespace) -> None:
             rss = psutil.Process(pid).memory_info().rss / 2**20
             for response in opened:
                 response.close()
-        print(f"\ngateway RSS with 4 models loaded and 64 streams open: {rss:.1f} MiB "
-              f"(goal < 100 MB -> {'met' if rss * 2**20 < 100e6 else 'NOT met'})")
+        print(
+            f"\ngateway RSS with 4 models loaded and 64 streams open: {rss:.1f} MiB "
+            f"(goal < 100 MB -> {'met' if rss * 2**20 < 100e6 else 'NOT met'})"
+        )
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
@@ -40,6 +40,9 @@ if TYPE_CHECKING:
     from llamaswitch.gateway.presets import Presets
     from llamaswitch.servers.config import ServerConfig
     from llamaswitch.servers.supervisor import ServerStatus, ServerSupervisor
+    from llamaswitch.tuning.objective import Objective
+    from llamaswitch.tuning.runner import TuneRunner
+    from llamaswitch.tuning.tune import Tune
 
 __all__ = ["AsyncLlamaSwitch"]
 
@@ -72,6 +75,7 @@ class AsyncLlamaSwitch:
         self._supervisor: ServerSupervisor | None = None
         self._bench: BenchRunner | None = None
         self._gateway: ModelGateway | None = None
+        self._tuning: TuneRunner | None = None  # made on first use (tuning)
         self._opened = False
 
     def _new_catalog(self) -> ModelCatalog:
@@ -144,6 +148,9 @@ class AsyncLlamaSwitch:
         if worker is not None:
             worker.shutdown(wait=False)
         try:
+            if self._tuning is not None:  # first: its trials are benchmark tasks
+                tuning, self._tuning = self._tuning, None
+                await tuning.close()
             if self._gateway is not None:
                 await self._gateway.close()
             if self._bench is not None:
@@ -401,3 +408,75 @@ class AsyncLlamaSwitch:
     ) -> BenchTask:
         """Record results of a llama-bench run made elsewhere as a completed task."""
         return await self.bench.import_results(text, fmt, model=model)
+
+    # -- tuning (llamaswitch.tuning; docs/tuning.md) ----------------------------------------
+
+    def _tuner(self) -> TuneRunner:
+        if not self._opened:
+            raise ServiceClosedError(_NOT_OPEN)
+        if self._tuning is None:
+            from llamaswitch.tuning.runner import TuneRunner
+
+            self._tuning = TuneRunner(self)
+        return self._tuning
+
+    async def tune(
+        self,
+        model: str,
+        *,
+        space: BenchConfig | Mapping[str, Any] | None = None,
+        objective: Objective | str | Mapping[str, Any] | None = None,
+        server: ServerConfig | Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Tune:
+        """Search the llama-bench settings that serve ``model`` fastest; returns at once.
+
+        ``space``: BenchConfig fields, a list for each one to search (default: derived
+        from the model, the binaries and the machine); ``objective``: ``"tg"``, ``"pp"``,
+        ``"mix"`` or an :class:`~llamaswitch.tuning.Objective`; ``server``: the preset's
+        other settings (its context size...). ``options`` are
+        :class:`~llamaswitch.tuning.TuneOptions` fields (``budget``, ``repetitions``,
+        ``preset``...); an unknown one is refused by name. When it completes, the best
+        settings are written as the preset ``<model stem>-tuned`` and served by the
+        gateway. Needs the ``tune`` extra (:class:`~llamaswitch.DependencyMissingError`).
+
+        >>> tune = await ls.tune("tiny.gguf", space={"threads": [1, 2]}, budget=6)  # doctest: +SKIP
+        >>> (await ls.wait_tune(tune.id)).best.params  # doctest: +SKIP
+        {'threads': 2}
+        """
+        return await self._tuner().start(model, space=space, objective=objective,
+                                          server=server, options=options)  # fmt: skip
+
+    async def tune_status(self, tune_id: str) -> Tune:
+        """A tune: state, progress, trials, the best one, the Pareto front, its preset."""
+        return await self._tuner().get(tune_id)
+
+    async def wait_tune(self, tune_id: str, timeout_s: float | None = None) -> Tune:
+        """Wait until the tune stops (``TuneTimeoutError`` after ``timeout_s``)."""
+        return await self._tuner().wait(tune_id, timeout_s)
+
+    async def cancel_tune(self, tune_id: str) -> Tune:
+        """Stop a running tune (and its running trial); it keeps its measured trials."""
+        return await self._tuner().cancel(tune_id)
+
+    async def resume_tune(self, tune_id: str, *, budget: int | None = None) -> Tune:
+        """Go on with a tune that stopped (after a restart too), or give a completed one a
+        larger ``budget``; measured trials are kept."""
+        return await self._tuner().resume(tune_id, budget=budget)
+
+    async def list_tunes(self, *, model: str | None = None, limit: int = 50) -> list[Tune]:
+        """Tunes, newest first, without their trials (:meth:`tune_status` has them)."""
+        return await self._tuner().list_tunes(model=model, limit=limit)
+
+    async def save_tune_preset(
+        self, tune_id: str, *, trial: int | None = None, preset: str | None = None
+    ) -> Tune:
+        """Write a completed trial of a tune (default: the best) as a preset now; the
+        gateway serves it at once. ``preset``: its id (default: the tune's)."""
+        return await self._tuner().save_preset(tune_id, trial=trial, preset=preset)
+
+    async def tune_space(
+        self, model: str, *, objective: Objective | str | Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The space a tune of ``model`` searches by default (BenchConfig's JSON form)."""
+        return await self._tuner().default_space(model, objective)

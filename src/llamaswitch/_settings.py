@@ -24,6 +24,7 @@ from llamaswitch._errors import SettingsError
 from llamaswitch._vocabulary import (
     MODEL_PORT,
     TCP_PORT,
+    Choice,
     Custom,
     Number,
     PathKind,
@@ -93,11 +94,15 @@ def _gpu_layers_problem(value: object) -> str | None:
 
 
 # Settings quote what is allowed as it is, not as "must be ...": a Custom check returns it.
-_PORT_RANGE = Custom("a range LOW-HIGH of TCP ports", _port_range_problem, {"type": "string"},
-                     _parse_port_range)  # fmt: skip
+# Their .env form is a string; their value (and so their JSON form) is a list.
+_PORT_RANGE = Custom("a range LOW-HIGH of TCP ports", _port_range_problem, {"anyOf": [
+    {"type": "string", "pattern": r"^\s*\d+\s*-\s*\d+\s*$"},
+    {"type": "array", "items": TCP_PORT.schema(), "minItems": 2, "maxItems": 2}]},
+    _parse_port_range)  # fmt: skip
 _HOSTS = Custom(
     "a comma-separated list of HOST or HOST:PORT entries", _hosts_problem,
-    {"type": "string"}, lambda raw: tuple(p.strip() for p in raw.split(",") if p.strip()),
+    {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+    lambda raw: tuple(p.strip() for p in raw.split(",") if p.strip()),
 )  # fmt: skip
 _LISTEN_HOST = Custom("an IP address or host name such as 127.0.0.1", _listen_host_problem,
                       {"type": "string"})  # fmt: skip
@@ -345,6 +350,26 @@ class Settings:
         "The presets file (TOML): model ids, aliases and settings.", PathKind(),
         env="LLAMASWITCH_PRESETS",
         default_doc="`llamaswitch.toml` in the models folder, if it exists"))  # fmt: skip
+    server_keys: str = attrs.field(default="beyond-loopback", metadata=spec(
+        "Which model servers get a random API key of their own (`LLAMA_API_KEY`): those "
+        "listening beyond loopback, or `always` (every one; a cluster host's always do).",
+        Choice(("beyond-loopback", "always")), env="LLAMASWITCH_SERVER_KEYS",
+        default_doc="`beyond-loopback`"))  # fmt: skip
+    # -- many hosts (docs/cluster.md) -----------------------------------------------------
+    cluster: str | None = attrs.field(default=None, metadata=spec(
+        "Serve as the head of a Ray cluster: `ray` (the cluster this machine belongs to, or "
+        "`RAY_ADDRESS`) or `ray://HOST:PORT` (Ray Client). Needs the `ray` extra.",
+        Text(what="ray or ray://HOST:PORT", pattern=r"ray|ray://[^\s/]+:\d+"),
+        env="LLAMASWITCH_CLUSTER", default_doc="(none: this machine alone)"))  # fmt: skip
+    host_name: str | None = attrs.field(default=None, metadata=spec(
+        "This host's name in a cluster (`GET /api/v1/hosts`, the routes' `host`).",
+        Text(what="a name of letters, digits, '.', '_' and '-'",
+             pattern=r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}"),
+        env="LLAMASWITCH_HOST_NAME", default_doc="the machine's host name"))  # fmt: skip
+    cluster_grace_s: float = attrs.field(default=30.0, metadata=spec(
+        "How long a cluster host keeps its model servers after it lost the head (a head "
+        "restarted within it takes them over); then it stops them.", _SECONDS,
+        env="LLAMASWITCH_CLUSTER_GRACE_S", default_doc="`30`"))  # fmt: skip
     #: Where each value came from (field name -> "argument", "environment", a .env path
     #: or "default"); used to name the source in error messages.
     sources: Mapping[str, str] = attrs.field(factory=dict, eq=False, repr=False)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Coroutine, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from datetime import datetime
 from types import TracebackType
@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from llamaswitch.gateway.presets import Presets
     from llamaswitch.servers.config import ServerConfig
     from llamaswitch.servers.supervisor import ServerStatus
+    from llamaswitch.tuning.objective import Objective
+    from llamaswitch.tuning.tune import Tune
 
 __all__ = ["LlamaSwitch"]
 
@@ -286,6 +288,53 @@ class LlamaSwitch:
         """See :meth:`AsyncLlamaSwitch.import_benchmark`."""
         return self._call(self._async.import_benchmark(text, fmt, model=model))
 
+
+    # -- tuning (llamaswitch.tuning; docs/tuning.md) ----------------------------------------
+
+    def tune(
+        self,
+        model: str,
+        *,
+        space: BenchConfig | Mapping[str, Any] | None = None,
+        objective: Objective | str | Mapping[str, Any] | None = None,
+        server: ServerConfig | Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Tune:
+        """See :meth:`AsyncLlamaSwitch.tune`."""
+        return self._call(self._async.tune(model, space=space, objective=objective,
+                                           server=server, **options))  # fmt: skip
+
+    def tune_status(self, tune_id: str) -> Tune:
+        """See :meth:`AsyncLlamaSwitch.tune_status`."""
+        return self._call(self._async.tune_status(tune_id))
+
+    def wait_tune(self, tune_id: str, timeout_s: float | None = None) -> Tune:
+        """See :meth:`AsyncLlamaSwitch.wait_tune`."""
+        return self._call(self._async.wait_tune(tune_id, timeout_s))
+
+    def cancel_tune(self, tune_id: str) -> Tune:
+        """See :meth:`AsyncLlamaSwitch.cancel_tune`."""
+        return self._call(self._async.cancel_tune(tune_id))
+
+    def resume_tune(self, tune_id: str, *, budget: int | None = None) -> Tune:
+        """See :meth:`AsyncLlamaSwitch.resume_tune`."""
+        return self._call(self._async.resume_tune(tune_id, budget=budget))
+
+    def list_tunes(self, *, model: str | None = None, limit: int = 50) -> list[Tune]:
+        """See :meth:`AsyncLlamaSwitch.list_tunes`."""
+        return self._call(self._async.list_tunes(model=model, limit=limit))
+
+    def save_tune_preset(
+        self, tune_id: str, *, trial: int | None = None, preset: str | None = None
+    ) -> Tune:
+        """See :meth:`AsyncLlamaSwitch.save_tune_preset`."""
+        return self._call(self._async.save_tune_preset(tune_id, trial=trial, preset=preset))
+
+    def tune_space(
+        self, model: str, *, objective: Objective | str | Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """See :meth:`AsyncLlamaSwitch.tune_space`."""
+        return self._call(self._async.tune_space(model, objective=objective))
 
 async def _build(settings: Settings | None, gpu: GpuProbe | None) -> AsyncLlamaSwitch:
     return AsyncLlamaSwitch(settings, gpu=gpu)

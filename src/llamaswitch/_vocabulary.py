@@ -167,6 +167,8 @@ class Number(Kind):
     @property
     def allowed(self) -> str:  # type: ignore[override]
         what = f"a number of {self.unit}" if self.unit else "a number"
+        if self.above is not None and self.high is not None:
+            return f"{what} greater than {self.above:g} and at most {self.high:g}"
         if self.above is not None:
             return f"{what} greater than {self.above:g}"
         if self.low is not None and self.high is not None:

@@ -40,8 +40,9 @@ from llamaswitch._errors import (
     RequestError,
 )
 from llamaswitch._wire import dumps, to_wire
-from llamaswitch.gateway.gateway import Lease, ModelGateway
+from llamaswitch.gateway.gateway import Lease
 from llamaswitch.gateway.requests import RequestRecord
+from llamaswitch.gateway.surface import Gateway
 from llamaswitch_http._errors import error_shape, openai_error_response, openai_errors
 from llamaswitch_http._state import CORE, METRICS, UPSTREAM
 
@@ -146,7 +147,7 @@ def _model_of(body: bytes) -> str | None:
     return model
 
 
-def _default_model(gateway: ModelGateway, path: str) -> str:
+def _default_model(gateway: Gateway, path: str) -> str:
     """The model a request that names none goes to: the one model being served, for
     llama-server's own routes (which single-model clients call without a model)."""
     if path in _LLAMA_ROUTES:
@@ -187,7 +188,7 @@ async def upstream(request: web.Request) -> web.StreamResponse:
 
 
 async def _proxied(
-    request: web.Request, gateway: ModelGateway, model: str, path: str, body: bytes
+    request: web.Request, gateway: Gateway, model: str, path: str, body: bytes
 ) -> web.StreamResponse:
     record = gateway.requests.begin(model, request.path)
     metrics = request.app[METRICS]
@@ -221,7 +222,7 @@ async def _proxied(
 
 async def _answer(
     request: web.Request,
-    gateway: ModelGateway,
+    gateway: Gateway,
     lease: Lease,
     *,
     path: str,
@@ -247,7 +248,7 @@ async def _answer(
 
 
 def _finish(
-    gateway: ModelGateway, lease: Lease, record: RequestRecord, metrics: Any, status: int
+    gateway: Gateway, lease: Lease, record: RequestRecord, metrics: Any, status: int
 ) -> None:
     gateway.release(lease)
     if record.finished_at is None:

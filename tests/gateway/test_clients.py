@@ -124,6 +124,13 @@ def test_llama_server_routes_and_the_pass_through(llama_build: LlamaBuild, tmp_p
             done = await gw.client.post("/completion", json={"prompt": "a", "n_predict": 3})
             assert done.status == 200
             assert (await done.json())["tokens_predicted"] == 3
+            # Any other /v1/ path: by ?model= on a GET (llama-server has /v1/health).
+            health_v1 = await gw.client.get("/v1/health?model=beta")
+            if llama_build.generation == "current":
+                assert (health_v1.status, await health_v1.json()) == (200, {"status": "ok"})
+            else:  # the legacy build has no /v1/health: its own 404 comes back
+                assert health_v1.status == 404
+                assert "llamaswitch" not in await health_v1.text()
             props = await gw.client.get("/upstream/beta/props")
             assert props.status == 200
             assert "default_generation_settings" in await props.json()
@@ -138,9 +145,10 @@ def test_llama_server_routes_and_the_pass_through(llama_build: LlamaBuild, tmp_p
                 assert answer.status == 404
                 assert "llamaswitch" not in (await answer.text())
             routes = [r.route for r in reversed(gw.core.gateway.requests.recent(10))]
-            assert routes[:5] == [
+            assert routes[:6] == [
                 "/tokenize",
                 "/completion",
+                "/v1/health",
                 "/upstream/beta/props",
                 "/upstream/beta/health",
                 "/upstream/beta/no-such-route",

@@ -1,9 +1,14 @@
 """Fixtures of the dashboard's browser tests.
 
 - ``service``: a real ``llamaswitch serve`` (one per module) on the current llama.cpp
-  build, with two tiny real models. After each test every model server is stopped and
+  build, with two tiny real models and a presets file whose ``[defaults]`` give the
+  gateway's servers room for a chat. After each test every model server is stopped and
   every benchmark still active is cancelled, so tests stay independent (the suite's leak
   check then finds nothing).
+- ``serve_in_thread(app)``: an app (built around a core a test made, with a fake GPU, say)
+  served on a thread and a loop of its own, since Playwright's sync API keeps a loop
+  running on the test's thread; ``InProcess.call_soon(coro)`` runs a coroutine on the
+  app's loop (to hold a gateway lease, say).
 - ``browser``: Debian's Chromium (``/usr/bin/chromium``) driven by Playwright, started as
   the field notes say; Playwright gives each launch a fresh profile folder of its own
   (it refuses ``--user-data-dir`` in ``launch``). Closed at the end of each module, and
@@ -21,19 +26,23 @@ REST API returns, and the REST tests cover both generations.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import json
 import os
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
 import attrs
 import psutil
 import pytest
+from aiohttp import web
 
 from llamaswitch.testing import write_tiny_model
 from tests.conftest import IN_CI, require_build
@@ -56,6 +65,9 @@ CHROMIUM_ARGS = [
 ]
 PAGES = ("overview", "models", "logs", "benchmarks", "activity")
 READY_TIMEOUT_MS = 15_000
+#: Models with room for a chat template and a reply on each of the gateway's slots.
+CONTEXT = 2048
+PRESETS = "[defaults]\nctx_size = 1024\n"
 
 
 def need(condition: bool, reason: str) -> None:
@@ -93,6 +105,37 @@ class Service:
         except urllib.error.HTTPError as exc:
             with exc:
                 return exc.code, json.loads(exc.read())
+
+    def data_json(self, path: str) -> Any:
+        """A GET answered without the envelope (``/v1/models``)."""
+        headers = {"Authorization": f"Bearer {self.key}"} if self.key else {}
+        request = urllib.request.Request(self.url + path, headers=headers)
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.loads(response.read())
+
+    def openai(self, path: str, body: object, timeout_s: float = 60.0) -> tuple[int, Any]:
+        """One gateway request (``/v1/...``, answered without the envelope)."""
+        headers = {"Content-Type": "application/json"}
+        if self.key:
+            headers["Authorization"] = f"Bearer {self.key}"
+        request = urllib.request.Request(
+            self.url + path, json.dumps(body).encode(), headers, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout_s) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            with exc:
+                return exc.code, json.loads(exc.read())
+
+    def complete(self, model: str, max_tokens: int = 4) -> dict[str, Any]:
+        """A real chat completion through the gateway (which loads ``model`` if needed)."""
+        status, answer = self.openai("/v1/chat/completions", {
+            "model": model, "max_tokens": max_tokens,
+            "messages": [{"role": "user", "content": "Say something."}],
+        })  # fmt: skip
+        assert status == 200, answer
+        return dict(answer)
 
     def data(self, method: str, path: str, body: object = None) -> Any:
         """The ``data`` of a successful call."""
@@ -135,11 +178,19 @@ class Service:
         self.call("POST", "/api/v1/model/stop")
 
 
+def write_models(models: Path, presets: str = PRESETS) -> Path:
+    """The two tiny models every browser test uses, and the presets file."""
+    write_tiny_model(models / "tiny.gguf", name="tiny", seed=1, context_length=CONTEXT)
+    write_tiny_model(
+        models / "other.gguf", name="other", seed=2, block_count=1, context_length=CONTEXT
+    )
+    (models / "llamaswitch.toml").write_text(presets, encoding="utf-8")
+    return models
+
+
 def _start_service(tmp: Path, *, key: str | None = None) -> Iterator[Service]:
     build = require_build("current")
-    models = tmp / "models"
-    write_tiny_model(models / "tiny.gguf", name="tiny", seed=1)
-    write_tiny_model(models / "other.gguf", name="other", seed=2, block_count=1)
+    models = write_models(tmp / "models")
     low, high = free_range()
     port = free_port()
     while low <= port <= high:
@@ -169,6 +220,60 @@ def _start_service(tmp: Path, *, key: str | None = None) -> Iterator[Service]:
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     """A real ``llamaswitch serve`` without an API key, for one test module."""
     yield from _start_service(tmp_path_factory.mktemp("ui-service"))
+
+
+@attrs.define
+class InProcess:
+    """An app served on a thread of its own (see :func:`serve_in_thread`)."""
+
+    app: web.Application
+    loop: asyncio.AbstractEventLoop
+    url: str
+
+    def call_soon(self, coro: Coroutine[Any, Any, Any]) -> concurrent.futures.Future[Any]:
+        """Run ``coro`` on the app's loop; its future (``.result(timeout)`` to wait)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def call(self, coro: Coroutine[Any, Any, Any], timeout_s: float = 60.0) -> Any:
+        """Run ``coro`` on the app's loop and wait for its result."""
+        return self.call_soon(coro).result(timeout_s)
+
+
+@contextlib.contextmanager
+def serve_in_thread(app: web.Application) -> Iterator[InProcess]:
+    """Serve ``app`` on 127.0.0.1 from a thread with its own event loop (its model
+    servers are forked from that thread, which lives as long as the app); cleaned up
+    (servers stopped) on the way out."""
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(app, handler_cancellation=False)  # as ``serve`` runs it
+    port = free_port()
+    ready = threading.Event()
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(runner.setup())
+            loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
+        except BaseException as exc:  # handed to the test's thread, raised there
+            failed.append(exc)
+            ready.set()
+            return
+        ready.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=run, name="ui-app", daemon=True)
+    thread.start()
+    assert ready.wait(60), "the app did not start"
+    if failed:
+        raise failed[0]
+    try:
+        yield InProcess(app, loop, f"http://127.0.0.1:{port}")
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(60)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
 
 
 # -- the browser ------------------------------------------------------------------------
@@ -262,6 +367,30 @@ class Ui:
         path = SCREENSHOTS / f"{name}.png"
         self.page.screenshot(path=str(path), full_page=True)
         return path
+
+    def wait_text(
+        self, selector: str, text: str, *, exact: bool = False, timeout_ms: int = READY_TIMEOUT_MS
+    ) -> None:
+        """Wait until the first element matching ``selector`` shows ``text`` (contains
+        it; ``exact``: is it, spaces trimmed). Updates come from events and polls."""
+        self.page.wait_for_function(
+            """([selector, text, exact]) => {
+                 const el = document.querySelector(selector);
+                 if (!el) return false;
+                 const shown = el.textContent.trim();
+                 return exact ? shown === text : shown.includes(text);
+               }""",
+            arg=[selector, text, exact],
+            timeout=timeout_ms,
+        )  # fmt: skip
+
+    def mib(self, value: float | None) -> str:
+        """``value`` (MiB) as the page writes it (its own formatter, in dom.js)."""
+        src = self.page.evaluate("document.querySelector('script[type=module]').src")
+        url = src.replace("/js/app.js", "/js/dom.js")
+        return str(
+            self.page.evaluate("async ([url, v]) => (await import(url)).mib(v)", [url, value])
+        )
 
     def expect_http_error(self, status: int, path: str) -> None:
         """Allow the browser's own log line for a refused request the test provokes.

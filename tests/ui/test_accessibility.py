@@ -32,6 +32,8 @@ def running_server(service: Service) -> dict[str, Any]:
 
 def _show(ui: Ui, name: str, server: dict[str, Any], tasks: list[dict[str, Any]]) -> None:
     query = f"port={server['port']}" if name == "logs" else ""
+    if name == "activity":
+        ui.service.complete("tiny")  # a request through the gateway, to the running server
     page = ui.open(name, query)
     if name == "overview":
         page.locator("#servers-table .state[data-state='ready']").wait_for()
@@ -47,6 +49,9 @@ def _show(ui: Ui, name: str, server: dict[str, Any], tasks: list[dict[str, Any]]
         page.locator("#trend-body .chart-box").wait_for()
     elif name == "models":
         page.locator("#models-table .state[data-state='ready']").wait_for()
+        page.locator("#plan-verdict").wait_for()
+    elif name == "activity":
+        page.locator("#requests-table tbody tr").first.wait_for()
 
 
 @pytest.mark.parametrize("name", PAGES)

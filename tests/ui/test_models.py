@@ -137,8 +137,31 @@ def test_a_column_heading_sorts_the_catalog(ui: Ui) -> None:
     assert page.locator("#models-table tbody tr").evaluate_all(order) == ["other.gguf", "tiny.gguf"]
 
 
-def test_gateway_sections_say_they_are_not_available(ui: Ui) -> None:
+def test_the_catalog_shows_the_gateways_estimate_and_names(ui: Ui) -> None:
     page = ui.open("models")
-    assert "/v1/models" in page.locator("#catalog [data-unavailable]").inner_text()
-    assert "/api/v1/presets" in page.locator("#presets [data-unavailable]").inner_text()
-    assert "/api/v1/gateway/plan" in page.locator("#plan [data-unavailable]").inner_text()
+    entries = {e["id"]: e for e in ui.service.data_json("/v1/models")["data"]}
+    for model, stem in (("tiny.gguf", "tiny"), ("other.gguf", "other")):
+        row = page.locator(f"#models-table tr[data-model='{model}']")
+        assert row.locator(".names").inner_text() == f"gateway: {stem}"
+        assert row.locator("td").nth(6).inner_text() == ui.mib(entries[stem]["estimated_mib"])
+    # The defaults of the presets file, and no preset model.
+    assert page.locator("#presets-body dl.kv").inner_text().replace("\t", " ").split("\n")[:2] == [
+        "ctx_size", "1024",
+    ]  # fmt: skip
+    assert page.locator("#presets-empty").inner_text() == "No preset models."
+
+
+def test_a_model_the_gateway_loads_shows_its_state_and_measure_without_a_reload(ui: Ui) -> None:
+    page = ui.open("models")
+    page.evaluate("window.__sameDocument = true")
+    ui.service.complete("tiny")
+    row = "#models-table tr[data-model='tiny.gguf']"
+    page.locator(f"{row} .state[data-state='ready']").wait_for()
+
+    def measured() -> object:
+        entry = next(e for e in ui.service.data_json("/v1/models")["data"] if e["id"] == "tiny")
+        return entry["measured_mib"]
+
+    value = ui.service.wait(measured, "a measurement of tiny", timeout_s=30)
+    ui.wait_text(f"{row} td:nth-child(8)", ui.mib(value), exact=True, timeout_ms=20_000)
+    assert page.evaluate("window.__sameDocument") is True

@@ -45,23 +45,41 @@ def test_the_stop_button_stops_the_server(ui: Ui) -> None:
     )
 
 
-def test_memory_shows_the_ram_of_running_servers_and_says_budgets_are_not_available(
-    ui: Ui,
-) -> None:
+def test_memory_shows_ram_used_estimated_and_budget_from_the_gateway(ui: Ui) -> None:
     page = ui.open("overview")
     ui.service.data(
         "POST",
         "/api/v1/model/start?wait=true",
         {"model_path": "tiny.gguf", "config": {"ctx_size": 256}},
     )
-    ram = page.locator("#memory .membar[data-device='RAM (model servers)']")
-    ram.wait_for()
+    used = "#memory .membar[data-device='ram'] [data-figure='used']"
     page.wait_for_function(
-        "() => !document.querySelector(\"#memory .membar\").textContent.includes('used 0.0 MiB')",
+        f"() => !document.querySelector(\"{used}\").textContent.includes('used 0.0 MiB')",
         timeout=10_000,
     )
-    assert "MiB" in ram.inner_text()
-    assert (
-        page.locator("#memory [data-unavailable]").inner_text().count("/api/v1/gateway/plan") == 1
-    )
-    assert "/api/v1/gateway/requests" in page.locator("#gateway [data-unavailable]").inner_text()
+    (ram,) = ui.service.data("GET", "/api/v1/gateway/plan")["devices"]  # no GPU here
+    bar = page.locator("#memory .membar[data-device='ram']")
+    budget, total = ui.mib(ram["budget_mib"]), ui.mib(ram["total_mib"])
+    assert bar.locator("[data-figure='budget']").inner_text() == f"budget {budget}"
+    assert bar.locator("[data-figure='total']").inner_text() == f"of {total}"
+    assert bar.locator("[data-figure='estimated']").inner_text().startswith("estimated ")
+    assert page.locator("#memory .membar").count() == 1
+    assert "No NVIDIA GPU found" in page.locator("#memory-note").inner_text()
+
+
+def test_a_model_the_gateway_loads_appears_without_a_reload(ui: Ui) -> None:
+    page = ui.open("overview")
+    page.evaluate("window.__sameDocument = true")
+    ui.service.complete("other")  # a client names the model; the gateway loads it
+    (server,) = ui.service.data("GET", "/api/v1/model/status")
+    assert server["model_name"] == "other.gguf"
+    row = page.locator(f"#servers-table tr[data-port='{server['port']}']")
+    row.locator(".state[data-state='ready']").wait_for(timeout=10_000)
+    assert row.locator("td").nth(3).inner_text() == str(server["process_id"])
+    ready = f"gateway: other ready on port {server['port']}"
+    page.locator("#events li[data-event='gateway.model_ready']", has_text=ready).wait_for()
+    page.locator(
+        "#events li[data-event='gateway.model_loading']", has_text="loading other"
+    ).wait_for()
+    assert page.locator("#memory-note").inner_text().startswith("1 model loaded")
+    assert page.evaluate("window.__sameDocument") is True

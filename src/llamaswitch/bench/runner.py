@@ -136,6 +136,8 @@ class _Live:
     #: Set when _finish starts: a task gets one final state and one final event.
     finishing: bool = False
     done: asyncio.Event = attrs.Factory(asyncio.Event)
+    #: The tune this task is a trial of, if any.
+    tune_id: str | None = None
 
 
 class BenchRunner:
@@ -211,12 +213,18 @@ class BenchRunner:
     # -- submit and schedule --------------------------------------------------------------
 
     async def submit(
-        self, info: ModelInfo, config: BenchConfig | None = None, *, timeout_s: float | None = None
+        self,
+        info: ModelInfo,
+        config: BenchConfig | None = None,
+        *,
+        timeout_s: float | None = None,
+        tune_id: str | None = None,
     ) -> str:
         """Queue a benchmark of ``info``; returns the task id at once.
 
         Everything is checked before the task exists: an option the binary cannot
         honour raises :class:`~llamaswitch.UnsupportedOptionError` naming its version.
+        ``tune_id`` links the task to the tune whose trial it measures.
         """
         self._check_open()
         config = config if config is not None else BenchConfig()
@@ -248,6 +256,7 @@ class BenchRunner:
             history=[("queued", created)],
             names=config.expected_test_names(),
             total=config.expected_tests(),
+            tune_id=tune_id,
         )
         submitting = asyncio.get_running_loop().create_future()
         self._submitting.add(submitting)
@@ -289,6 +298,7 @@ class BenchRunner:
             binary_version=binary.version,
             binary_commit=binary.commit,
             host=self._host,
+            tune_id=live.tune_id,
         )
 
     def _schedule(self) -> None:
@@ -759,6 +769,7 @@ class BenchRunner:
             binary_commit=live.binary.commit,
             host=self._host,
             running_servers=tuple(live.running_servers),
+            tune_id=live.tune_id,
         )
 
     def _emit_state(self, live: _Live) -> None:
@@ -849,4 +860,5 @@ def _from_stored(stored: StoredTask) -> BenchTask:
         binary_commit=stored.binary_commit,
         host=stored.host,
         running_servers=tuple(stored.running_servers),
+        tune_id=stored.tune_id,
     )

@@ -86,6 +86,8 @@ class BenchTask:
     host: Mapping[str, Any]
     #: The model servers running when the task started (they share the hardware).
     running_servers: tuple[Mapping[str, Any], ...]
+    #: The tune whose trial this task measured (:mod:`llamaswitch.tuning`), None otherwise.
+    tune_id: str | None = None
 
     @property
     def task_id(self) -> str:

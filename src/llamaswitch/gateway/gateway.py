@@ -44,7 +44,6 @@ import psutil
 
 from llamaswitch._binaries import BinaryInfo
 from llamaswitch._capabilities import BinaryKind
-from llamaswitch._catalog import ModelCatalog
 from llamaswitch._errors import (
     LlamaSwitchError,
     ModelLoadError,
@@ -65,9 +64,9 @@ from llamaswitch.gateway.names import GatewayModel, NameBook
 from llamaswitch.gateway.policy import Budget, PlacementPolicy, Plan, Resident
 from llamaswitch.gateway.presets import Presets, load_presets
 from llamaswitch.gateway.requests import RequestLog, RequestRecord
+from llamaswitch.gateway.surface import Catalog, Servers
 from llamaswitch.servers.config import ServerConfig
 from llamaswitch.servers.status import ServerState, ServerStatus
-from llamaswitch.servers.supervisor import ServerSupervisor
 
 __all__ = ["EVICTION_REASONS", "SWAP_BATCH", "Lease", "ModelGateway", "ModelState", "ModelView"]
 
@@ -201,14 +200,18 @@ class ModelGateway:
         self,
         settings: Settings,
         *,
-        supervisor: ServerSupervisor,
-        catalog: ModelCatalog,
+        supervisor: Servers,
+        catalog: Catalog,
         in_catalog: Callable[..., Awaitable[Any]],
         binary: Callable[[BinaryKind], Awaitable[BinaryInfo]],
         gpu: GpuProbe,
         events: EventBus,
         policy: PlacementPolicy | None = None,
+        read_presets: Callable[[], Presets] | None = None,
     ) -> None:
+        # ``supervisor`` and ``catalog`` are this machine's, or (a cluster head's gateway
+        # per host) mirrors of another host's; ``read_presets`` replaces reading the
+        # settings' presets file (a cluster head keeps each host to the models it has).
         self.settings = settings
         self.policy = policy if policy is not None else PlacementPolicy()
         self.requests = RequestLog()
@@ -219,6 +222,7 @@ class ModelGateway:
         self._gpu = gpu
         self._events = events
         self._store = MeasurementStore(settings.measurements_path)
+        self._presets_reader = read_presets
         self._presets = Presets()
         #: Why the presets file was refused at the last (re)load; None when it was not.
         self.presets_error: PresetsError | None = None
@@ -280,6 +284,8 @@ class ModelGateway:
     # -- presets and names ----------------------------------------------------------------
 
     def _read_presets(self) -> Presets:
+        if self._presets_reader is not None:
+            return self._presets_reader()
         path = self.settings.presets_path
         if self.settings.presets is None and not path.exists():
             return Presets()

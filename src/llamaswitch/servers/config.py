@@ -86,6 +86,8 @@ CACHE_TYPES: tuple[str, ...] = (
 )  # fmt: skip
 #: Split modes llama.cpp knows; ``tensor`` exists on current builds only.
 SPLIT_MODES: tuple[str, ...] = ("none", "layer", "row", "tensor")
+#: The largest C float: what llama.cpp's float options (read with std::stof) can hold.
+FLOAT32_MAX = 3.4028234663852886e38
 #: llama-server's ``--pooling`` values (both generations).
 POOLING_TYPES: tuple[str, ...] = ("none", "mean", "cls", "last", "rank")
 _FLASH_ATTN_WORDS = ("on", "off", "auto")
@@ -627,7 +629,8 @@ class ServerConfig:
         default=None,
         metadata=spec(
             "RoPE base frequency (NTK-aware scaling); unset: the model's.",
-            Number(above=0, unit=""),
+            # llama-server reads it as a C float (std::stof): a larger value makes it exit.
+            Number(above=0, high=FLOAT32_MAX, unit=""),
             flags=("--rope-freq-base",),
         ),
     )

@@ -40,9 +40,10 @@ start, stop and report model servers. Its rules:
   syntax, that it resolves to an address of this machine, and that a non-loopback one has
   an API key), the RPC hosts, the binary's capabilities and the environment before it
   stops anything; a refusal leaves the running server and its record as they were.
-- **Keys beyond loopback**: a server listening on a non-loopback address is started with a
-  fresh random ``--api-key`` (through ``LLAMA_API_KEY``, so no other user reads it in the
-  process list); :meth:`ServerSupervisor.server_key` tells it to whoever asks the API.
+- **Keys beyond loopback**: a server listening on a non-loopback address (every server,
+  with ``LLAMASWITCH_SERVER_KEYS=always``) is started with a fresh random ``--api-key``
+  (through ``LLAMA_API_KEY``, so no other user reads it in the process list);
+  :meth:`ServerSupervisor.server_key` tells it to whoever asks the API.
 - **Never an orphan**: children are spawned from the event-loop thread with Linux's
   parent-death signal and recorded in ``state_dir/children.json``; :meth:`open` stops the
   survivors of a manager that died, :meth:`close` stops every server and supersedes the
@@ -673,7 +674,7 @@ class ServerSupervisor:
             if parse_refusal is not None:
                 raise ConfigValidationError([parse_refusal])
         api_key = None
-        if not loopback:
+        if not loopback or self.settings.server_keys == "always":
             # Through the environment: an argv is readable by every user of the machine.
             api_key = secrets.token_urlsafe(_API_KEY_BYTES)
             env[API_KEY_ENV] = api_key

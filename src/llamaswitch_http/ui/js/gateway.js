@@ -17,9 +17,9 @@
 //             "wait_for", "figures"}; action: ready | load | wait | refuse
 //   presets   GET /api/v1/presets                  enveloped: {"path", "defaults",
 //             "models": [{"id", "file", "aliases", "preload", "pinned", "ttl_s"?,
-//             "config"}], "error": null | {"code", "path", "errors": [{"where",
-//             "reason"}], "message"}}; POST /api/v1/presets/reload reads the file again
-//             (422 with the same "errors" when it is bad)
+//             "config"}], "error": null | {"code", "path", "errors": ["reason @ where"],
+//             "fields": [{"where", "reason"}], "message"}}; POST /api/v1/presets/reload
+//             reads the file again (422 with the same "errors" and "fields" when it is bad)
 //   chat      POST /v1/chat/completions           "stream": true -> llama-server's SSE:
 //             chunks {"choices": [{"delta": {"content"}}]}, ended by "data: [DONE]"; a
 //             server that dies mid-stream ends it with "event: error"
@@ -90,10 +90,20 @@ export function reloadPresets() {
   return post(ROUTES.reload.slice(1));
 }
 
-/** "[models.fast] ctx_size: must be ..." lines of a presets error's `errors`. */
-export function presetProblems(errors) {
-  return (Array.isArray(errors) ? errors : []).map((e) => (
-    e && typeof e === "object" ? (e.where ? `${e.where}: ${e.reason}` : String(e.reason ?? "")) : String(e)));
+/**
+ * "[models.fast] ctx_size: must be ..." lines of a presets error (the 422's `data`, or
+ * GET /api/v1/presets's `error`): from its `fields` ({where, reason}), else its `errors`
+ * ("reason @ where" texts).
+ */
+export function presetProblems(error) {
+  const fields = Array.isArray(error?.fields) ? error.fields : [];
+  if (fields.length) return fields.map((f) => (f.where ? `${f.where}: ${f.reason}` : String(f.reason ?? "")));
+  return (Array.isArray(error?.errors) ? error.errors : []).map((e) => {
+    if (e && typeof e === "object") return e.where ? `${e.where}: ${e.reason}` : String(e.reason ?? "");
+    const text = String(e);
+    const at = text.lastIndexOf(" @ ");
+    return at >= 0 ? `${text.slice(at + 3)}: ${text.slice(0, at)}` : text;
+  });
 }
 
 /** The figures of a MemoryNeed ({ram_mib, vram_mib: {gpu: mib}}) as [[label, mib]]. */

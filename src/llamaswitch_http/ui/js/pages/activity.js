@@ -1,10 +1,12 @@
 // Activity: the gateway's recent requests (model, status, queue wait, load wait, time to
-// first token, tokens/s) and a small playground chat that streams from the gateway.
-// Both need gateway routes; without them each section says so and calls nothing.
+// first token, tokens/s), live, and a small playground chat that streams from the
+// gateway (POST /v1/chat/completions, as any OpenAI client would).
 
-import { getCapabilities, get } from "../api.js";
-import { card, clear, h, num, stateBadge, timeEl, unavailable } from "../dom.js";
-import { available, modelFacts, recentRequests, ROUTES, streamChat } from "../gateway.js";
+import { card, clear, h, num, stateBadge, timeEl } from "../dom.js";
+import * as gateway from "../gateway.js";
+
+const POLL_MS = 2000;
+const LIMIT = 100;
 
 const COLUMNS = [
   ["Time", (r) => timeEl(r.started_at || r.finished_at, { short: true })],
@@ -17,10 +19,11 @@ const COLUMNS = [
   ["First token", (r) => seconds(r.ttft_s), true],
   ["Tokens", (r) => (r.tokens ?? "—"), true],
   ["Tokens/s", (r) => num(r.tokens_per_s, 1), true],
+  ["Duration", (r) => seconds(r.duration_s), true],
+  ["Error", (r) => r.error ?? ""],
 ];
 
 export async function mount(main, ctx) {
-  const caps = await getCapabilities();
   main.append(h("h1", { tabindex: "-1", text: "Activity" }));
   const offs = [];
   const timers = [];
@@ -28,78 +31,109 @@ export async function mount(main, ctx) {
   // -- recent requests ----------------------------------------------------------------------
   const requestsCard = card("Recent gateway requests", { id: "requests" });
   main.append(requestsCard);
-  if (available(caps, "requests")) {
-    const tbody = h("tbody");
-    const status = h("p", { class: "muted", role: "status" });
-    requestsCard.append(status, h("div", { class: "table-wrap" }, h("table", { id: "requests-table" },
-      h("caption", { text: "Newest first" }),
-      h("thead", {}, h("tr", {}, COLUMNS.map(([t, , n]) => h("th", { scope: "col", class: n ? "num" : undefined, text: t })))),
-      tbody)));
-    const refresh = async () => {
-      try {
-        const list = await recentRequests(100);
-        tbody.replaceChildren(...list.map((r) => h("tr", {}, COLUMNS.map(([, f, n]) => h("td", { class: n ? "num" : undefined }, f(r))))));
-        status.textContent = `${list.length} requests`;
-      } catch (error) {
-        status.textContent = error.message;
-      }
-    };
-    await refresh();
-    offs.push(ctx.feed.on("gateway.*", () => refresh()));
-    timers.push(setInterval(refresh, 3000));
-  } else {
-    requestsCard.append(unavailable("Recent requests", [`GET ${ROUTES.requests}`]));
-  }
+  const tbody = h("tbody");
+  const status = h("p", { class: "muted", id: "requests-status", role: "status" });
+  const empty = h("p", { class: "muted", id: "requests-empty",
+    text: "No request through the gateway yet. Point an OpenAI client at /v1, or use the playground below." });
+  const table = h("table", { id: "requests-table" },
+    h("caption", { text: `The last ${LIMIT} requests, newest first (no prompt text is kept)` }),
+    h("thead", {}, h("tr", {}, COLUMNS.map(([t, , n]) => h("th", { scope: "col", class: n ? "num" : undefined, text: t })))),
+    tbody);
+  requestsCard.append(status, empty, h("div", { class: "table-wrap" }, table));
+
+  let shownKey = "";
+  let pending = null;
+  const refresh = () => {
+    pending ??= gateway.recentRequests(LIMIT).then((list) => {
+      if (ctx.stale()) return;
+      // Redraw only when something changed (the poll mostly finds the same list).
+      const key = JSON.stringify(list);
+      if (key === shownKey) return;
+      shownKey = key;
+      tbody.replaceChildren(...list.map((r) => h("tr", { dataset: { request: String(r.id), state: r.state } },
+        COLUMNS.map(([, f, n]) => h("td", { class: n ? "num" : undefined }, f(r))))));
+      table.hidden = list.length === 0;
+      empty.hidden = list.length > 0;
+      const running = list.filter((r) => ["queued", "loading", "running"].includes(r.state)).length;
+      status.textContent = `${list.length} request${list.length === 1 ? "" : "s"}` + (running ? `, ${running} not finished` : "");
+    }).catch((error) => {
+      if (!ctx.stale()) status.textContent = `Could not read the requests: ${error.message}`;
+    }).finally(() => { pending = null; });
+    return pending;
+  };
 
   // -- playground ---------------------------------------------------------------------------
   const chatCard = card("Playground", { id: "playground" });
   main.append(chatCard);
-  if (available(caps, "chat")) {
-    const model = h("select", { id: "chat-model" });
-    const prompt = h("textarea", { id: "chat-prompt", rows: 3, placeholder: "Say something to the model" });
-    const send = h("button", { type: "submit", class: "primary", text: "Send" });
-    const stop = h("button", { type: "button", text: "Stop", disabled: true });
-    const output = h("div", { class: "chat-output", id: "chat-output", "aria-live": "polite", role: "log",
-      "aria-label": "The model's answer" });
-    const problem = h("p", { class: "notice error", role: "alert" });
-    let controller = null;
-    const form = h("form", { id: "chat-form", novalidate: true, "aria-labelledby": chatCard.firstChild.id },
-      h("div", { class: "toolbar" }, h("label", { for: "chat-model" }, "Model", model)),
-      h("label", { for: "chat-prompt", text: "Message" }), prompt,
-      h("div", { class: "actions" }, send, stop), problem, output);
-    chatCard.append(form);
-    const names = new Set();
-    if (available(caps, "models")) {
-      for (const [key, entry] of await modelFacts().catch(() => new Map())) if (key === entry.id) names.add(key);
-    }
-    if (!names.size) for (const m of await get("api/v1/models")) names.add(m.name);
-    for (const name of names) model.append(h("option", { value: name, text: name }));
-    form.addEventListener("submit", async (event) => {
-      event.preventDefault();
-      if (!prompt.value.trim()) return;
-      clear(output);
-      problem.textContent = "";
-      controller = new AbortController();
-      send.disabled = true;
-      stop.disabled = false;
-      try {
-        await streamChat({ model: model.value, messages: [{ role: "user", content: prompt.value }],
-          signal: controller.signal, onText: (text) => output.append(text) });
-      } catch (error) {
-        if (error.name !== "AbortError") problem.textContent = error.message;
-      } finally {
-        send.disabled = false;
-        stop.disabled = true;
+  const model = h("select", { id: "chat-model" });
+  const maxTokens = h("input", { id: "chat-max-tokens", type: "number", min: "1", step: "1", value: "64",
+    inputmode: "numeric" });
+  const prompt = h("textarea", { id: "chat-prompt", rows: 3, placeholder: "Say something to the model" });
+  const send = h("button", { type: "submit", class: "primary", text: "Send" });
+  const stop = h("button", { type: "button", text: "Stop", disabled: true });
+  const output = h("div", { class: "chat-output", id: "chat-output", "aria-live": "polite", role: "log",
+    "aria-label": "The model's answer" });
+  const problem = h("p", { class: "notice error", id: "chat-error", role: "alert" });
+  const chatStatus = h("p", { class: "muted", id: "chat-status", role: "status" });
+  let controller = null;
+  const form = h("form", { id: "chat-form", novalidate: true, "aria-labelledby": chatCard.firstChild.id },
+    h("div", { class: "toolbar" },
+      h("label", { for: "chat-model" }, "Model", model),
+      h("label", { for: "chat-max-tokens" }, "Max tokens", maxTokens)),
+    h("label", { for: "chat-prompt", text: "Message" }), prompt,
+    h("div", { class: "actions" }, send, stop), problem, chatStatus, output);
+  chatCard.append(h("p", { class: "muted",
+    text: "Streams from the gateway, which loads the model first if it is not served." }), form);
+
+  const [entries] = await Promise.all([gateway.models(), refresh()]);
+  for (const entry of entries) model.append(h("option", { value: entry.id, text: entry.id }));
+
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    if (!prompt.value.trim()) return;
+    clear(output);
+    problem.textContent = "";
+    chatStatus.textContent = `Sent to ${model.value}…`;
+    controller = new AbortController();
+    send.disabled = true;
+    stop.disabled = false;
+    const began = performance.now();
+    let pieces = 0;
+    try {
+      const limit = Number.parseInt(maxTokens.value, 10);
+      await gateway.streamChat({ model: model.value, messages: [{ role: "user", content: prompt.value }],
+        maxTokens: Number.isFinite(limit) && limit > 0 ? limit : undefined,
+        signal: controller.signal, onText: (text) => {
+          pieces += 1;
+          output.append(text);
+        } });
+      chatStatus.textContent = `Done: ${pieces} piece${pieces === 1 ? "" : "s"} in ${seconds((performance.now() - began) / 1000)}.`;
+    } catch (error) {
+      if (error.name === "AbortError") chatStatus.textContent = "Stopped.";
+      else {
+        chatStatus.textContent = "";
+        problem.textContent = error.message;
       }
-    });
-    stop.addEventListener("click", () => controller?.abort());
-  } else {
-    chatCard.append(unavailable("The playground", [`POST ${ROUTES.chat}`]));
-  }
+    } finally {
+      controller = null;
+      send.disabled = false;
+      stop.disabled = true;
+      refresh();
+    }
+  });
+  stop.addEventListener("click", () => controller?.abort());
+
+  offs.push(ctx.feed.on("gateway.*", () => refresh()));
+  offs.push(ctx.feed.on("reconnected", () => refresh()));
+  // Requests that start or finish send no event: the poll sees them.
+  timers.push(setInterval(() => {
+    if (document.visibilityState === "visible") refresh();
+  }, POLL_MS));
 
   return () => {
     offs.forEach((off) => off());
     timers.forEach(clearInterval);
+    controller?.abort();
   };
 }
 
