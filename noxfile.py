@@ -12,7 +12,7 @@ nox.options.reuse_existing_virtualenvs = True
 @nox.session(python="3.11")
 def tests(session: nox.Session) -> None:
     """The full test suite against real llama.cpp builds of both generations."""
-    session.install("-e", ".[http,test]")
+    session.install("-e", ".[http,tune,test]")
     for generation in ("current", "legacy"):
         session.run("llamaswitch", "toolchain", "build", "--generation", generation)
     session.run("pytest", *session.posargs, success_codes=[0])
@@ -29,7 +29,7 @@ def lint(session: nox.Session) -> None:
 @nox.session(python="3.11")
 def typing(session: nox.Session) -> None:
     """mypy --strict on src/."""
-    session.install("-e", ".[http]", "mypy>=1.13", "types-psutil")
+    session.install("-e", ".[http,tune]", "mypy>=1.13", "types-psutil")
     session.run("mypy", "src")
 
 
@@ -45,6 +45,6 @@ def docs(session: nox.Session) -> None:
 @nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
     """The performance scripts in bench/ (they print medians and ratios)."""
-    session.install("-e", ".[http,test]")
+    session.install("-e", ".[http,tune,test]")
     for script in sorted(__import__("pathlib").Path("bench").glob("bench_*.py")):
         session.run("python", str(script))

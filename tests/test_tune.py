@@ -226,7 +226,7 @@ def crashing_bench(tmp_path: Path) -> Iterator[Path]:
     path.write_text(CRASHING_BENCH.format(python=sys.executable, real=str(build.bench.path),
                                           counter=str(tmp_path / "runs"), crash_on=2))  # fmt: skip
     path.chmod(0o755)
-    yield path
+    return path
 
 
 def test_a_trial_that_crashes_llama_bench_is_recorded_failed_and_the_search_goes_on(
@@ -343,7 +343,7 @@ def test_a_tune_closed_with_the_library_resumes_keeping_its_measured_trials(
     ],
     ids=["legacy-split-tensor", "legacy-n_cpu_moe", "current-dio"],
 )
-def test_a_space_the_binary_cannot_honour_is_refused_naming_the_field(
+def test_a_space_the_binary_cannot_honour_is_refused_naming_the_field(  # noqa: PLR0917 - parametrized
     tmp_path: Path, models_dir: Path, generation: str, space: dict[str, Any],
     error: type[Exception], field: str,
 ) -> None:  # fmt: skip
@@ -413,7 +413,8 @@ def test_settings_that_would_not_fit_the_memory_budget_are_pruned_before_they_ru
         async with AsyncLlamaSwitch(settings) as ls:
             tune = await ls.tune("tiny.gguf", space={"flash_attn": [False, True],
                                                      "threads": [1, 2]},
-                                 objective=QUICK, server={"ctx_size": 65536}, budget=4, **FIXED)  # fmt: skip
+                                 objective=QUICK, server={"ctx_size": 65536}, budget=4,
+                                 **FIXED)  # fmt: skip
             tune = await ls.wait_tune(tune.id, timeout_s=120)
             assert tune.state == "completed", tune.error
             pruned = [t for t in tune.trials if t.state == "pruned"]

@@ -81,6 +81,7 @@ def test_a_tasks_tune_travels_on_the_wire() -> None:
                       "stderr_tail": None, "created_at": "2026-01-01T00:00:00.000Z",
                       "started_at": None, "finished_at": None, "state_history": [],
                       "timeout_s": None, "binary_version": None, "binary_commit": None,
-                      "host": {}, "running_servers": [], "tune_id": "tune1"}, BenchTask)  # fmt: skip
+                      "host": {}, "running_servers": [], "tune_id": "tune1"},
+                     BenchTask)  # fmt: skip
     assert task.tune_id == "tune1"
     assert to_wire(task)["tune_id"] == "tune1"

@@ -31,7 +31,8 @@ file = "other.gguf"
 """
 
 TUNED = ["llamaswitch tune t1 (trial 3, 3 runs each): tg128 50.00 ± 1.00 t/s, pp512 900.00 t/s",
-         "llamaswitch tune t1: llama-bench b5293 (8733e0c), 2026-12-01, objective tg128"]  # fmt: skip
+         "llamaswitch tune t1: llama-bench b5293 (8733e0c), 2026-12-01, objective tg128",
+         ]  # fmt: skip
 
 
 def write(path: Path, preset: str, settings: dict[str, object], *, owned: set[str] | None = None,

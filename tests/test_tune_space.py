@@ -163,7 +163,8 @@ def test_a_space_the_legacy_build_cannot_honour_is_refused_naming_the_field(
 
 def test_the_current_build_honours_what_the_legacy_one_refuses() -> None:
     space = TuneSpace.from_data({"split_mode": ["layer", "tensor"], "n_cpu_moe": [0, 2],
-                                 "load_mode": ["mmap", "none"], "flash_attn": ["auto", True]})  # fmt: skip
+                                 "load_mode": ["mmap", "none"],
+                                 "flash_attn": ["auto", True]})  # fmt: skip
     check_space(space, bench=caps("current", "bench"), server=caps("current", "server"),
                 model=Path("m.gguf"), base=ServerConfig())  # fmt: skip
 
@@ -289,8 +290,8 @@ def feasibility(info: ModelInfo | None = None, **overrides: Any) -> Feasibility:
 
 def test_a_micro_batch_above_the_batch_is_pruned_and_an_unset_one_is_not() -> None:
     check = feasibility()
-    assert "ubatch_size 512 > batch_size 256" in (check.problem({"batch_size": 256,
-                                                                 "ubatch_size": 512}) or "")  # fmt: skip
+    problem = check.problem({"batch_size": 256, "ubatch_size": 512})
+    assert "ubatch_size 512 > batch_size 256" in (problem or "")
     assert check.problem({"batch_size": 256, "ubatch_size": 256}) is None
     assert check.problem({"batch_size": 64}) is None  # llama.cpp takes min(512, 64)
 

@@ -199,9 +199,16 @@ def _preset_options() -> str:
 
 def _gateway_errors() -> str:
     lines = ["| status | `error.code` | when |", "|---|---|---|"]
-    gateway = [(code, kind) for code, kind in _kinds()
-               if issubclass(kind, _errors.GatewayError) and kind is not _errors.GatewayError]
-    shared = [_errors.ModelNotFoundError, _errors.MalformedBodyError, _errors.UnauthorizedError]
+    gateway = [
+        (code, kind)
+        for code, kind in _kinds()
+        if issubclass(kind, _errors.GatewayError) and kind is not _errors.GatewayError
+    ]
+    shared: list[type[LlamaSwitchError]] = [
+        _errors.ModelNotFoundError,
+        _errors.MalformedBodyError,
+        _errors.UnauthorizedError,
+    ]
     for code, kind in [*[(k.code, k) for k in shared], *gateway]:
         lines.append(f"| {kind.http_status} | `{code}` | {_cell(_summary(kind))} |")
     return "\n".join(lines)

@@ -288,7 +288,6 @@ class LlamaSwitch:
         """See :meth:`AsyncLlamaSwitch.import_benchmark`."""
         return self._call(self._async.import_benchmark(text, fmt, model=model))
 
-
     # -- tuning (llamaswitch.tuning; docs/tuning.md) ----------------------------------------
 
     def tune(
@@ -335,6 +334,7 @@ class LlamaSwitch:
     ) -> dict[str, Any]:
         """See :meth:`AsyncLlamaSwitch.tune_space`."""
         return self._call(self._async.tune_space(model, objective=objective))
+
 
 async def _build(settings: Settings | None, gpu: GpuProbe | None) -> AsyncLlamaSwitch:
     return AsyncLlamaSwitch(settings, gpu=gpu)

@@ -147,8 +147,11 @@ def create_app(
         middlewares=[
             error_middleware,
             guard_middleware(settings.api_key, loopback_only=is_loopback(settings.server_host)),
-            body_limits_middleware(max_bytes=client_max_size, timeout_s=body_timeout_s,
-                                   gateway_max_bytes=GATEWAY_MAX_BODY_BYTES),
+            body_limits_middleware(
+                max_bytes=client_max_size,
+                timeout_s=body_timeout_s,
+                gateway_max_bytes=GATEWAY_MAX_BODY_BYTES,
+            ),
         ],
         client_max_size=client_max_size,
     )

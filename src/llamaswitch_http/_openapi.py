@@ -80,15 +80,35 @@ def _error_envelope() -> Schema:
 
 def _openai_error() -> Schema:
     """The gateway's errors: OpenAI's shape (Anthropic's on /v1/messages)."""
-    openai = {"type": "object", "required": ["error"], "properties": {"error": {
-        "type": "object", "required": ["message", "type", "code"], "properties": {
-            "message": _STR, "type": _STR, "param": {"type": "null"},
-            "code": {**_STR, "enum": sorted(ERROR_KINDS)},
-            "details": {"type": "object", "description": "The kind's details."}}}}}
-    anthropic = {"type": "object", "required": ["type", "error"], "properties": {
-        "type": {"const": "error"},
-        "error": {"type": "object", "required": ["type", "message"],
-                  "properties": {"type": _STR, "message": _STR}}}}
+    openai = {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["message", "type", "code"],
+                "properties": {
+                    "message": _STR,
+                    "type": _STR,
+                    "param": {"type": "null"},
+                    "code": {**_STR, "enum": sorted(ERROR_KINDS)},
+                    "details": {"type": "object", "description": "The kind's details."},
+                },
+            }
+        },
+    }
+    anthropic = {
+        "type": "object",
+        "required": ["type", "error"],
+        "properties": {
+            "type": {"const": "error"},
+            "error": {
+                "type": "object",
+                "required": ["type", "message"],
+                "properties": {"type": _STR, "message": _STR},
+            },
+        },
+    }
     return {"anyOf": [openai, anthropic]}  # fmt: skip
 
 

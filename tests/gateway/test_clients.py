@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import aiohttp
 import anthropic
 import openai
 import pytest
@@ -202,6 +203,34 @@ def test_the_key_protects_the_gateway(llama_build: LlamaBuild, tmp_path: Path) -
             assert bare.status == 401
             assert json.loads(await bare.text())["error"]["code"] == "unauthorized"
             assert await gw.core.status() == []  # refused before anything loaded
+            await client.close()
+
+    run(scenario())
+
+
+def test_servers_with_keys_of_their_own_are_served_through_the_gateway(
+    llama_build: LlamaBuild, tmp_path: Path
+) -> None:
+    # LLAMASWITCH_SERVER_KEYS=always: even a loopback server refuses a caller without its
+    # key, and the gateway sends the key it was given.
+    settings = gateway_settings(llama_build, tmp_path, server_keys="always")
+
+    async def scenario() -> None:
+        async with running(settings) as gw:
+            client = gw.openai()
+            reply = await client.chat.completions.create(
+                model="alpha", messages=MESSAGES, max_tokens=4)  # fmt: skip
+            assert reply.choices[0].finish_reason in ("length", "stop")
+            (status,) = await gw.core.status()
+            key = gw.core.supervisor.server_key(port=status.port)
+            assert key
+            async with aiohttp.ClientSession() as direct:
+                url = f"http://127.0.0.1:{status.port}/v1/models"
+                async with direct.get(url) as bare:
+                    assert bare.status == 401
+                headers = {"Authorization": f"Bearer {key}"}
+                async with direct.get(url, headers=headers) as keyed:
+                    assert keyed.status == 200
             await client.close()
 
     run(scenario())

@@ -157,6 +157,7 @@ def test_a_server_killed_mid_stream_ends_the_stream_and_loads_again(
             [server] = await gw.core.status()
             assert server.process_id is not None
             os.kill(server.process_id, signal.SIGKILL)
+
             async def read_all() -> None:
                 async with asyncio.timeout(10):  # it never hangs
                     async for _ in stream:

@@ -70,6 +70,7 @@ def test_sighup_reloads_the_presets_of_serve(llama_build: LlamaBuild, tmp_path: 
         "LLAMASWITCH_MODEL_PORTS": f"{settings.model_ports[0]}-{settings.model_ports[1]}",
     }
     with serve(["serve"], env, tmp_path, settings.server_port) as service:
+
         def ids() -> list[str]:
             status, body = service.request("GET", "/api/v1/presets")
             assert status == 200
@@ -98,10 +99,14 @@ def test_a_bad_presets_file_stops_serve_from_starting(tmp_path: Path) -> None:
     (models / "llamaswitch.toml").write_text("[models.a]\nthreads = -1\n")
     done = subprocess.run(
         [sys.executable, "-m", "llamaswitch", "serve", "--port", str(free_port())],
-        env=serve_env({"MODELS_DIR": str(models),
-                       "LLAMASWITCH_STATE_DIR": str(tmp_path / "state")}),  # fmt: skip
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        env=serve_env(
+            {"MODELS_DIR": str(models), "LLAMASWITCH_STATE_DIR": str(tmp_path / "state")}
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 2, done.stderr
     assert "[models.a] threads" in done.stderr
     assert str(models / "llamaswitch.toml") in done.stderr

@@ -231,10 +231,13 @@ def test_demo_creates_its_models_and_prints_curl_lines_that_work(tmp_path: Path)
     }
     with serve(["serve", "--demo", str(demo), "--port", str(port)], env, tmp_path, port) as service:
         assert sorted(p.name for p in demo.iterdir()) == [
-            "llamaswitch.toml", "tiny-chat.gguf", "tiny-code.gguf"]
+            "llamaswitch.toml",
+            "tiny-chat.gguf",
+            "tiny-code.gguf",
+        ]
         printed = service.text()
         assert f"Dashboard: {service.url}/" in printed
-        page = urllib.request.urlopen(f"{service.url}/", timeout=30)  # noqa: S310 - loopback
+        page = urllib.request.urlopen(f"{service.url}/", timeout=30)
         assert page.status == 200
         assert "<html" in page.read().decode().lower()
         lines = [line.strip() for line in printed.splitlines() if line.strip().startswith("curl")]

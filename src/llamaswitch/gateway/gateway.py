@@ -30,10 +30,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -57,7 +55,7 @@ from llamaswitch._errors import (
 from llamaswitch._events import EventBus
 from llamaswitch._gpu import GpuDevice, GpuProbe
 from llamaswitch._settings import Settings
-from llamaswitch._time import now
+from llamaswitch.gateway.admission import Lease, ModelRecord, ModelState
 from llamaswitch.gateway.measurements import MeasurementStore
 from llamaswitch.gateway.memory import MemoryNeed, estimate
 from llamaswitch.gateway.names import GatewayModel, NameBook
@@ -68,7 +66,14 @@ from llamaswitch.gateway.surface import Catalog, Servers
 from llamaswitch.servers.config import ServerConfig
 from llamaswitch.servers.status import ServerState, ServerStatus
 
-__all__ = ["EVICTION_REASONS", "SWAP_BATCH", "Lease", "ModelGateway", "ModelState", "ModelView"]
+__all__ = [
+    "EVICTION_REASONS",
+    "SWAP_BATCH",
+    "Lease",
+    "ModelGateway",
+    "ModelState",
+    "ModelView",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -89,30 +94,6 @@ _RESCAN_MIN_S = 1.0
 #: Slots of a server whose binary's --help states "-1 = auto" (current builds pick 4).
 _AUTO_SLOTS = 4
 _MIB = 1024 * 1024
-
-
-class ModelState(enum.StrEnum):
-    """A gateway model's state (``GET /v1/models``)."""
-
-    UNLOADED = "unloaded"
-    LOADING = "loading"
-    READY = "ready"
-    UNLOADING = "unloading"
-    #: The last load failed; the next request tries again after the backoff.
-    FAILED = "failed"
-
-
-@attrs.frozen
-class Lease:
-    """A request's hold on a model's server: where to send it, and what it waited."""
-
-    model: str
-    url: str
-    port: int
-    #: The key the server requires (servers beyond loopback), else None.
-    api_key: str | None
-    queue_wait_s: float
-    load_wait_s: float
 
 
 @attrs.frozen
@@ -138,57 +119,6 @@ class ModelView:
     owned: bool
 
 
-@attrs.define(eq=False)
-class _Model:
-    """The gateway's mutable record of one model id."""
-
-    id: str
-    state: ModelState = ModelState.UNLOADED
-    port: int | None = None
-    url: str = ""
-    api_key: str | None = None
-    owned: bool = False
-    slots: int = 1
-    in_flight: int = 0
-    waiting: int = 0
-    slot_waiters: deque[asyncio.Future[bool]] = attrs.field(factory=deque)
-    _change: asyncio.Future[None] | None = None
-    load: asyncio.Future[None] | None = None
-    failures: int = 0
-    retry_at: float = 0.0
-    error: ModelLoadError | None = None
-    last_used: float = 0.0
-    last_used_at: datetime | None = None
-    #: Models whose load waits for this one to drain, and what it may still admit.
-    wanted_by: set[str] = attrs.field(factory=set)
-    batch_left: int = 0
-    #: Admin stops and switches waiting for this model to drain.
-    draining: int = 0
-    measured: MemoryNeed | None = None
-    estimated: MemoryNeed | None = None
-    #: The config the estimate and the measurement are for.
-    config: ServerConfig | None = None
-
-    def change(self) -> asyncio.Future[None]:
-        """A future done at the next :meth:`notify`. Take it before checking what it is
-        awaited for: a change in between is then not missed. Await it with
-        :func:`asyncio.wait`, never directly (a cancelled waiter must not cancel it for
-        the others)."""
-        if self._change is None:
-            self._change = asyncio.get_running_loop().create_future()
-        return self._change
-
-    def notify(self) -> None:
-        """Wake everything that waits for a change of this model (a broadcast)."""
-        change, self._change = self._change, None
-        if change is not None and not change.done():
-            change.set_result(None)
-
-    @property
-    def busy(self) -> bool:
-        return self.in_flight > 0 or self.state in (ModelState.LOADING, ModelState.UNLOADING)
-
-
 class ModelGateway:
     """Loads models on demand for the requests that name them (see the module docstring).
 
@@ -209,9 +139,9 @@ class ModelGateway:
         policy: PlacementPolicy | None = None,
         read_presets: Callable[[], Presets] | None = None,
     ) -> None:
-        # ``supervisor`` and ``catalog`` are this machine's, or (a cluster head's gateway
-        # per host) mirrors of another host's; ``read_presets`` replaces reading the
-        # settings' presets file (a cluster head keeps each host to the models it has).
+        # ``supervisor`` and ``catalog`` are this machine's, or stand-ins that keep the
+        # promises of gateway.surface; ``read_presets`` replaces reading the settings'
+        # presets file.
         self.settings = settings
         self.policy = policy if policy is not None else PlacementPolicy()
         self.requests = RequestLog()
@@ -227,7 +157,7 @@ class ModelGateway:
         #: Why the presets file was refused at the last (re)load; None when it was not.
         self.presets_error: PresetsError | None = None
         self._book = NameBook(())
-        self._models: dict[str, _Model] = {}
+        self._models: dict[str, ModelRecord] = {}
         self._placing = asyncio.Lock()
         self._rescanned_at = -_RESCAN_MIN_S
         self._rescan: asyncio.Future[None] | None = None
@@ -261,7 +191,7 @@ class ModelGateway:
         for m in self._models.values():
             if m.load is not None:
                 m.load.cancel()
-            self._wake_all(m)
+            m.wake_all()
         await asyncio.to_thread(self._store.close)
 
     def _track(self, coro: Awaitable[None]) -> asyncio.Task[None]:
@@ -359,10 +289,10 @@ class ModelGateway:
             ))  # fmt: skip
         return views
 
-    def _state(self, model_id: str) -> _Model:
+    def _state(self, model_id: str) -> ModelRecord:
         m = self._models.get(model_id)
         if m is None:
-            m = self._models[model_id] = _Model(id=model_id)
+            m = self._models[model_id] = ModelRecord(id=model_id)
         return m
 
     def _ttl(self, model: GatewayModel) -> float | None:
@@ -405,7 +335,7 @@ class ModelGateway:
         if record is not None:
             record.model = model.id
         # The hot path: serving, a slot free, nobody ahead. No await.
-        if self._serving(m, model) and self._admit(m):
+        if self._serving(m, model) and m.admit():
             m.in_flight += 1
             return self._lease(m, 0.0, 0.0)
         if m.waiting >= self.settings.queue_max:
@@ -424,7 +354,7 @@ class ModelGateway:
                     await self._loaded(m, model)
                     load_wait += time.monotonic() - started
                     continue
-                if self._admit(m):
+                if m.admit():
                     m.in_flight += 1
                     break
                 if not queued:
@@ -433,7 +363,7 @@ class ModelGateway:
                         record.state = "queued"
                     self._events.emit("gateway", "request_queued", model=m.id,
                                       queued=m.waiting, in_flight=m.in_flight)  # fmt: skip
-                if await self._wait_slot(m):
+                if await m.wait_slot():
                     break
         finally:
             m.waiting -= 1
@@ -444,72 +374,19 @@ class ModelGateway:
         """End a request's hold (see :meth:`acquire`)."""
         m = self._models.get(lease.model)
         if m is not None:
-            self._release_slot(m)
+            m.release()
 
-    def _lease(self, m: _Model, queue_wait: float, load_wait: float) -> Lease:
+    def _lease(self, m: ModelRecord, queue_wait: float, load_wait: float) -> Lease:
         assert m.port is not None  # noqa: S101 - serving
         return Lease(model=m.id, url=m.url, port=m.port, api_key=m.api_key,
                      queue_wait_s=queue_wait, load_wait_s=load_wait)  # fmt: skip
 
-    def _admit(self, m: _Model) -> bool:
-        """Whether a request may start on ``m`` now (counting it against a swap batch)."""
-        if m.in_flight >= m.slots or m.slot_waiters or m.draining:
-            return False
-        if m.wanted_by:
-            if m.batch_left <= 0:
-                return False
-            m.batch_left -= 1
-        return True
-
-    async def _wait_slot(self, m: _Model) -> bool:
-        """Queue for a slot; True when one was handed over, False to look again."""
-        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        m.slot_waiters.append(waiter)
-        try:
-            return await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled() and waiter.result():
-                self._release_slot(m)  # handed over just as the client left
-            else:
-                with contextlib.suppress(ValueError):
-                    m.slot_waiters.remove(waiter)
-            raise
-
-    def _release_slot(self, m: _Model) -> None:
-        m.in_flight -= 1
-        m.last_used = time.monotonic()
-        m.last_used_at = now()
-        self._hand_over(m)
-        if m.in_flight == 0:
-            m.notify()
-
-    def _hand_over(self, m: _Model) -> None:
-        """Give free slots to the requests queued first."""
-        while m.slot_waiters and m.in_flight < m.slots:
-            if m.draining or (m.wanted_by and m.batch_left <= 0):
-                return  # closed to newcomers: they wait for the swap
-            waiter = m.slot_waiters.popleft()
-            if waiter.done():
-                continue
-            if m.wanted_by:
-                m.batch_left -= 1
-            m.in_flight += 1
-            waiter.set_result(True)
-
-    def _wake_all(self, m: _Model) -> None:
-        """Send every queued request back to look again (the model went or changed)."""
-        while m.slot_waiters:
-            waiter = m.slot_waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(False)
-        m.notify()
-
-    def _serving(self, m: _Model, model: GatewayModel) -> bool:
+    def _serving(self, m: ModelRecord, model: GatewayModel) -> bool:
         if m.state is not ModelState.READY or m.port is None:
             return False
         return self._supervisor.is_ready(m.port, model.info.path) or self._check_serving(m, model)
 
-    def _check_serving(self, m: _Model, model: GatewayModel) -> bool:
+    def _check_serving(self, m: ModelRecord, model: GatewayModel) -> bool:
         """Notice a server that went away under a ready model (crash, admin stop)."""
         if m.state is not ModelState.READY or m.port is None:
             return False
@@ -524,16 +401,16 @@ class ModelGateway:
         self._gone(m, reason)
         return False
 
-    def _gone(self, m: _Model, reason: str) -> None:
+    def _gone(self, m: ModelRecord, reason: str) -> None:
         logger.info("model %s is no longer served (%s)", m.id, reason)
         m.state = ModelState.UNLOADED
         m.port = None
         m.owned = False
         self._events.emit("gateway", "model_evicted", model=m.id, reason=reason,
                           detail=f"its server {reason}")  # fmt: skip
-        self._wake_all(m)
+        m.wake_all()
 
-    async def _loaded(self, m: _Model, model: GatewayModel) -> None:
+    async def _loaded(self, m: ModelRecord, model: GatewayModel) -> None:
         """Return once ``m`` is serving: adopt a server of its file, join the load under
         way, or start one."""
         while not self._serving(m, model):
@@ -552,7 +429,7 @@ class ModelGateway:
                 m.load.add_done_callback(_consume)
             await asyncio.shield(m.load)
 
-    def _adopt(self, m: _Model, model: GatewayModel) -> bool:
+    def _adopt(self, m: ModelRecord, model: GatewayModel) -> bool:
         """Use a ready server of the model's file started through the admin API."""
         for status in self._supervisor.snapshot():
             if status.state is ServerState.READY and Path(status.model_path) == model.info.path:
@@ -562,7 +439,7 @@ class ModelGateway:
                 return True
         return False
 
-    def _serve(self, m: _Model, status: ServerStatus, *, owned: bool,
+    def _serve(self, m: ModelRecord, status: ServerStatus, *, owned: bool,
                caps_slots: int | None) -> None:  # fmt: skip
         m.state = ModelState.READY
         m.port = status.port
@@ -576,7 +453,7 @@ class ModelGateway:
         m.failures = 0
         m.notify()
 
-    async def _load(self, m: _Model, model: GatewayModel) -> None:
+    async def _load(self, m: ModelRecord, model: GatewayModel) -> None:
         """Make room, start the server, and record the outcome (one task per load)."""
         config = self._launch_config(model)
         try:
@@ -612,7 +489,7 @@ class ModelGateway:
                           adopted=False, load_s=round(load_s, 4))  # fmt: skip
         self._track(self._measure_now(m, model))
 
-    def _failed(self, m: _Model, exc: LlamaSwitchError) -> ModelLoadError:
+    def _failed(self, m: ModelRecord, exc: LlamaSwitchError) -> ModelLoadError:
         m.state = ModelState.FAILED
         m.failures += 1
         delay = min(_BACKOFF_S * 2 ** (m.failures - 1), _BACKOFF_MAX_S)
@@ -631,7 +508,7 @@ class ModelGateway:
 
     # -- placement ------------------------------------------------------------------------
 
-    async def _need(self, m: _Model, model: GatewayModel) -> MemoryNeed:
+    async def _need(self, m: ModelRecord, model: GatewayModel) -> MemoryNeed:
         """What ``model`` takes: measured before with this config, else estimated."""
         if m.config != model.config or m.estimated is None:
             m.config = model.config
@@ -648,11 +525,13 @@ class ModelGateway:
         """The config as the supervisor will fill it in (GPU_LAYERS applied)."""
         return model.config.with_defaults(gpu_layers=self.settings.gpu_layers)
 
-    def _residents(self, exclude: _Model | None) -> tuple[list[Resident], dict[str, _Model]]:
+    def _residents(
+        self, exclude: ModelRecord | None
+    ) -> tuple[list[Resident], dict[str, ModelRecord]]:
         """Everything that holds memory now: the gateway's models (by id) and the other
         servers (by ``model@port``, never unloaded by the gateway)."""
         residents: list[Resident] = []
-        ours: dict[str, _Model] = {}
+        ours: dict[str, ModelRecord] = {}
         by_port = {m.port: m for m in self._models.values()
                    if m.port is not None and m.state is not ModelState.UNLOADED}  # fmt: skip
         book = self._book.by_id()
@@ -729,7 +608,7 @@ class ModelGateway:
             "queued": {m.id: m.waiting for m in self._models.values() if m.waiting},
         }
 
-    async def _make_room(self, m: _Model, model: GatewayModel) -> None:
+    async def _make_room(self, m: ModelRecord, model: GatewayModel) -> None:
         """Unload idle models until ``m`` fits, waiting for busy ones to drain (lock held)."""
         deadline = time.monotonic() + self.settings.drain_timeout_s
         while True:
@@ -753,14 +632,14 @@ class ModelGateway:
                 raise PlacementTimeoutError(m.id, plan.wait_for, self.settings.drain_timeout_s)
             await asyncio.sleep(0)  # never a loop that holds the event loop
 
-    def _unwant(self, m: _Model) -> None:
+    def _unwant(self, m: ModelRecord) -> None:
         for other in self._models.values():
             if m.id in other.wanted_by:
                 other.wanted_by.discard(m.id)
                 if not other.wanted_by:
-                    self._hand_over(other)
+                    other.hand_over()
 
-    async def _unload(self, m: _Model, *, reason: str, detail: str) -> None:
+    async def _unload(self, m: ModelRecord, *, reason: str, detail: str) -> None:
         """Stop an idle model's server (the placement lock is held). ``reason`` is one of
         :data:`EVICTION_REASONS`; ``detail`` says more."""
         port = m.port
@@ -778,11 +657,11 @@ class ModelGateway:
             logger.info("model %s unloaded: %s", m.id, detail)
             self._events.emit("gateway", "model_evicted", model=m.id, reason=reason,
                               detail=detail)  # fmt: skip
-            self._wake_all(m)
+            m.wake_all()
 
     # -- measurement ----------------------------------------------------------------------
 
-    async def _measure_now(self, m: _Model, model: GatewayModel | None = None) -> None:
+    async def _measure_now(self, m: ModelRecord, model: GatewayModel | None = None) -> None:
         """Sample the server's RSS and VRAM and keep the peak (best effort)."""
         model = model or self._book.by_id().get(m.id)
         if m.port is None or model is None or not m.owned:
@@ -860,7 +739,7 @@ class ModelGateway:
                 model = book.get(m.id)
                 if model is not None:
                     self._check_serving(m, model)
-                self._hand_over(m)
+                m.hand_over()
                 m.notify()
 
     async def lost(self, lease: Lease, timeout_s: float = 2.0) -> bool:
@@ -899,7 +778,7 @@ def _default_slots(binary: BinaryInfo) -> int:
     return _AUTO_SLOTS if default < 0 else default
 
 
-async def _idle_within(models: Sequence[_Model], timeout_s: float) -> bool:
+async def _idle_within(models: Sequence[ModelRecord], timeout_s: float) -> bool:
     """Wait until none of ``models`` is busy (requests in flight, loading, unloading);
     False after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s

@@ -2,12 +2,11 @@
 
 :class:`~llamaswitch.gateway.gateway.ModelGateway` is written against the supervisor and
 the catalog of one machine, but it uses only a few of their methods: :class:`Servers`
-and :class:`Catalog` say which. A cluster head (:mod:`llamaswitch.cluster`) gives each
-host's gateway a mirror of that host's servers and catalog that keeps these promises.
+and :class:`Catalog` say which, so that a gateway can be given stand-ins that keep these
+promises without a change to it.
 
 :class:`Gateway` is the other side: what :class:`~llamaswitch.AsyncLlamaSwitch` and the
-HTTP adapter call on a gateway. ``ModelGateway`` has it; so has the cluster's gateway,
-which places each model on one of many hosts.
+HTTP adapter call on a gateway; ``ModelGateway`` has it.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ prompt speed alone.
 
 >>> objective = Objective(metric="mix", pp_weight=0.5)
 >>> m = Measurement(pp=Figure.of(400.0, 4.0, 4), tg=Figure.of(100.0, 2.0, 4))
->>> objective.score(m)
+>>> round(objective.score(m), 6)
 200.0
 >>> round(objective.score_error(m), 3)
 1.118
