@@ -11,7 +11,8 @@ What runs, all on loopback:
   real model copied, as bench_catalog.py does), llama.cpp found as ``serve`` finds it;
 - one real llama-bench run through ``POST /api/v1/benchmark`` (JSON output), whose output
   is then imported ``--tasks - 1`` times through ``POST /api/v1/benchmarks/import``, so
-  the history holds ``--tasks`` tasks;
+  the history holds ``--tasks`` tasks; then one real tune of four trials, so the Tune
+  page lists one;
 - Debian's Chromium under Playwright, as the browser tests start it. Each load is a fresh
   browser context (an empty cache: every asset is fetched), on a fresh document.
 
@@ -60,7 +61,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-PAGES = ("overview", "models", "logs", "benchmarks", "activity")
+PAGES = ("overview", "models", "logs", "benchmarks", "tune", "activity")
 INTERACTIVE_GOAL_MS = 1000.0
 GZIP_GOAL_BYTES = 300 * 1024
 
@@ -106,6 +107,28 @@ def fill_history(api: str, count: int) -> None:
         raise SystemExit(f"the benchmark ended {status['state']}: {status['error']}")
     for _ in range(count - 1):
         request(f"{api}/benchmarks/import", "POST", {"text": status["output"], "format": "json"})
+
+
+def run_tune(api: str) -> str:
+    """One real tune of 2 x 2 points, so the Tune page lists a tune; its id."""
+    body = {
+        "model_path": "model-0000.gguf",
+        "space": {"threads": [1, 2], "batch_size": [32, 64]},
+        "objective": {"n_prompt": 16, "n_gen": 8},
+        "budget": 4,
+        "repetitions": 2,
+        "max_repetitions": 2,
+        "save_preset": False,
+    }
+    tune_id = str(request(f"{api}/tune", "POST", body)["data"]["id"])
+    deadline = time.monotonic() + 120
+    while (state := request(f"{api}/tune/status?tune_id={tune_id}")["data"]["state"]) == "running":
+        if time.monotonic() > deadline:
+            raise SystemExit("the tune did not finish in 120 s")
+        time.sleep(0.1)
+    if state != "completed":
+        raise SystemExit(f"the tune ended {state}")
+    return tune_id
 
 
 def asset_sizes() -> tuple[int, int, int]:
@@ -245,12 +268,13 @@ def main() -> None:
                 time.sleep(0.05)
         started = time.perf_counter()
         fill_history(api, args.tasks)
+        run_tune(api)
         listed = len(request(f"{api}/models")["data"])
         history = len(request(f"{api}/benchmarks?limit=1000")["data"])
         # One server, so Overview and Logs have a row and output to show.
         server = request(f"{api}/model/start?wait=true", "POST", {"model_path": "model-0000.gguf"})
         print(
-            f"catalog: {listed} models; history: {history} tasks (filled in "
+            f"catalog: {listed} models; history: {history} tasks and 1 tune (filled in "
             f"{time.perf_counter() - started:.1f} s); 1 model server on port "
             f"{server['data']['port']}; {args.loads} cold loads per page; {os.cpu_count()} CPUs"
         )

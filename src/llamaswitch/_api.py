@@ -472,7 +472,8 @@ class AsyncLlamaSwitch:
         self, tune_id: str, *, trial: int | None = None, preset: str | None = None
     ) -> Tune:
         """Write a completed trial of a tune (default: the best) as a preset now; the
-        gateway serves it at once. ``preset``: its id (default: the tune's)."""
+        gateway serves it at once. ``preset``: its id (default: the tune's).
+        :class:`~llamaswitch.PresetsError` when the presets file cannot be written."""
         return await self._tuner().save_preset(tune_id, trial=trial, preset=preset)
 
     async def tune_space(

@@ -39,6 +39,8 @@ from llamaswitch._vocabulary import markdown_table, rows, specs
 from llamaswitch.bench.config import BenchConfig
 from llamaswitch.gateway.presets import PresetOptions
 from llamaswitch.servers.config import ENV_NAMES, ENV_PREFIXES, ServerConfig
+from llamaswitch.tuning.objective import Objective
+from llamaswitch.tuning.options import TuneOptions
 
 __all__ = ["render", "stale", "write"]
 
@@ -122,6 +124,13 @@ _EXIT_MEANINGS: Final[Mapping[int, str]] = {
     EXIT_INTERRUPTED: "interrupted by Ctrl-C or SIGTERM (except the foreground "
     "`switch`/`start`, where Ctrl-C is the normal end: 0)",
 }
+
+
+def _tune_options() -> str:
+    """``llamaswitch tune``'s objective and tune options: Objective's and TuneOptions'
+    fields, one table (the header once)."""
+    objective = _cli_table(Objective).splitlines()
+    return "\n".join([*objective, *_cli_table(TuneOptions).splitlines()[2:]])
 
 
 def _kinds() -> list[tuple[str, type[LlamaSwitchError]]]:
@@ -222,6 +231,7 @@ _FRAGMENTS: Final[Mapping[str, Callable[[], str]]] = {
     "env-allow-list": _env_allow_list,
     "cli-server-options": lambda: _cli_table(ServerConfig),
     "cli-bench-options": lambda: _cli_table(BenchConfig),
+    "cli-tune-options": _tune_options,
     "exit-codes": _exit_codes,
     "error-kinds": _error_kinds,
     "error-classes": _error_classes,

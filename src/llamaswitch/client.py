@@ -23,10 +23,10 @@ import json
 import logging
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Final, Generic, TypeVar, overload
+from typing import Any, Final, Generic, Protocol, TypeVar, overload
 
 import attrs
 import httpx
@@ -35,11 +35,13 @@ from llamaswitch._catalog import ModelInfo
 from llamaswitch._errors import (
     ERROR_KINDS,
     BadResponseError,
+    ConfigValidationError,
     InternalServiceError,
     LlamaSwitchError,
     RequestError,
     ServiceUnreachableError,
     TaskTimeoutError,
+    TuneTimeoutError,
 )
 from llamaswitch._events import Event
 from llamaswitch._time import format_time
@@ -49,6 +51,8 @@ from llamaswitch.bench.config import BenchConfig
 from llamaswitch.bench.task import BenchTask
 from llamaswitch.servers.config import ServerConfig
 from llamaswitch.servers.status import ServerStatus
+from llamaswitch.tuning.objective import Objective
+from llamaswitch.tuning.tune import Tune
 
 __all__ = ["DEFAULT_TIMEOUT_S", "SHARED_METHODS", "AsyncRemoteLlamaSwitch", "RemoteLlamaSwitch"]
 
@@ -63,7 +67,8 @@ SHARED_METHODS: Final = (
     "list_models", "switch", "start", "stop", "status", "logs", "server_key",
     "submit_benchmark", "benchmark_status", "wait_benchmark", "cancel_benchmark",
     "delete_benchmark", "prune_benchmarks", "list_benchmarks", "compare_benchmarks",
-    "import_benchmark",
+    "import_benchmark", "tune", "tune_status", "wait_tune", "cancel_tune", "resume_tune",
+    "list_tunes", "save_tune_preset", "tune_space",
 )  # fmt: skip
 _PREFIX: Final = "/api/v1"
 # wait_benchmark polls: briskly first (tiny models finish in tens of ms), then calmly.
@@ -82,6 +87,39 @@ class _Call(Generic[T]):
     body: Any = None
     #: None: wait as long as the service takes (a switch waiting for a model to load).
     timeout_s: float | None = DEFAULT_TIMEOUT_S
+
+
+class _Finishing(Protocol):
+    @property
+    def finished(self) -> bool: ...
+
+
+F = TypeVar("F", bound=_Finishing)
+
+
+async def _poll(fetch: Callable[[], Awaitable[F]], timeout_s: float | None) -> F:
+    """Fetch until the record says it finished, or ``timeout_s`` passed (the last one
+    fetched then, unfinished); the delay doubles from 50 ms to 0.5 s."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    delay = _POLL_FIRST_S
+    while True:
+        record = await fetch()
+        if record.finished or (deadline is not None and time.monotonic() >= deadline):
+            return record
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, _POLL_MAX_S)
+
+
+def _poll_blocking(fetch: Callable[[], F], timeout_s: float | None) -> F:
+    """:func:`_poll`, for the blocking client."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    delay = _POLL_FIRST_S
+    while True:
+        record = fetch()
+        if record.finished or (deadline is not None and time.monotonic() >= deadline):
+            return record
+        time.sleep(delay)
+        delay = min(delay * 2, _POLL_MAX_S)
 
 
 def _list_of(cls: type[T]) -> Callable[[Any], list[T]]:
@@ -181,8 +219,46 @@ class _Requests:
         return _Call("POST", "/benchmarks/import", _one(BenchTask), body=body,
                      timeout_s=self.timeout_s)  # fmt: skip
 
+    def tune(self, model: str, space: BenchConfig | Mapping[str, Any] | None,
+             objective: Objective | str | Mapping[str, Any] | None,
+             server: ServerConfig | Mapping[str, Any] | None,
+             options: Mapping[str, Any]) -> _Call[Tune]:  # fmt: skip
+        if "model_path" in options:  # the body's own key: it would name the model
+            raise ConfigValidationError([("model_path", "unknown field (the model is the "
+                                          "first argument)")])  # fmt: skip
+        body = {**options, "model_path": model, "space": _data(space),
+                "objective": _data(objective), "server": _data(server)}  # fmt: skip
+        return _Call("POST", "/tune", _one(Tune), body=body, timeout_s=self.timeout_s)
+
+    def tune_call(self, method: str, path: str, tune_id: str,
+                  **query: Any) -> _Call[Tune]:  # fmt: skip
+        return _Call(method, path, _one(Tune), query={"tune_id": tune_id, **query},
+                     timeout_s=self.timeout_s)  # fmt: skip
+
+    def list_tunes(self, model: str | None, limit: int) -> _Call[list[Tune]]:
+        return _Call("GET", "/tunes", _list_of(Tune), query={"model": model, "limit": limit},
+                     timeout_s=self.timeout_s)  # fmt: skip
+
+    def tune_space(
+        self, model: str, objective: Objective | str | Mapping[str, Any] | None
+    ) -> _Call[dict[str, Any]]:
+        # The route takes the one size the default space depends on: the prompt's.
+        n_prompt = None if objective is None else Objective.coerce(objective).n_prompt
+        return _Call("GET", "/tune/space", lambda data: dict(data or {}),
+                     query={"model_path": model, "n_prompt": n_prompt},
+                     timeout_s=self.timeout_s)  # fmt: skip
+
     def health(self) -> _Call[dict[str, Any]]:
         return _Call("GET", "/health", lambda data: dict(data or {}), timeout_s=self.timeout_s)
+
+
+def _data(value: Any) -> Any:
+    """A request part as JSON: typed values in the wire format, the rest as given."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, Mapping):
+        return dict(value)
+    return to_wire(value)
 
 
 def _base_url(url: str) -> str:
@@ -360,18 +436,12 @@ class AsyncRemoteLlamaSwitch:
 
     async def wait_benchmark(self, task_id: str, timeout_s: float | None = None) -> BenchTask:
         """See :meth:`AsyncLlamaSwitch.wait_benchmark` (polls the task's status)."""
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        delay = _POLL_FIRST_S
-        while True:
-            task = await self.benchmark_status(task_id)
-            if task.finished:
-                return task
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TaskTimeoutError(
-                    f"benchmark task {task_id} still {task.state} after {timeout_s:g} s"
-                )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, _POLL_MAX_S)
+        task = await _poll(lambda: self.benchmark_status(task_id), timeout_s)
+        if not task.finished:
+            raise TaskTimeoutError(
+                f"benchmark task {task_id} still {task.state} after {timeout_s:g} s"
+            )
+        return task
 
     async def cancel_benchmark(self, task_id: str) -> BenchTask:
         """See :meth:`AsyncLlamaSwitch.cancel_benchmark`."""
@@ -412,6 +482,55 @@ class AsyncRemoteLlamaSwitch:
     ) -> BenchTask:
         """See :meth:`AsyncLlamaSwitch.import_benchmark`."""
         return await self._send(self._calls.import_benchmark(text, fmt, model))
+
+    async def tune(
+        self,
+        model: str,
+        *,
+        space: BenchConfig | Mapping[str, Any] | None = None,
+        objective: Objective | str | Mapping[str, Any] | None = None,
+        server: ServerConfig | Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Tune:
+        """See :meth:`AsyncLlamaSwitch.tune`."""
+        return await self._send(self._calls.tune(model, space, objective, server, options))
+
+    async def tune_status(self, tune_id: str) -> Tune:
+        """See :meth:`AsyncLlamaSwitch.tune_status`."""
+        return await self._send(self._calls.tune_call("GET", "/tune/status", tune_id))
+
+    async def wait_tune(self, tune_id: str, timeout_s: float | None = None) -> Tune:
+        """See :meth:`AsyncLlamaSwitch.wait_tune` (polls the tune's status)."""
+        tune = await _poll(lambda: self.tune_status(tune_id), timeout_s)
+        if not tune.finished:
+            raise TuneTimeoutError(f"tune {tune_id} still running after {timeout_s:g} s")
+        return tune
+
+    async def cancel_tune(self, tune_id: str) -> Tune:
+        """See :meth:`AsyncLlamaSwitch.cancel_tune`."""
+        return await self._send(self._calls.tune_call("POST", "/tune/cancel", tune_id))
+
+    async def resume_tune(self, tune_id: str, *, budget: int | None = None) -> Tune:
+        """See :meth:`AsyncLlamaSwitch.resume_tune`."""
+        call = self._calls.tune_call("POST", "/tune/resume", tune_id, budget=budget)
+        return await self._send(call)
+
+    async def list_tunes(self, *, model: str | None = None, limit: int = 50) -> list[Tune]:
+        """See :meth:`AsyncLlamaSwitch.list_tunes`."""
+        return await self._send(self._calls.list_tunes(model, limit))
+
+    async def save_tune_preset(
+        self, tune_id: str, *, trial: int | None = None, preset: str | None = None
+    ) -> Tune:
+        """See :meth:`AsyncLlamaSwitch.save_tune_preset`."""
+        call = self._calls.tune_call("POST", "/tune/preset", tune_id, trial=trial, preset=preset)
+        return await self._send(call)
+
+    async def tune_space(
+        self, model: str, *, objective: Objective | str | Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """See :meth:`AsyncLlamaSwitch.tune_space`."""
+        return await self._send(self._calls.tune_space(model, objective))
 
 
 class RemoteLlamaSwitch:
@@ -525,18 +644,12 @@ class RemoteLlamaSwitch:
 
     def wait_benchmark(self, task_id: str, timeout_s: float | None = None) -> BenchTask:
         """See :meth:`LlamaSwitch.wait_benchmark` (polls the task's status)."""
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        delay = _POLL_FIRST_S
-        while True:
-            task = self.benchmark_status(task_id)
-            if task.finished:
-                return task
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TaskTimeoutError(
-                    f"benchmark task {task_id} still {task.state} after {timeout_s:g} s"
-                )
-            time.sleep(delay)
-            delay = min(delay * 2, _POLL_MAX_S)
+        task = _poll_blocking(lambda: self.benchmark_status(task_id), timeout_s)
+        if not task.finished:
+            raise TaskTimeoutError(
+                f"benchmark task {task_id} still {task.state} after {timeout_s:g} s"
+            )
+        return task
 
     def cancel_benchmark(self, task_id: str) -> BenchTask:
         """See :meth:`LlamaSwitch.cancel_benchmark`."""
@@ -577,3 +690,52 @@ class RemoteLlamaSwitch:
     ) -> BenchTask:
         """See :meth:`LlamaSwitch.import_benchmark`."""
         return self._send(self._calls.import_benchmark(text, fmt, model))
+
+    def tune(
+        self,
+        model: str,
+        *,
+        space: BenchConfig | Mapping[str, Any] | None = None,
+        objective: Objective | str | Mapping[str, Any] | None = None,
+        server: ServerConfig | Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Tune:
+        """See :meth:`LlamaSwitch.tune`."""
+        return self._send(self._calls.tune(model, space, objective, server, options))
+
+    def tune_status(self, tune_id: str) -> Tune:
+        """See :meth:`LlamaSwitch.tune_status`."""
+        return self._send(self._calls.tune_call("GET", "/tune/status", tune_id))
+
+    def wait_tune(self, tune_id: str, timeout_s: float | None = None) -> Tune:
+        """See :meth:`LlamaSwitch.wait_tune` (polls the tune's status)."""
+        tune = _poll_blocking(lambda: self.tune_status(tune_id), timeout_s)
+        if not tune.finished:
+            raise TuneTimeoutError(f"tune {tune_id} still running after {timeout_s:g} s")
+        return tune
+
+    def cancel_tune(self, tune_id: str) -> Tune:
+        """See :meth:`LlamaSwitch.cancel_tune`."""
+        return self._send(self._calls.tune_call("POST", "/tune/cancel", tune_id))
+
+    def resume_tune(self, tune_id: str, *, budget: int | None = None) -> Tune:
+        """See :meth:`LlamaSwitch.resume_tune`."""
+        call = self._calls.tune_call("POST", "/tune/resume", tune_id, budget=budget)
+        return self._send(call)
+
+    def list_tunes(self, *, model: str | None = None, limit: int = 50) -> list[Tune]:
+        """See :meth:`LlamaSwitch.list_tunes`."""
+        return self._send(self._calls.list_tunes(model, limit))
+
+    def save_tune_preset(
+        self, tune_id: str, *, trial: int | None = None, preset: str | None = None
+    ) -> Tune:
+        """See :meth:`LlamaSwitch.save_tune_preset`."""
+        call = self._calls.tune_call("POST", "/tune/preset", tune_id, trial=trial, preset=preset)
+        return self._send(call)
+
+    def tune_space(
+        self, model: str, *, objective: Objective | str | Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """See :meth:`LlamaSwitch.tune_space`."""
+        return self._send(self._calls.tune_space(model, objective))

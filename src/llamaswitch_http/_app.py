@@ -15,6 +15,7 @@ from llamaswitch._settings import Settings, is_loopback
 from llamaswitch._wire import dumps
 from llamaswitch_http import _gateway as gw
 from llamaswitch_http import _handlers as h
+from llamaswitch_http import _tuning as tu
 from llamaswitch_http._auth import guard_middleware
 from llamaswitch_http._bodies import (
     BODY_TIMEOUT_S,
@@ -68,6 +69,14 @@ ROUTES: Final = (
     ("GET", "/api/v1/gateway/plan", h.gateway_plan),
     ("GET", "/api/v1/presets", h.presets),
     ("POST", "/api/v1/presets/reload", h.presets_reload),
+    # Tuning (docs/tuning.md).
+    ("POST", "/api/v1/tune", tu.tune_start),
+    ("GET", "/api/v1/tune/status", tu.tune_status),
+    ("POST", "/api/v1/tune/cancel", tu.tune_cancel),
+    ("POST", "/api/v1/tune/resume", tu.tune_resume),
+    ("POST", "/api/v1/tune/preset", tu.tune_preset),
+    ("GET", "/api/v1/tune/space", tu.tune_space),
+    ("GET", "/api/v1/tunes", tu.tunes_list),
     ("GET", "/api/v1/events", h.events),
     ("GET", "/api/v1/health", h.health),
     ("GET", "/api/v1/openapi.json", h.openapi),

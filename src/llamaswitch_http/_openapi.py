@@ -24,9 +24,11 @@ from llamaswitch.bench.comparison import Comparison
 from llamaswitch.bench.task import TASK_STATES, BenchTask
 from llamaswitch.gateway.requests import RequestRecord
 from llamaswitch.servers.status import ServerStatus
+from llamaswitch.tuning.tune import Tune
 from llamaswitch_http._bodies import BenchmarkBody, ImportBody, PruneBody, StopBody, SwitchBody
 from llamaswitch_http._gateway import FORWARDED_ROUTES
 from llamaswitch_http._sse import EVENT_TOPICS
+from llamaswitch_http._tuning import tune_request_schema
 
 __all__ = ["FORWARDED_MARK", "build_openapi", "openapi_document"]
 
@@ -181,6 +183,7 @@ _PORT = _query("port", _PORT_SCHEMA, "A model server's port.")
 _FORCE = _query("force", _BOOL, "Cut gateway requests in flight at once (default: wait "
                 "for them, up to LLAMASWITCH_DRAIN_TIMEOUT_S).")  # fmt: skip
 _TASK_ID = _query("task_id", {"type": "string", "minLength": 1}, "The task id.", required=True)
+_TUNE_ID = _query("tune_id", {"type": "string", "minLength": 1}, "The tune id.", required=True)
 
 
 _MODEL_ENTRY: Final = {"type": "object", "required": ["id", "object", "state"],
@@ -223,6 +226,8 @@ def openapi_document(*, secured: bool) -> dict[str, Any]:
     components["ErrorEnvelope"] = _error_envelope()
     components["OpenAIError"] = _openai_error()
     type_schema(RequestRecord, components)
+    type_schema(Tune, components)
+    components["TuneRequest"] = tune_request_schema(components)
     paths: dict[str, Any] = {
         "/api/v1/models": {"get": _op(
             "List the GGUF models of the models folder (message: 'Found N GGUF models')",
@@ -332,6 +337,46 @@ def openapi_document(*, secured: bool) -> dict[str, Any]:
             "Read the presets file again (422 naming the table and key if it is bad; "
             "the presets in effect then stay)",
             ok={200: ("The presets now in effect.", {"type": "object"})},
+            errors=(422,), secured=s)},
+        "/api/v1/tune": {"post": _op(
+            "Start a tune: a search of llama-bench settings whose best is saved as a preset",
+            ok={202: ("The tune (running).", _ref("Tune"))},
+            body=_ref("TuneRequest"), errors=(404, 503), secured=s)},
+        "/api/v1/tune/status": {"get": _op(
+            "A tune: state, progress, trials, the best one, the Pareto front, its preset",
+            ok={200: ("The tune.", _ref("Tune"))},
+            params=[_TUNE_ID], errors=(404, 422), secured=s)},
+        "/api/v1/tune/cancel": {"post": _op(
+            "Stop a running tune and its running trial (measured trials are kept)",
+            ok={200: ("The tune, cancelled; or unchanged if it had ended, the message then "
+                      "naming its state.", _ref("Tune"))},
+            params=[_TUNE_ID], errors=(404, 422), secured=s)},
+        "/api/v1/tune/resume": {"post": _op(
+            "Go on with a stopped tune (after a restart too), or give it more trials",
+            ok={202: ("The tune (running).", _ref("Tune"))},
+            params=[_TUNE_ID, _query("budget", Whole(1, 10_000).schema(),
+                                     "Its new total number of trials.")],
+            errors=(404, 409, 422), secured=s)},
+        "/api/v1/tune/preset": {"post": _op(
+            "Write a completed trial (default: the best) as a preset; served at once",
+            ok={200: ("The tune, with the preset written.", _ref("Tune"))},
+            params=[_TUNE_ID,
+                    _query("trial", Whole(0, 1_000_000).schema(), "The trial's number."),
+                    _query("preset", {"type": "string", "minLength": 1}, "The preset's id.")],
+            errors=(404, 409, 422), secured=s)},
+        "/api/v1/tune/space": {"get": _op(
+            "The space a tune of the model searches by default",
+            ok={200: ("BenchConfig fields, a list of values each.", {"type": "object"})},
+            params=[_query("model_path", {"type": "string", "minLength": 1},
+                           "The model (file name, relative path or name).", required=True),
+                    _query("n_prompt", Whole(1, 1_000_000).schema(),
+                           "The objective's prompt size (batch sizes stop there).")],
+            errors=(404, 422, 503), secured=s)},
+        "/api/v1/tunes": {"get": _op(
+            "Tunes, newest first, without their trials",
+            ok={200: ("Tunes.", {"type": "array", "items": _ref("Tune")})},
+            params=[_query("model", {"type": "string", "minLength": 1}, "Model name or path."),
+                    _query("limit", Whole(1, 1000).schema(), "At most this many (default 50).")],
             errors=(422,), secured=s)},
         "/v1/models": {"get": _op(
             "The models clients can name (OpenAI's list; each with state, aliases and "

@@ -91,7 +91,8 @@ async def tune_cancel(request: web.Request) -> web.Response:
     core = request.app[CORE]
     before = await core.tune_status(tune_id)
     tune = await core.cancel_tune(tune_id)
-    if before.finished:
+    # It may also have ended by itself between the two calls: the message says what is.
+    if before.finished or tune.state != "cancelled":
         return ok(tune, f"Tune already {tune.state}: nothing to cancel")
     return ok(tune, "Tune cancelled")
 
@@ -115,7 +116,12 @@ async def tune_preset(request: web.Request) -> web.Response:
     preset = query.text("preset")
     query.check()
     tune = await request.app[CORE].save_tune_preset(tune_id, trial=trial, preset=preset)
-    return ok(tune, f"Preset {tune.preset.id if tune.preset else ''} written")
+    written = tune.preset
+    assert written is not None  # noqa: S101 - save_tune_preset raises when it saved none
+    if written.error is not None:  # in the file, but the gateway did not take it
+        return ok(tune, f"Preset {written.id} written; the gateway did not load it: "
+                  f"{written.error}")  # fmt: skip
+    return ok(tune, f"Preset {written.id} written")
 
 
 async def tunes_list(request: web.Request) -> web.Response:

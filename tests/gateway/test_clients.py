@@ -224,12 +224,14 @@ def test_servers_with_keys_of_their_own_are_served_through_the_gateway(
             (status,) = await gw.core.status()
             key = gw.core.supervisor.server_key(port=status.port)
             assert key
+            # /completion: the legacy server leaves /v1/models open to anyone.
+            url = f"http://127.0.0.1:{status.port}/completion"
+            body = {"prompt": "a", "n_predict": 1}
             async with aiohttp.ClientSession() as direct:
-                url = f"http://127.0.0.1:{status.port}/v1/models"
-                async with direct.get(url) as bare:
+                async with direct.post(url, json=body) as bare:
                     assert bare.status == 401
                 headers = {"Authorization": f"Bearer {key}"}
-                async with direct.get(url, headers=headers) as keyed:
+                async with direct.post(url, json=body, headers=headers) as keyed:
                     assert keyed.status == 200
             await client.close()
 

@@ -70,6 +70,17 @@ BASE: dict[tuple[str, str], tuple[dict[str, Any], dict[str, Any] | None]] = {
     ("GET", "/api/v1/gateway/plan"): ({"model": "tiny"}, None),
     ("GET", "/api/v1/presets"): ({}, None),
     ("POST", "/api/v1/presets/reload"): ({}, None),
+    # One quick trial; a tune a case starts is cancelled after it (see the test).
+    ("POST", "/api/v1/tune"): ({}, {
+        "model_path": "tiny.gguf", "space": {"threads": [1, 2]}, "budget": 1,
+        "repetitions": 1, "max_repetitions": 1, "save_preset": False,
+        "objective": {"metric": "tg", "n_prompt": 8, "n_gen": 2}}),
+    ("GET", "/api/v1/tune/status"): ({"tune_id": "nope"}, None),
+    ("POST", "/api/v1/tune/cancel"): ({"tune_id": "nope"}, None),
+    ("POST", "/api/v1/tune/resume"): ({"tune_id": "nope"}, None),
+    ("POST", "/api/v1/tune/preset"): ({"tune_id": "nope"}, None),
+    ("GET", "/api/v1/tune/space"): ({"model_path": "tiny.gguf"}, None),
+    ("GET", "/api/v1/tunes"): ({}, None),
     ("GET", "/v1/models"): ({}, None),
     ("GET", "/v1/models/{model}"): ({}, None),
     # A model that is not there: nothing loads, whatever else the body holds.
@@ -192,8 +203,10 @@ def _send(service: ServeProcess, method: str, path: str, query: dict[str, Any],
 def _snapshot(service: ServeProcess) -> tuple[Any, ...]:
     _, status = service.request("GET", "/api/v1/model/status")
     _, tasks = service.request("GET", "/api/v1/benchmarks?limit=1000")
+    _, tunes = service.request("GET", "/api/v1/tunes?limit=1000")
     servers = sorted((s["port"], s["process_id"], s["state"]) for s in status["data"])
-    return tuple(servers), frozenset(t["id"] for t in tasks["data"])
+    return (tuple(servers), frozenset(t["id"] for t in tasks["data"]),
+            frozenset(t["id"] for t in tunes["data"]))  # fmt: skip
 
 
 FIELDS = _fields(openapi_document(secured=False))
@@ -231,3 +244,6 @@ def test_hostile_text_in_a_string_field_never_breaks_or_changes_the_service(
         assert _snapshot(service) == before, text[:80]
     elif method == "POST" and path in ("/api/v1/model/switch", "/api/v1/model/start"):
         service.request("POST", "/api/v1/model/stop", {})
+    elif method == "POST" and path == "/api/v1/tune":
+        tune_id = json.loads(answer)["data"]["id"]
+        service.request("POST", f"/api/v1/tune/cancel?tune_id={tune_id}")

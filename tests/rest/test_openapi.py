@@ -164,6 +164,9 @@ schema.config.generation.update(
 )
 
 
+_FRAMING = frozenset({"transfer-encoding", "content-length"})
+
+
 # The event stream never ends on its own: it is tested in test_api.py instead.
 @schema.exclude(path="/api/v1/events").parametrize()
 @settings(deadline=None, suppress_health_check=list(HealthCheck))
@@ -177,6 +180,12 @@ def test_every_response_matches_the_document(case: schemathesis.Case, service: s
     # that schemathesis then expects to be refused.
     meta = case.meta
     headers_negative = meta is not None and meta.is_negative_at(ParameterLocation.HEADER)
+    # A generated Transfer-Encoding or Content-Length changes how the request is framed,
+    # not what it says: aiohttp's HTTP parser answers it (a plain-text 400) before any
+    # route runs, so it tests the parser, not the document.
+    if case.headers:
+        for name in [n for n in case.headers if n.lower() in _FRAMING]:
+            del case.headers[name]
     case.call_and_validate(
         base_url=service,
         headers=None if headers_negative else AUTH,

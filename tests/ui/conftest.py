@@ -3,8 +3,8 @@
 - ``service``: a real ``llamaswitch serve`` (one per module) on the current llama.cpp
   build, with two tiny real models and a presets file whose ``[defaults]`` give the
   gateway's servers room for a chat. After each test every model server is stopped and
-  every benchmark still active is cancelled, so tests stay independent (the suite's leak
-  check then finds nothing).
+  every tune and benchmark still active is cancelled, so tests stay independent (the
+  suite's leak check then finds nothing).
 - ``serve_in_thread(app)``: an app (built around a core a test made, with a fake GPU, say)
   served on a thread and a loop of its own, since Playwright's sync API keeps a loop
   running on the test's thread; ``InProcess.call_soon(coro)`` runs a coroutine on the
@@ -63,7 +63,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-PAGES = ("overview", "models", "logs", "benchmarks", "activity")
+PAGES = ("overview", "models", "logs", "benchmarks", "tune", "activity")
 READY_TIMEOUT_MS = 15_000
 #: Models with room for a chat template and a reply on each of the gateway's slots.
 CONTEXT = 2048
@@ -170,8 +170,29 @@ class Service:
         assert done["state"] == "completed", done
         return done
 
+    def finished_tune(self, tune_id: str, timeout_s: float = 120.0) -> dict[str, Any]:
+        """A tune once it has stopped."""
+
+        def ended() -> dict[str, Any] | None:
+            tune: dict[str, Any] = self.data("GET", f"/api/v1/tune/status?tune_id={tune_id}")
+            return None if tune["state"] == "running" else tune
+
+        done: dict[str, Any] = self.wait(ended, f"tune {tune_id}", timeout_s)
+        return done
+
+    def tune(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Run a tune through the API, to completion."""
+        tune = self.data("POST", "/api/v1/tune", body)
+        done = self.finished_tune(tune["id"])
+        assert done["state"] == "completed", done
+        return done
+
     def clean_up(self) -> None:
-        """Stop every model server; cancel every benchmark still queued or running."""
+        """Stop every model server; cancel every tune still running, then every benchmark
+        still queued or running (a tune's trial cancelled alone would start the next)."""
+        for tune in self.data("GET", "/api/v1/tunes?limit=1000"):
+            if tune["state"] == "running":
+                self.call("POST", f"/api/v1/tune/cancel?tune_id={tune['id']}")
         for state in ("running", "queued"):
             for task in self.data("GET", f"/api/v1/benchmarks?state={state}&limit=1000"):
                 self.call("POST", f"/api/v1/benchmark/cancel?task_id={task['id']}")

@@ -18,6 +18,16 @@ def benchmark_history(service: Service) -> list[dict[str, Any]]:
     return [service.benchmark(model, QUICK) for model in ("tiny.gguf", "other.gguf")]
 
 
+@pytest.fixture(scope="module")
+def finished_tune(service: Service) -> dict[str, Any]:
+    """A completed tune of 2 x 2 points, so the Tune page shows its scatter and trials."""
+    return service.tune({
+        "model_path": "tiny.gguf", "space": {"threads": [1, 2], "batch_size": [32, 64]},
+        "objective": {"n_prompt": 16, "n_gen": 8}, "budget": 4, "seed": 1,
+        "repetitions": 2, "max_repetitions": 2, "save_preset": False,
+    })  # fmt: skip
+
+
 @pytest.fixture
 def running_server(service: Service) -> dict[str, Any]:
     """A ready model server, so the pages have something live to show (the ui fixture
@@ -30,8 +40,10 @@ def running_server(service: Service) -> dict[str, Any]:
     return status
 
 
-def _show(ui: Ui, name: str, server: dict[str, Any], tasks: list[dict[str, Any]]) -> None:
-    query = f"port={server['port']}" if name == "logs" else ""
+def _show(
+    ui: Ui, name: str, server: dict[str, Any], tasks: list[dict[str, Any]], tune: dict[str, Any]
+) -> None:
+    query = {"logs": f"port={server['port']}", "tune": f"tune={tune['id']}"}.get(name, "")
     if name == "activity":
         ui.service.complete("tiny")  # a request through the gateway, to the running server
     page = ui.open(name, query)
@@ -46,7 +58,10 @@ def _show(ui: Ui, name: str, server: dict[str, Any], tasks: list[dict[str, Any]]
         page.locator("#chart-body .chart-box[data-series='2']").wait_for()
         page.locator("#trend-model").select_option("tiny.gguf")
         page.get_by_role("button", name="Show trend").click()
-        page.locator("#trend-body .chart-box").wait_for()
+        page.locator("#trend-body .chart-box[data-series]").wait_for()
+    elif name == "tune":
+        page.locator("#tune-space[data-model]").wait_for()
+        page.locator("#tune-chart[data-points='4']").wait_for()
     elif name == "models":
         page.locator("#models-table .state[data-state='ready']").wait_for()
         page.locator("#plan-verdict").wait_for()
@@ -56,18 +71,26 @@ def _show(ui: Ui, name: str, server: dict[str, Any], tasks: list[dict[str, Any]]
 
 @pytest.mark.parametrize("name", PAGES)
 def test_light_pages_have_no_serious_accessibility_violations(
-    ui: Ui, name: str, running_server: dict[str, Any], benchmark_history: list[dict[str, Any]]
+    ui: Ui,
+    name: str,
+    running_server: dict[str, Any],
+    benchmark_history: list[dict[str, Any]],
+    finished_tune: dict[str, Any],
 ) -> None:
-    _show(ui, name, running_server, benchmark_history)
+    _show(ui, name, running_server, benchmark_history, finished_tune)
     ui.shot(f"{name}-light")
     assert ui.axe() == []
 
 
 @pytest.mark.parametrize("name", PAGES)
 def test_dark_pages_have_no_serious_accessibility_violations(
-    dark_ui: Ui, name: str, running_server: dict[str, Any], benchmark_history: list[dict[str, Any]]
+    dark_ui: Ui,
+    name: str,
+    running_server: dict[str, Any],
+    benchmark_history: list[dict[str, Any]],
+    finished_tune: dict[str, Any],
 ) -> None:
-    _show(dark_ui, name, running_server, benchmark_history)
+    _show(dark_ui, name, running_server, benchmark_history, finished_tune)
     assert (
         dark_ui.page.evaluate("getComputedStyle(document.body).backgroundColor")
         == "rgb(16, 19, 23)"

@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from playwright.sync_api import expect
+
 from tests.ui.conftest import Ui
 
 QUICK = {"n_prompt": 16, "n_gen": 8, "repetitions": 2, "threads": 1}
@@ -59,6 +61,10 @@ def test_a_benchmark_submitted_through_the_form_finishes_with_one_bar_per_test(u
     assert task["config"]["n_prompt"] == 16
     assert [r["test"] for r in task["results"]] == ["pp16", "tg8"]
     page.locator(f"#bench-result.ok:has-text('{task['id']} completed')").wait_for()
+    # The ended task leaves the running list, even when a status fetched while it ran
+    # answers after its end.
+    expect(page.locator("#running-list li")).to_have_count(0)
+    expect(page.locator("#bench-running p.muted")).to_be_visible()
     page.get_by_role("button", name=f"Chart of task {task['id']}").click()
     page.locator("#chart-body .chart-box[data-bars='2']").wait_for()
     chart = _chart_labels(ui, "bench-canvas")
@@ -134,7 +140,7 @@ def test_a_models_trend_has_one_point_per_completed_task(ui: Ui) -> None:
     page = ui.open("benchmarks")
     page.locator("#trend-model").select_option("other.gguf")
     page.get_by_role("button", name="Show trend").click()
-    page.locator("#trend-body .chart-box").wait_for()
+    page.locator("#trend-body .chart-box[data-series]").wait_for()
     points = ui.page.evaluate(
         "() => Object.fromEntries(Chart.getChart(document.getElementById('trend-canvas'))"
         ".data.datasets.map(d => [d.label, d.data.length]))"

@@ -23,7 +23,16 @@ __all__ = ["EXIT_FAILED", "EXIT_MISSING", "EXIT_OK", "EXIT_USAGE", "build_parser
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser, every command registered."""
-    from llamaswitch._cli import _bench, _config, _doctor, _models, _serve, _servers, _toolchain
+    from llamaswitch._cli import (
+        _bench,
+        _config,
+        _doctor,
+        _models,
+        _serve,
+        _servers,
+        _toolchain,
+        _tune,
+    )
 
     parser = argparse.ArgumentParser(
         prog="llamaswitch",
@@ -37,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--state-dir", dest="state_dir", help="state folder (overrides LLAMASWITCH_STATE_DIR)"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (_models, _servers, _bench, _serve, _config, _doctor, _toolchain):
+    for module in (_models, _servers, _bench, _tune, _serve, _config, _doctor, _toolchain):
         module.register(sub)
     return parser
 

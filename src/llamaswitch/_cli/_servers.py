@@ -176,23 +176,27 @@ def server_config_from_args(args: argparse.Namespace) -> ServerConfig | None:
     return ServerConfig.from_dict(config) if config else None
 
 
-def load_config_json(raw: str | None) -> Mapping[str, Any]:
-    """``--config``: a JSON object, inline or ``@path``."""
-    if raw is None:
-        return {}
+def json_object_arg(option: str, raw: str, what: str = "") -> Mapping[str, Any]:
+    """An option's JSON object, given inline or as ``@path``; ``what`` it holds, for the
+    error when it is not an object."""
     source = raw
     if raw.startswith("@"):
         try:
             source = Path(raw[1:]).expanduser().read_text(encoding="utf-8")
         except OSError as exc:
-            raise usage_error(f"--config {raw}: cannot read the file: {exc}") from None
+            raise usage_error(f"{option} {raw}: cannot read the file: {exc}") from None
     try:
         data = json.loads(source)
     except ValueError as exc:
-        raise usage_error(f"--config: not valid JSON: {exc}") from None
+        raise usage_error(f"{option}: not valid JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise usage_error("--config: must be a JSON object of config fields")
+        raise usage_error(f"{option}: must be a JSON object{f' of {what}' if what else ''}")
     return data
+
+
+def load_config_json(raw: str | None) -> Mapping[str, Any]:
+    """``--config``: a JSON object of config fields, inline or ``@path``."""
+    return {} if raw is None else json_object_arg("--config", raw, "config fields")
 
 
 # -- switch / start -----------------------------------------------------------------------

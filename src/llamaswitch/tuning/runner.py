@@ -558,8 +558,14 @@ class TuneRunner:
         plan: _Plan,
         trial: Trial,
         preset_id: str | None = None,
+        *,
+        raise_unwritten: bool = False,
     ) -> TunePreset:
-        """Write ``trial`` as a preset and make the gateway read it; recorded either way."""
+        """Write ``trial`` as a preset and make the gateway read it; recorded either way.
+
+        ``raise_unwritten``: raise the :class:`~llamaswitch.PresetsError` when the file
+        could not be written (a preset asked for by name must not look saved); a file
+        written that the gateway did not take is returned with its ``error``."""
         ls = self._ls
         preset_id = preset_id or plan.options.preset or default_preset_id(plan.info.name)
         path = ls.settings.presets_path
@@ -569,6 +575,7 @@ class TuneRunner:
         lines = _comment(tune_id, plan, trial, record)
         error: str | None = None
         written: datetime | None = None
+        failure: PresetsError | None = None
         try:
             await asyncio.to_thread(
                 write_preset,
@@ -582,19 +589,24 @@ class TuneRunner:
             written = _now()
             await ls.reload_presets()
         except PresetsError as exc:
-            error = str(exc)
+            error, failure = str(exc), exc
             logger.warning("tune %s: preset %s: %s", tune_id, preset_id, error)
         preset = TunePreset(
             id=preset_id, path=str(path), trial=trial.number, written_at=written, error=error
         )
         record["preset"] = to_wire(preset)
         await self._store.update(tune_id, {"preset": record["preset"]})
+        if failure is not None and written is None and raise_unwritten:
+            raise failure
         return preset
 
     async def save_preset(
         self, tune_id: str, *, trial: int | None = None, preset: str | None = None
     ) -> Tune:
-        """Write a completed trial (default: the best) of a tune as a preset, now."""
+        """Write a completed trial (default: the best) of a tune as a preset, now.
+
+        Raises :class:`~llamaswitch.PresetsError` when the presets file cannot be
+        written (it is invalid, or would be); the tune records the failure too."""
         if preset is not None:
             TuneOptions(preset=preset)  # the id's rule, naming the field
         await self._open()
@@ -613,7 +625,7 @@ class TuneRunner:
             raise TuneStateError(
                 tune_id, self._state(stored, live), f"tune {tune_id} has {what} to save as a preset"
             )
-        await self._save(tune_id, record, plan, chosen, preset)
+        await self._save(tune_id, record, plan, chosen, preset, raise_unwritten=True)
         return await self.get(tune_id)
 
     # -- resume, cancel, queries ----------------------------------------------------------

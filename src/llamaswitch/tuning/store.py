@@ -51,6 +51,10 @@ def require_optuna() -> ModuleType:
         import optuna
     except ImportError as exc:
         raise DependencyMissingError("tune", [exc.name or "optuna"], "tuning") from None
+    # Optuna prints its own records on stderr ("A new study created..."), under every
+    # command and service; through logging instead, the application decides.
+    optuna.logging.disable_default_handler()
+    optuna.logging.enable_propagation()
     return optuna
 
 

@@ -14,6 +14,7 @@ const PAGES = {
   models: { title: "Models", load: () => import("./pages/models.js") },
   logs: { title: "Logs", load: () => import("./pages/logs.js") },
   benchmarks: { title: "Benchmarks", load: () => import("./pages/benchmarks.js") },
+  tune: { title: "Tune", load: () => import("./pages/tune.js") },
   activity: { title: "Activity", load: () => import("./pages/activity.js") },
 };
 const DEFAULT_PAGE = "overview";

@@ -1,6 +1,7 @@
 // Charts with the vendored Chart.js (loaded on first use, so pages without charts never
-// pay for it): bars with error bars from a standard deviation, grouped bars, and lines
-// over time. Every chart gets a text alternative from its caller (a data table).
+// pay for it): bars with error bars from a standard deviation, grouped bars, lines over
+// time, and a scatter of trials with their Pareto front. Every chart gets a text
+// alternative from its caller (a data table).
 
 const CHART_URL = new URL("../vendor/chart.umd.min.js", import.meta.url);
 
@@ -25,34 +26,52 @@ export function loadChartJs() {
   return loading;
 }
 
-/** Draws ±error whiskers on bars (or points) of datasets that carry `errorBars`. */
+/**
+ * Draws ±error whiskers on bars (or points) of datasets that carry `errorBars` (vertical)
+ * or `xErrorBars` (horizontal, for scatters).
+ */
 const errorBars = {
   id: "llamaswitchErrorBars",
   afterDatasetsDraw(chart) {
     const { ctx } = chart;
-    const scale = chart.scales.y;
-    if (!scale) return;
+    const { x: xScale, y: yScale } = chart.scales;
+    if (!yScale) return;
     ctx.save();
     ctx.strokeStyle = themeColour("--text");
     ctx.lineWidth = 1.5;
+    const whisker = (from, to, at, half, vertical) => {
+      const line = (a, b, c, d) => { ctx.moveTo(a, b); ctx.lineTo(c, d); };
+      if (vertical) {
+        line(at, from, at, to);
+        line(at - half, from, at + half, from);
+        line(at - half, to, at + half, to);
+      } else {
+        line(from, at, to, at);
+        line(from, at - half, from, at + half);
+        line(to, at - half, to, at + half);
+      }
+    };
     chart.data.datasets.forEach((dataset, i) => {
-      if (!Array.isArray(dataset.errorBars)) return;
+      const vertical = Array.isArray(dataset.errorBars);
+      const horizontal = Array.isArray(dataset.xErrorBars) && xScale;
+      if (!vertical && !horizontal) return;
       const meta = chart.getDatasetMeta(i);
       if (meta.hidden) return;
       meta.data.forEach((element, j) => {
-        const value = pointValue(dataset.data[j]);
-        const error = dataset.errorBars[j];
-        if (!Number.isFinite(value) || !Number.isFinite(error) || error <= 0) return;
-        const top = scale.getPixelForValue(value + error);
-        const bottom = scale.getPixelForValue(Math.max(scale.min, value - error));
         const half = Math.max(3, Math.min(10, (element.width || 12) * 0.25));
         ctx.beginPath();
-        ctx.moveTo(element.x, top);
-        ctx.lineTo(element.x, bottom);
-        ctx.moveTo(element.x - half, top);
-        ctx.lineTo(element.x + half, top);
-        ctx.moveTo(element.x - half, bottom);
-        ctx.lineTo(element.x + half, bottom);
+        const y = pointValue(dataset.data[j]);
+        const yError = vertical ? dataset.errorBars[j] : null;
+        if (Number.isFinite(y) && Number.isFinite(yError) && yError > 0) {
+          whisker(yScale.getPixelForValue(y + yError), yScale.getPixelForValue(Math.max(yScale.min, y - yError)),
+            element.x, half, true);
+        }
+        const x = dataset.data[j]?.x;
+        const xError = horizontal ? dataset.xErrorBars[j] : null;
+        if (Number.isFinite(x) && Number.isFinite(xError) && xError > 0) {
+          whisker(xScale.getPixelForValue(Math.max(xScale.min, x - xError)), xScale.getPixelForValue(x + xError),
+            element.y, half, false);
+        }
         ctx.stroke();
       });
     });
@@ -144,4 +163,60 @@ export async function timeChart(canvas, { series, yTitle = "tokens/s" }) {
   };
   options.plugins.tooltip.callbacks.title = (items) => (items.length ? format.format(new Date(items[0].parsed.x)) : "");
   return new Chart(canvas, { type: "line", data: { datasets }, options });
+}
+
+/**
+ * Trials as points, prompt t/s (x) against generation t/s (y), with ±1 standard deviation
+ * whiskers both ways; the Pareto front (its points in x order) drawn as a line over them,
+ * the best trial as a larger mark. `points`, `front`, `best`: {x, y, xError, yError,
+ * title, detail}; the same objects may appear in several (the tooltip reads them).
+ */
+export async function scatterChart(canvas, spec) {
+  const Chart = await loadChartJs();
+  const options = baseOptions(spec.yTitle || "generation t/s");
+  const text = themeColour("--text");
+  const grid = themeColour("--border");
+  options.scales = {
+    x: { type: "linear", grace: "5%", ticks: { color: text }, grid: { color: grid },
+      title: { display: true, text: spec.xTitle || "prompt t/s", color: text } },
+    y: { type: "linear", grace: "5%", ticks: { color: text }, grid: { color: grid },
+      title: { display: true, text: spec.yTitle || "generation t/s", color: text } },
+  };
+  options.plugins.tooltip.callbacks = {
+    title: (items) => (items.length ? items[0].raw.title : ""),
+    label: (item) => item.raw.detail,
+    afterLabel: () => "",
+  };
+  Object.assign(options.scales.x, whiskerRange(spec.points, "x", "xError"));
+  Object.assign(options.scales.y, whiskerRange(spec.points, "y", "yError"));
+  return new Chart(canvas, { type: "scatter", data: { datasets: scatterDatasets(spec) }, options });
+}
+
+/** Show new trials on a chart made by scatterChart (no redraw from scratch). */
+export function updateScatter(chart, spec) {
+  chart.data.datasets = scatterDatasets(spec);
+  Object.assign(chart.options.scales.x, whiskerRange(spec.points, "x", "xError"));
+  Object.assign(chart.options.scales.y, whiskerRange(spec.points, "y", "yError"));
+  chart.update("none");
+}
+
+/** Axis bounds from 0 (speeds) that keep every whisker in view. */
+function whiskerRange(points, key, errorKey) {
+  const values = points.filter((p) => Number.isFinite(p[key]));
+  const spread = (p) => (Number.isFinite(p[errorKey]) ? p[errorKey] : 0);
+  return { min: 0, suggestedMax: values.length ? Math.max(...values.map((p) => p[key] + spread(p))) : undefined };
+}
+
+function scatterDatasets({ points, front, best }) {
+  const frontColour = PALETTE[1];
+  const bestColour = PALETTE[7];
+  return [
+    { label: "Best trial", data: best ? [best] : [], pointStyle: "star", pointRadius: 12, pointHoverRadius: 14,
+      borderWidth: 2, borderColor: bestColour, backgroundColor: bestColour, order: 0 },
+    { label: "Pareto front", data: front, showLine: true, pointStyle: "rectRot", pointRadius: 6,
+      pointHoverRadius: 8, borderWidth: 2, borderColor: frontColour, backgroundColor: frontColour, order: 1 },
+    { label: "Completed trials", data: points, errorBars: points.map((p) => p.yError),
+      xErrorBars: points.map((p) => p.xError), pointRadius: 4, pointHoverRadius: 6,
+      borderColor: PALETTE[0], backgroundColor: PALETTE[0], order: 2 },
+  ];
 }

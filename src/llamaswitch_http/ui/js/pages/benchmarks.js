@@ -230,11 +230,13 @@ export async function mount(main, ctx) {
         h("th", { scope: "row", text: labels[i] }),
         series.map((s) => h("td", { class: "num",
           text: s.values[i] === null ? "—" : `${num(s.values[i], 2)} ± ${num(s.errors[i], 2)}` }))))));
-    clear(chartBody).append(h("h3", { id: "chart-title", text: title }),
-      h("div", { class: "chart-box", dataset: { bars: String(rows.length), series: String(series.length) } }, canvas),
+    const box = h("div", { class: "chart-box" }, canvas);
+    clear(chartBody).append(h("h3", { id: "chart-title", text: title }), box,
       h("details", { open: true }, h("summary", { text: "Data table" }), h("div", { class: "table-wrap" }, table)));
     try {
       charts.add(await barChart(canvas, { labels, series }));
+      // Said once the chart is drawn (Chart.js loads on first use), not before.
+      Object.assign(box.dataset, { bars: String(rows.length), series: String(series.length) });
     } catch (error) {
       chartBody.append(h("p", { class: "notice error", text: error.message }));
     }
@@ -271,10 +273,12 @@ export async function mount(main, ctx) {
     }
     const canvas = h("canvas", { id: "trend-canvas", role: "img",
       "aria-label": `Tokens per second of ${model} over time, one line per test` });
-    clear(trendBody).append(h("div", { class: "chart-box", dataset: { series: String(series.length) } }, canvas),
+    const box = h("div", { class: "chart-box" }, canvas);
+    clear(trendBody).append(box,
       h("p", { class: "muted", text: `${plural(history.length, "completed task")}; ` +
         `${series.map((s) => `${s.label}: ${plural(s.points.length, "point")}`).join(", ")}.` }));
     charts.add(await timeChart(canvas, { series }));
+    box.dataset.series = String(series.length);
   };
 
   // -- export -------------------------------------------------------------------------------
@@ -354,8 +358,11 @@ export async function mount(main, ctx) {
   });
 
   // -- live progress ------------------------------------------------------------------------
+  // Tasks seen to end: a status fetched while one ran can resolve after its end event
+  // (a tiny benchmark ends in milliseconds), and must not bring it back to the list.
+  const ended = new Set();
   const track = (task) => {
-    if (!ACTIVE.has(task.state)) return;
+    if (!ACTIVE.has(task.state) || ended.has(task.id)) return;
     let entry = active.get(task.id);
     if (!entry) {
       const bar = h("progress", { max: "1", value: "0", "aria-label": `Progress of task ${task.id}` });
@@ -379,6 +386,7 @@ export async function mount(main, ctx) {
       `${p.current ? ` · ${p.current}` : ""}${p.step ? ` (${p.step})` : ""}`;
   };
   const finish = (taskId) => {
+    ended.add(taskId);
     const entry = active.get(taskId);
     if (entry) {
       entry.li.remove();
