@@ -11,6 +11,7 @@ from typing import Final
 from aiohttp import web
 
 from llamaswitch._api import AsyncLlamaSwitch
+from llamaswitch._errors import LlamaSwitchError
 from llamaswitch._settings import Settings, is_loopback
 from llamaswitch._wire import dumps
 from llamaswitch_http import _gateway as gw
@@ -108,6 +109,10 @@ async def _core_lifecycle(app: web.Application) -> AsyncIterator[None]:
     core = app[CORE]
     await core.open()
     follower = asyncio.create_task(_follow_events(app), name="llamaswitch-events")
+    # Identifying llama-server (--version, --help: tens of ms) now keeps it off the
+    # first request that loads a model. Awaited, not cancelled, at the end: a cancel
+    # would leave its thread, and the process it runs, behind.
+    identify = asyncio.create_task(_identify_server(core), name="llamaswitch-identify")
     try:
         async with gw.upstream_session() as session:
             app[UPSTREAM] = session
@@ -116,7 +121,14 @@ async def _core_lifecycle(app: web.Application) -> AsyncIterator[None]:
         follower.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await follower
+        await asyncio.gather(identify, return_exceptions=True)
         await core.close()
+
+
+async def _identify_server(core: AsyncLlamaSwitch) -> None:
+    # A binary that cannot be used is reported by the request that needs it.
+    with contextlib.suppress(LlamaSwitchError):
+        await core.binary("llama-server")
 
 
 async def _end_long_requests(app: web.Application) -> None:

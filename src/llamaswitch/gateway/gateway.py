@@ -177,17 +177,9 @@ class ModelGateway:
         self._book = await self._in_catalog(self._build_book, presets)
         self._presets = presets
         self._track(self._tick())
-        # Identifying llama-server (--version, --help: tens of ms) before the first
-        # request needs it keeps that off the first cold load.
-        self._track(self._identify_server())
         for model in self._book.models:
             if model.preload:
                 self._track(self._preload(model.id))
-
-    async def _identify_server(self) -> None:
-        # A binary that cannot be used is reported by the request that needs it.
-        with contextlib.suppress(LlamaSwitchError):
-            await self._binary("llama-server")
 
     async def close(self) -> None:
         """Stop the background work; requests still waiting fail (the service closes)."""
