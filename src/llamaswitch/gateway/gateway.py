@@ -172,6 +172,7 @@ class ModelGateway:
         """Read the presets (raising :class:`~llamaswitch.PresetsError` for a bad file),
         learn the machine's memory, start the idle check and the preloads."""
         self._devices = await asyncio.to_thread(self._gpu.devices)
+        await asyncio.to_thread(self._store.open)
         self.budget = self._budget(self._devices)
         presets = await asyncio.to_thread(self._read_presets)
         self._book = await self._in_catalog(self._build_book, presets)

@@ -68,6 +68,16 @@ class MeasurementStore:
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
 
+    def open(self) -> None:
+        """Create the database now (a blocking call): its first use, the first load of a
+        model, then does not pay for the file and its schema. A database that cannot be
+        made is only logged: loads then use estimates, as :meth:`get` does."""
+        try:
+            with self._connection():
+                pass
+        except (sqlite3.Error, OSError) as exc:
+            logger.warning("memory measurements unavailable (%s): using estimates", exc)
+
     @contextlib.contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
