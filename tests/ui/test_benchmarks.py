@@ -100,10 +100,11 @@ def test_the_form_shows_the_apis_errors_at_their_fields(ui: Ui) -> None:
 
 def test_live_progress_shows_while_a_task_runs_and_cancel_stops_it(ui: Ui) -> None:
     page = ui.open("benchmarks")
-    # Long enough to watch: many repetitions of a larger prompt.
-    page.locator("#bench-form [data-field='n_prompt'] input").first.fill("64")
-    page.locator("#bench-form [data-field='n_gen'] input").first.fill("64")
-    page.locator("#bench-form [data-field='repetitions'] input").fill("400")
+    # Long enough to watch and cancel: seconds of work even on a quiet machine (400
+    # runs of 64 tokens each way took under a second, and sometimes ended first).
+    page.locator("#bench-form [data-field='n_prompt'] input").first.fill("256")
+    page.locator("#bench-form [data-field='n_gen'] input").first.fill("256")
+    page.locator("#bench-form [data-field='repetitions'] input").fill("1000")
     page.locator("#bench-form [data-field='threads'] input").first.fill("1")
     page.get_by_role("button", name="Run benchmark").click()
     task_id = page.locator("#bench-result[data-task]").get_attribute("data-task")
