@@ -47,21 +47,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from llamaswitch.testing import write_tiny_model
+from llamaswitch.testing import HEADLESS_CHROMIUM_ARGS, write_tiny_model
+from llamaswitch_http._ui import PAGES
 
 ROOT = Path(__file__).resolve().parents[1]
 UI_ROOT = ROOT / "src" / "llamaswitch_http" / "ui"
 CHROMIUM = os.environ.get("LLAMASWITCH_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-PAGES = ("overview", "models", "logs", "benchmarks", "tune", "activity")
 INTERACTIVE_GOAL_MS = 1000.0
 GZIP_GOAL_BYTES = 300 * 1024
 
@@ -280,7 +271,9 @@ def main() -> None:
         )
 
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            browser = playwright.chromium.launch(
+                executable_path=CHROMIUM, args=list(HEADLESS_CHROMIUM_ARGS)
+            )
             try:
                 measure_load(browser, url, "overview")  # warms the service's asset cache
                 print()

@@ -22,7 +22,25 @@ from pathlib import Path
 
 import attrs
 
-__all__ = ["DEMO_MODELS", "TinyModelSpec", "write_demo_models", "write_tiny_model"]
+__all__ = [
+    "DEMO_MODELS",
+    "HEADLESS_CHROMIUM_ARGS",
+    "TinyModelSpec",
+    "write_demo_models",
+    "write_tiny_model",
+]
+
+#: Chromium's flags for the dashboard's browser tests and benchmark: headless, and (see
+#: FIELD_NOTES.md) without the background networking that keeps trying outside hosts.
+HEADLESS_CHROMIUM_ARGS: tuple[str, ...] = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+)
 
 # A handful of ordinary pieces after the control and byte tokens, so that text tokenizes
 # into something other than raw bytes.

@@ -39,6 +39,9 @@ from aiohttp import web
 
 from llamaswitch_http._auth import open_without_key
 
+#: The dashboard's pages, in the order of its menu (``/ui/#/<page>``).
+PAGES: Final = ("overview", "models", "logs", "benchmarks", "tune", "activity")
+
 __all__ = ["CSP", "UI_ASSETS", "UI_ROOT", "UiAssets", "UiBundle", "add_ui_routes"]
 
 #: Where the dashboard's files live inside the package.

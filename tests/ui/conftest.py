@@ -44,7 +44,7 @@ import psutil
 import pytest
 from aiohttp import web
 
-from llamaswitch.testing import write_tiny_model
+from llamaswitch.testing import HEADLESS_CHROMIUM_ARGS, write_tiny_model
 from tests.conftest import IN_CI, require_build
 from tests.helpers import free_port, free_range
 from tests.rest.conftest import ServeProcess, serve
@@ -53,17 +53,6 @@ ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path(os.environ.get("LLAMASWITCH_CHROMIUM", "/usr/bin/chromium"))
 AXE = ROOT / "ui" / "node_modules" / "axe-core" / "axe.min.js"
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
-#: From FIELD_NOTES.md: without the networking flags Chromium keeps trying outside hosts.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-PAGES = ("overview", "models", "logs", "benchmarks", "tune", "activity")
 READY_TIMEOUT_MS = 15_000
 #: Models with room for a chat template and a reply on each of the gateway's slots.
 CONTEXT = 2048
@@ -324,7 +313,9 @@ def browser() -> Iterator[Any]:
         need(False, "Python Playwright is missing: run `.venv/bin/pip install -e '.[test]'`")
         raise
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=list(HEADLESS_CHROMIUM_ARGS)
+        )
         try:
             yield chromium
         finally:

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from tests.ui.conftest import PAGES, Service, Ui
+from llamaswitch_http._ui import PAGES
+from tests.ui.conftest import Service, Ui
 
 QUICK = {"n_prompt": 16, "n_gen": 8, "repetitions": 2, "threads": 1}
 

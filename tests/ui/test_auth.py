@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from tests.ui.conftest import PAGES, Service, Ui, _open_ui, _start_service
+from llamaswitch_http._ui import PAGES
+from tests.ui.conftest import Service, Ui, _open_ui, _start_service
 
 KEY = "dashboard-test-key"
 

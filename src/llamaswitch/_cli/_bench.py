@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 from rich.table import Table
 
 from llamaswitch._cli._api import (
@@ -53,7 +53,7 @@ from llamaswitch._cli._common import (
     positive_int,
     positive_seconds,
 )
-from llamaswitch._cli._render import console, err_console, text
+from llamaswitch._cli._render import console, err_console, progress_columns, speed, text
 from llamaswitch._cli._servers import load_config_json
 from llamaswitch._time import format_time
 from llamaswitch._vocabulary import add_options, options_to_data
@@ -288,14 +288,7 @@ def follow_task(api: API, task_id: str, *, show_progress: bool) -> BenchTask:
             time.sleep(_POLL_S)
             task = api.benchmark_status(task_id)
         return task
-    columns = (
-        TextColumn("[bold]{task.fields[state]:>9}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[current]}"),
-    )
-    with Progress(*columns, console=notes, transient=True) as bar:
+    with Progress(*progress_columns(), console=notes, transient=True) as bar:
         row = bar.add_task("bench", total=None, state="", current="")
         while True:
             bar.update(row, completed=task.progress.done, total=task.progress.total,
@@ -381,15 +374,9 @@ def results_table(results: Sequence[BenchResult], *, title: str | None = None) -
             row.append(Path(result.model_filename or "").name)
         row += [text(result.params.get(key)) for key, _label in varying]
         row.append(result.test)
-        row.append(_speed(result.avg_ts, result.stddev_ts))
+        row.append(speed(result.avg_ts, result.stddev_ts))
         table.add_row(*(escape(cell) for cell in row))
     return table
-
-
-def _speed(avg: float | None, std: float | None) -> str:
-    if avg is None:
-        return ""
-    return f"{avg:.2f} ± {std:.2f}" if std is not None else f"{avg:.2f}"
 
 
 # -- bench-status / history / cancel / delete / prune / compare / import ----------------------
@@ -508,7 +495,7 @@ def comparison_table(comparison: Comparison) -> Table:
                          overflow="fold")  # fmt: skip
     for row in comparison.rows:
         speeds = [
-            "" if (cell := row.cells.get(task_id)) is None else _speed(cell.avg_ts, cell.stddev_ts)
+            "" if (cell := row.cells.get(task_id)) is None else speed(cell.avg_ts, cell.stddev_ts)
             for task_id in comparison.task_ids
         ]
         table.add_row(escape(row.label), *speeds)

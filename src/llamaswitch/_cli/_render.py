@@ -11,6 +11,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 __all__ = ["console", "err_console", "human_bytes", "human_count", "text", "value"]
 
@@ -68,3 +75,22 @@ def text(item: Any) -> str:
     if isinstance(item, list | tuple):
         return ",".join(text(i) for i in item)
     return str(item)
+
+
+def speed(mean: float | None, stddev: float | None) -> str:
+    """A throughput with its spread: ``12.34 ± 0.56`` (no spread: the mean alone)."""
+    if mean is None:
+        return ""
+    return f"{mean:.2f} ± {stddev:.2f}" if stddev is not None else f"{mean:.2f}"
+
+
+def progress_columns() -> tuple[ProgressColumn, ...]:
+    """The live bar of a benchmark task or a tune: state, bar, done/total, time, what runs
+    (a row's fields ``state`` and ``current``)."""
+    return (
+        TextColumn("[bold]{task.fields[state]:>9}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[current]}"),
+    )

@@ -36,7 +36,7 @@ from typing import Any, Final
 from rich.console import Console, Group
 from rich.live import Live
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 from rich.table import Table
 
 from llamaswitch._cli._api import (
@@ -49,7 +49,7 @@ from llamaswitch._cli._api import (
     usage_error,
 )
 from llamaswitch._cli._common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, positive_int
-from llamaswitch._cli._render import console, err_console, text
+from llamaswitch._cli._render import console, err_console, progress_columns, speed, text
 from llamaswitch._cli._servers import json_object_arg
 from llamaswitch._time import format_time
 from llamaswitch._vocabulary import add_options, options_to_data, specs
@@ -317,14 +317,7 @@ def follow_tune(api: API, tune_id: str, *, show_progress: bool) -> Tune:
                 return tune
             time.sleep(_POLL_S)
             tune = api.tune_status(tune_id)
-    bar = Progress(
-        TextColumn("[bold]{task.fields[state]:>9}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[current]}"),
-        console=notes,
-    )
+    bar = Progress(*progress_columns(), console=notes)
     row = bar.add_task("tune", total=None, state="", current="")
     with Live(console=notes, transient=True, refresh_per_second=4) as live:
         while True:
@@ -355,21 +348,15 @@ def _params(params: Mapping[str, Any]) -> str:
     return ", ".join(f"{name}={text(value)}" for name, value in params.items())
 
 
-def _speed(mean: float | None, stddev: float | None) -> str:
-    if mean is None:
-        return ""
-    return f"{mean:.2f} ± {stddev:.2f}" if stddev is not None else f"{mean:.2f}"
-
-
 def _trial_line(tune: Tune, trial: Trial) -> str:
     head = f"trial {trial.number} {trial.state}: {_params(trial.params)}"
     if trial.state != "completed":
         return f"{head}: {trial.reason}" if trial.reason else head
     goal = tune.objective
     return (
-        f"{head}: {goal.pp_test} {_speed(trial.pp_ts, trial.pp_stddev)} t/s, "
-        f"{goal.tg_test} {_speed(trial.tg_ts, trial.tg_stddev)} t/s, "
-        f"score {_speed(trial.score, trial.score_error)}"
+        f"{head}: {goal.pp_test} {speed(trial.pp_ts, trial.pp_stddev)} t/s, "
+        f"{goal.tg_test} {speed(trial.tg_ts, trial.tg_stddev)} t/s, "
+        f"score {speed(trial.score, trial.score_error)}"
     )
 
 
@@ -410,8 +397,8 @@ def trials_table(
         mark = "*" if trial.number == best else ""
         cells = [f"{trial.number}{mark}"]
         cells += [text(trial.params.get(name)) for name in dimensions]
-        cells += [_speed(trial.pp_ts, trial.pp_stddev), _speed(trial.tg_ts, trial.tg_stddev),
-                  _speed(trial.score, trial.score_error)]  # fmt: skip
+        cells += [speed(trial.pp_ts, trial.pp_stddev), speed(trial.tg_ts, trial.tg_stddev),
+                  speed(trial.score, trial.score_error)]  # fmt: skip
         if not best_only and numbers is None:
             cells.append(trial.state if trial.reason is None else f"{trial.state}: {trial.reason}")
         table.add_row(*(escape(cell) for cell in cells))
@@ -454,9 +441,9 @@ def print_tune(tune: Tune, *, all_trials: bool = False) -> None:
         goal = tune.objective
         out.print(f"best: trial {best.number}: [bold]{escape(_params(best.params))}[/]")
         out.print(
-            f"  {escape(goal.pp_test)} {_speed(best.pp_ts, best.pp_stddev)} t/s, "
-            f"{escape(goal.tg_test)} {_speed(best.tg_ts, best.tg_stddev)} t/s, "
-            f"score {_speed(best.score, best.score_error)} ({best.repetitions} runs each)"
+            f"  {escape(goal.pp_test)} {speed(best.pp_ts, best.pp_stddev)} t/s, "
+            f"{escape(goal.tg_test)} {speed(best.tg_ts, best.tg_stddev)} t/s, "
+            f"score {speed(best.score, best.score_error)} ({best.repetitions} runs each)"
         )
         if tune.pareto:
             front = "Pareto front (prompt against generation speed)"
@@ -553,7 +540,7 @@ def _run_history(args: argparse.Namespace) -> int:
             escape(tune.state),
             f"{tune.progress.done}/{tune.progress.budget}",
             escape(tune.objective.label),
-            "" if best is None else _speed(best.score, best.score_error),
+            "" if best is None else speed(best.score, best.score_error),
             "" if tune.preset is None else escape(tune.preset.id),
         )
     out.print(table)

@@ -15,8 +15,6 @@ tasks left ``queued`` or ``running`` by a previous process are marked ``interrup
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import contextlib
 import json
 import logging
@@ -30,6 +28,7 @@ from typing import Any, Final, TypeVar
 import attrs
 import psutil
 
+from llamaswitch._db_worker import DatabaseWorker
 from llamaswitch._errors import BenchError, ServiceClosedError
 from llamaswitch._text import scrub, scrub_data
 from llamaswitch._time import format_time
@@ -172,7 +171,7 @@ class TaskStore:
         # Several llamaswitch processes may share one state folder (a `serve` and a CLI
         # `bench-history`): a task is only "interrupted" when the process that ran it is gone.
         self.owner = _process_tag(os.getpid())
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._worker = DatabaseWorker("llamaswitch-bench-db", "benchmark database")
         self._conn: sqlite3.Connection | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -182,10 +181,7 @@ class TaskStore:
 
         Returns the ids of the tasks that were marked.
         """
-        if self._executor is None:
-            self._executor = concurrent.futures.ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix="llamaswitch-bench-db"
-            )
+        self._worker.start()
         try:
             await self._call(self._connect)
             interrupted = await self._call(
@@ -201,21 +197,14 @@ class TaskStore:
 
     async def close(self) -> None:
         """Close the connection and stop the store's thread."""
-        executor = self._executor
-        if executor is None:
-            return
         try:
-            await self._call(self._disconnect)
-        finally:
-            self._executor = None
-            executor.shutdown(wait=True)
+            await self._worker.stop(self._disconnect)
+        except sqlite3.Error as exc:
+            raise BenchError(f"benchmark database {self.path}: {exc}") from exc
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        if self._executor is None:
-            raise ServiceClosedError("the benchmark database is closed")
-        loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._executor, fn, *args)
+            return await self._worker.call(fn, *args)
         except sqlite3.Error as exc:
             raise BenchError(f"benchmark database {self.path}: {exc}") from exc
         except UnicodeEncodeError as exc:

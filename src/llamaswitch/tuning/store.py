@@ -15,8 +15,6 @@ are raised as :class:`~llamaswitch.TuneError`.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import logging
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
@@ -26,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
 import attrs
 
+from llamaswitch._db_worker import DatabaseWorker
 from llamaswitch._errors import DependencyMissingError, ServiceClosedError, TuneError
 from llamaswitch.tuning.space import TuneSpace
 
@@ -84,7 +83,7 @@ class TuneStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._worker = DatabaseWorker("llamaswitch-tune-db", "tune database")
         self._optuna: ModuleType | None = None
         self._storage: optuna.storages.RDBStorage | None = None
         self._studies: dict[str, optuna.Study] = {}
@@ -94,10 +93,7 @@ class TuneStore:
     async def open(self) -> None:
         """Open (creating if needed) the database; needs the ``tune`` extra."""
         self._optuna = require_optuna()
-        if self._executor is None:
-            self._executor = concurrent.futures.ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix="llamaswitch-tune-db"
-            )
+        self._worker.start()
         try:
             await self._call(self._connect)
         except BaseException:
@@ -106,27 +102,23 @@ class TuneStore:
 
     async def close(self) -> None:
         """Release the database and stop the store's thread."""
-        executor = self._executor
-        if executor is None:
-            return
         try:
-            await self._call(self._disconnect)
-        finally:
-            self._executor = None
-            executor.shutdown(wait=True)
+            await self._worker.stop(self._disconnect)
+        except Exception as exc:
+            self._raise_storage_error(exc)
+            raise
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        if self._executor is None:
-            raise ServiceClosedError("the tune database is closed")
-        loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._executor, fn, *args)
-        except (TuneError, ServiceClosedError):
-            raise
+            return await self._worker.call(fn, *args)
         except Exception as exc:
-            if self._is_storage_error(exc):
-                raise TuneError(f"tune database {self.path}: {exc}") from exc
+            self._raise_storage_error(exc)
             raise
+
+    def _raise_storage_error(self, exc: Exception) -> None:
+        """Raise ``exc`` as a :class:`~llamaswitch.TuneError` if the storage failed."""
+        if not isinstance(exc, TuneError | ServiceClosedError) and self._is_storage_error(exc):
+            raise TuneError(f"tune database {self.path}: {exc}") from exc
 
     def _is_storage_error(self, exc: Exception) -> bool:
         import sqlalchemy.exc
