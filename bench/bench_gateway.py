@@ -125,9 +125,19 @@ async def streams(session: aiohttp.ClientSession, url: str, model: str, count: i
             "ignore_eos": True, "temperature": 0}  # fmt: skip
 
     async def one() -> int:
+        for attempt in (1, 2):
+            try:
+                response = await session.post(f"{url}/v1/completions", json=body)
+                break
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                # llama-server closes a connection after a stream: the pool may hand it
+                # out as it closes. Nothing was answered, so a client tries again (the
+                # openai client does); the gateway keeps its client connections.
+                if attempt == 2:
+                    raise
         chunks = 0
-        async with session.post(f"{url}/v1/completions", json=body) as r:
-            async for line in r.content:
+        async with response:
+            async for line in response.content:
                 if line.startswith(b"data: {"):
                     chunks += 1
         return chunks

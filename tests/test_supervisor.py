@@ -1381,7 +1381,46 @@ def test_output_log_never_reopens_its_file_after_close(tmp_path: Path) -> None:
     assert str(path) not in [f.path for f in psutil.Process().open_files()]
 
 
-def test_a_chatty_child_never_blocks_on_a_full_pipe(tmp_path: Path) -> None:
+@pytest.fixture(params=["pidfd", "asyncio-transport"])
+def spawn_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways ChildProcess starts a child: a pidfd on the loop (Linux 5.3+), and
+    asyncio's subprocess transport (elsewhere)."""
+    import llamaswitch._process as process_module
+
+    if request.param == "pidfd":
+        if not process_module._pidfd_works():
+            pytest.skip("no pidfd_open here")
+    else:
+        monkeypatch.setattr(process_module, "_pidfd_works", lambda: False)
+    return str(request.param)
+
+
+def test_exit_codes_and_output_reach_the_caller_on_both_spawn_paths(
+    tmp_path: Path, spawn_path: str
+) -> None:
+    async def scenario() -> None:
+        log = OutputLog(None)
+        done = await ChildProcess.spawn(
+            [sys.executable, "-c", "print('out', flush=True); raise SystemExit(3)"], output=log
+        )
+        async with asyncio.timeout(30):
+            assert await done.wait() == 3
+        assert log.tail(1) == ["out"]
+        assert done.returncode == 3
+        assert not done.running
+        killed = await ChildProcess.spawn([sys.executable, "-c", "import time; time.sleep(60)"],
+                                          output=OutputLog(None))  # fmt: skip
+        assert killed.running
+        await killed.kill()
+        async with asyncio.timeout(30):
+            assert await killed.wait() == -signal.SIGKILL
+        with pytest.raises(psutil.NoSuchProcess):
+            psutil.Process(killed.pid).status()  # reaped, not a zombie
+
+    run(scenario())
+
+
+def test_a_chatty_child_never_blocks_on_a_full_pipe(tmp_path: Path, spawn_path: str) -> None:
     script = "import sys\nfor i in range(200000): sys.stdout.write(f'{i} ' * 10 + '\\n')\n"
 
     async def scenario() -> None:
@@ -1397,7 +1436,9 @@ def test_a_chatty_child_never_blocks_on_a_full_pipe(tmp_path: Path) -> None:
     run(scenario())
 
 
-def test_children_get_their_own_process_group_and_parent_death_signal(tmp_path: Path) -> None:
+def test_children_get_their_own_process_group_and_parent_death_signal(
+    tmp_path: Path, spawn_path: str
+) -> None:
     script = ("import os, time\nprint(os.getpgid(0), os.getsid(0), "
               "open('/proc/self/status').read().split('PPid:')[1].split()[0], flush=True)\n"
               "time.sleep(60)\n")  # fmt: skip

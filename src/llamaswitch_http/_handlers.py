@@ -392,7 +392,7 @@ async def gateway_plan(request: web.Request) -> web.Response:
     model = query.text("model")
     query.check()
     core = request.app[CORE]
-    data = core.gateway.memory_summary()
+    data = await core.gateway.memory_summary()
     if model is not None:
         data["plan"] = await core.gateway_plan(model)
     return ok(data, "Plan" if model is not None else "Memory")

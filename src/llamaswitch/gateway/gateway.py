@@ -88,6 +88,8 @@ _BACKOFF_MAX_S = 60.0
 #: How often the idle check runs, and how often running models' memory is sampled.
 _TICK_S = 1.0
 _SAMPLE_EVERY_S = 5.0
+# A load's first measurement waits this long after ready (see _measure_soon).
+_FIRST_MEASURE_AFTER_S = 0.5
 #: Catalog rescans for unknown names happen at most this often (a client sending random
 #: names must not turn into a folder scan per request).
 _RESCAN_MIN_S = 1.0
@@ -488,7 +490,7 @@ class ModelGateway:
         logger.info("model %s ready on port %d after %.2f s", m.id, status.port, load_s)
         self._events.emit("gateway", "model_ready", model=m.id, port=status.port,
                           adopted=False, load_s=round(load_s, 4))  # fmt: skip
-        self._track(self._measure_now(m, model))
+        self._track(self._measure_soon(m, model, status.port))
 
     def _failed(self, m: ModelRecord, exc: LlamaSwitchError) -> ModelLoadError:
         m.state = ModelState.FAILED
@@ -518,8 +520,7 @@ class ModelGateway:
             totals = {d.index: float(d.memory_total_mib) for d in self._devices}
             m.estimated = estimate(model.info, self._supervisor_config(model), gpus=gpus,
                                    caps=binary.capabilities, device_totals=totals)  # fmt: skip
-            m.measured = await asyncio.to_thread(self._store.get, model.info,
-                                                 self._supervisor_config(model))  # fmt: skip
+            m.measured = self._store.known(model.info, self._supervisor_config(model))
         return m.measured or m.estimated
 
     def _supervisor_config(self, model: GatewayModel) -> ServerConfig:
@@ -578,12 +579,13 @@ class ModelGateway:
             residents, _ = self._residents(m)
         return self.policy.place(m.id, need, residents, self.budget)
 
-    def memory_summary(self) -> dict[str, Any]:
+    async def memory_summary(self) -> dict[str, Any]:
         """RAM and each GPU: what the servers use now (sampled), what placement counts
         for them (measured or estimated), the budget and the total; and the model count.
         """
+        statuses = await self._supervisor.status_all()  # samples what has not been lately
         residents, _ = self._residents(None)
-        live = [_sampled(s) for s in self._supervisor.snapshot() if s.running]
+        live = [_sampled(s) for s in statuses if s.running]
         samples = [n for n in live if n is not None]
         devices: list[dict[str, Any]] = [{
             "id": "ram", "name": "RAM",
@@ -661,6 +663,19 @@ class ModelGateway:
             m.wake_all()
 
     # -- measurement ----------------------------------------------------------------------
+
+    async def _measure_soon(self, m: ModelRecord, model: GatewayModel, port: int) -> None:
+        """The first measurement of a load, :data:`_FIRST_MEASURE_AFTER_S` after ready.
+
+        Not at once: the requests that waited for the load run then, and on a machine
+        with few cores psutil, NVML and a SQLite write beside them delayed their first
+        token by milliseconds (measured by bench/bench_gateway.py). A little later the
+        figure is also truer: the first requests have made llama-server allocate its
+        compute buffers."""
+        await asyncio.sleep(_FIRST_MEASURE_AFTER_S)
+        if m.port == port and m.state is ModelState.READY:
+            with contextlib.suppress(LlamaSwitchError):
+                await self._measure_now(m, model)
 
     async def _measure_now(self, m: ModelRecord, model: GatewayModel | None = None) -> None:
         """Sample the server's RSS and VRAM and keep the peak (best effort)."""

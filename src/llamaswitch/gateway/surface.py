@@ -47,6 +47,10 @@ class Servers(Protocol):
         """The server on ``port`` (or of ``model``), freshly sampled."""
         ...
 
+    async def status_all(self) -> list[ServerStatus]:
+        """Every server, freshly sampled."""
+        ...
+
     async def start(self, info: ModelInfo, config: ServerConfig | None = None) -> ServerStatus:
         """Serve ``info`` alongside the others; returns once it is ready."""
         ...
@@ -122,7 +126,7 @@ class Gateway(Protocol):
         """What loading ``name`` would take now, without doing it."""
         ...
 
-    def memory_summary(self) -> dict[str, Any]:
+    async def memory_summary(self) -> dict[str, Any]:
         """Memory per device (used, estimated, budget, total) and the model count."""
         ...
 

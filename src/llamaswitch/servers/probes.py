@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import encodings.idna  # noqa: F401 - see the note below the imports
 import errno
 import re
 import socket
@@ -23,6 +24,10 @@ from collections.abc import Mapping, Sequence
 import psutil
 
 from llamaswitch._process import child_spawn
+
+# encodings.idna, above: CPython encodes a host given as text with that codec on its
+# first socket call, importing it (and stringprep) then: about a millisecond on the first
+# model start's port check, in the middle of the request that waits for it.
 
 __all__ = [
     "HEALTH_TIMEOUT_S",

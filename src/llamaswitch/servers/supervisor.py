@@ -128,6 +128,8 @@ _LOG_TAIL_LINES = 40
 _POLL_FIRST_S = 0.005
 _POLL_MAX_S = 0.25
 _POLL_GROWTH = 1.5
+# A server's first psutil and NVML sample waits this long after ready (_sample_soon).
+_FIRST_SAMPLE_AFTER_S = 0.5
 # Output-triggered polls closer together than this are merged: a loading server prints
 # dozens of lines in a burst.
 _POLL_MIN_GAP_S = 0.001
@@ -312,8 +314,10 @@ class ServerSupervisor:
         """Prepare the state folder and stop survivors of a manager that died."""
         logs = self.settings.logs_dir
         await asyncio.to_thread(logs.mkdir, parents=True, exist_ok=True)
-        stopped = await asyncio.to_thread(
-            self._registry.stop_survivors, self.settings.stop_timeout_s
+        # On the registry's own worker, which this starts: the first start's record
+        # would otherwise pay for the thread, on the path of the request that waits.
+        stopped = await asyncio.get_running_loop().run_in_executor(
+            self._registry_worker, self._registry.stop_survivors, self.settings.stop_timeout_s
         )
         self.survivors_stopped = [
             {"pid": r.pid, "port": r.port, "argv": list(r.argv)} for r in stopped
@@ -846,9 +850,10 @@ class ServerSupervisor:
                 server.ready_since = time.monotonic()
                 self._set_state(server, ServerState.READY)
                 attempt.set_result(None)
-                # Sampled in the background: the caller waiting for ready should not
-                # wait for psutil and NVML too; the next status() has the figures.
-                self._track(self._refresh_samples([server]))
+                # Sampled in the background, and a little later: the requests that
+                # waited for ready run first, with the machine's cores to themselves
+                # (status() samples for itself in the meantime).
+                self._track(self._sample_soon(server, proc))
                 server.liveness_task = self._track(self._watch_liveness(server, proc))
                 return
             remaining = deadline - time.monotonic()
@@ -858,6 +863,11 @@ class ServerSupervisor:
             woken = await server.wake.wait(min(delay, remaining))
             # After a readiness hint, poll fast again; slower and slower while quiet.
             delay = _POLL_FIRST_S if woken else min(delay * _POLL_GROWTH, _POLL_MAX_S)
+
+    async def _sample_soon(self, server: _Server, proc: ChildProcess) -> None:
+        await asyncio.sleep(_FIRST_SAMPLE_AFTER_S)
+        if server.process is proc and server.state is ServerState.READY:
+            await self._refresh_samples([server])
 
     async def _start_failed(
         self, server: _Server, proc: ChildProcess, attempt: asyncio.Future[None]
