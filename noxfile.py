@@ -29,7 +29,7 @@ def lint(session: nox.Session) -> None:
 @nox.session(python="3.11")
 def typing(session: nox.Session) -> None:
     """mypy --strict on src/."""
-    session.install("-e", ".[http,tune]", "mypy>=1.13", "types-psutil")
+    session.install("-e", ".[http,tune,ray]", "mypy>=1.13", "types-psutil")
     session.run("mypy", "src")
 
 

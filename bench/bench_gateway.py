@@ -200,11 +200,16 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:.2f} ms"
 
 
-async def main(args: argparse.Namespace) -> None:
+def current_server() -> Path:
+    """The current build's llama-server (the run ends, saying how to build it, if none)."""
     build = find_cached_build(Settings().toolchain_dir, "current")
     if build is None:
         sys.exit("no current llama.cpp build: run `llamaswitch toolchain build`")
-    server = build.llama_server
+    return build.llama_server
+
+
+async def main(args: argparse.Namespace) -> None:
+    server = current_server()
     with tempfile.TemporaryDirectory() as temp:
         root = Path(temp)
         write_models(root / "models", ["alpha", "beta", "gamma", "delta"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import llamaswitch
 
@@ -30,3 +31,44 @@ def test_the_library_does_not_import_aiohttp() -> None:
 
 def test_version_is_known() -> None:
     assert llamaswitch.__version__.count(".") >= 2
+
+
+_WITHOUT_RAY = """
+import asyncio, sys
+from pathlib import Path
+sys.modules["ray"] = None  # as if the ray extra were not installed: importing it fails
+from llamaswitch import AsyncLlamaSwitch, Settings
+from llamaswitch._errors import DependencyMissingError
+from llamaswitch_http import create_app
+
+async def main():
+    root = Path(sys.argv[1])
+    (root / "models").mkdir()
+    settings = Settings(models_dir=root / "models", state_dir=root / "state")
+    create_app(settings=settings)
+    async with AsyncLlamaSwitch(settings) as ls:
+        assert await ls.hosts() == []
+        assert ls.gateway.serving_ids() == []
+    head = AsyncLlamaSwitch(Settings(models_dir=root / "models", state_dir=root / "head",
+                                     cluster="ray"))
+    try:
+        await head.open()
+    except DependencyMissingError as exc:
+        print("refused:", exc.extra, exc)
+    else:
+        raise AssertionError("a cluster head opened without Ray")
+    finally:
+        await head.close()
+
+asyncio.run(main())
+"""
+
+
+def test_a_single_machine_needs_no_ray_and_a_cluster_head_says_which_extra(
+    tmp_path: Path,
+) -> None:
+    done = subprocess.run([sys.executable, "-c", _WITHOUT_RAY, str(tmp_path)],
+                          capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "refused: ray the cluster mode needs the ray extra" in done.stdout
+    assert "pip install 'llamaswitch[ray]'" in done.stdout

@@ -18,6 +18,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import socket
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
@@ -26,7 +27,12 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 from llamaswitch._binaries import BinaryInfo, locate
 from llamaswitch._capabilities import BinaryKind
 from llamaswitch._catalog import ModelCatalog, ModelInfo
-from llamaswitch._errors import ServiceClosedError
+from llamaswitch._errors import (
+    HostNotFoundError,
+    LlamaSwitchError,
+    ServiceClosedError,
+    TaskTimeoutError,
+)
 from llamaswitch._events import EventBus, Subscription
 from llamaswitch._gpu import GpuProbe, default_probe
 from llamaswitch._process import prepare_spawn
@@ -35,9 +41,11 @@ from llamaswitch._settings import Settings
 if TYPE_CHECKING:
     from llamaswitch.bench.config import BenchConfig
     from llamaswitch.bench.runner import BenchRunner, BenchTask, Comparison
+    from llamaswitch.cluster.head import ClusterGateway
     from llamaswitch.gateway.gateway import Lease, ModelGateway, ModelView
     from llamaswitch.gateway.policy import Plan
     from llamaswitch.gateway.presets import Presets
+    from llamaswitch.gateway.surface import Gateway
     from llamaswitch.servers.config import ServerConfig
     from llamaswitch.servers.supervisor import ServerStatus, ServerSupervisor
     from llamaswitch.tuning.objective import Objective
@@ -74,7 +82,11 @@ class AsyncLlamaSwitch:
         self._binary_lock = asyncio.Lock()
         self._supervisor: ServerSupervisor | None = None
         self._bench: BenchRunner | None = None
-        self._gateway: ModelGateway | None = None
+        self._gateway: Gateway | None = None
+        self._cluster: ClusterGateway | None = None  # the gateway, when serving a cluster
+        # Benchmarks run on cluster hosts: their host, and what keeps each once it ends.
+        self._remote_tasks: dict[str, str] = {}
+        self._remote_recorders: dict[str, asyncio.Future[None]] = {}
         self._tuning: TuneRunner | None = None  # made on first use (tuning)
         self._opened = False
 
@@ -116,12 +128,22 @@ class AsyncLlamaSwitch:
             running_servers=self._supervisor.running_servers,
         )
         await self._bench.open()
-        self._gateway = ModelGateway(
-            self.settings, supervisor=self._supervisor, catalog=self.catalog,
-            in_catalog=self._in_catalog, binary=self._binary, gpu=self.gpu, events=self.events,
-        )  # fmt: skip
+        gateway: ModelGateway | ClusterGateway
+        if self.settings.cluster is not None:
+            # The head of a cluster: the gateway places models on its hosts (Ray is
+            # imported from here only: a single machine never needs it).
+            from llamaswitch.cluster.head import ClusterGateway
+
+            gateway = self._cluster = ClusterGateway(self.settings, events=self.events)
+        else:
+            gateway = ModelGateway(
+                self.settings, supervisor=self._supervisor, catalog=self.catalog,
+                in_catalog=self._in_catalog, binary=self._binary, gpu=self.gpu,
+                events=self.events,
+            )  # fmt: skip
+        self._gateway = gateway
         try:
-            await self._gateway.open()
+            await gateway.open()
         except BaseException:
             self._opened = True  # so that close() stops what open() started
             await self.close()
@@ -147,6 +169,8 @@ class AsyncLlamaSwitch:
         worker, self._catalog_worker = self._catalog_worker, None
         if worker is not None:
             worker.shutdown(wait=False)
+        for recorder in list(self._remote_recorders.values()):
+            recorder.cancel()
         try:
             if self._tuning is not None:  # first: its trials are benchmark tasks
                 tuning, self._tuning = self._tuning, None
@@ -182,7 +206,7 @@ class AsyncLlamaSwitch:
         return self._supervisor
 
     @property
-    def gateway(self) -> ModelGateway:
+    def gateway(self) -> Gateway:
         """The gateway: models loaded on demand by name (after :meth:`open`)."""
         if self._gateway is None:
             raise ServiceClosedError(_NOT_OPEN)
@@ -223,6 +247,7 @@ class AsyncLlamaSwitch:
         *,
         wait: bool = True,
         force: bool = False,
+        host: str | None = None,
     ) -> ServerStatus:
         """Serve ``model`` on the config's port (default: the default model port).
 
@@ -235,7 +260,12 @@ class AsyncLlamaSwitch:
 
         Gateway requests in flight on the server it replaces finish first (up to
         ``LLAMASWITCH_DRAIN_TIMEOUT_S``); ``force`` cuts them at once.
+
+        ``host``: on that host of the cluster this object heads (docs/cluster.md).
         """
+        cluster = self._on_host(host)
+        if cluster is not None and host is not None:
+            return await cluster.host_switch(host, model, config, wait=wait, force=force)
         supervisor = self.supervisor
         # The ticket is taken before the first await: of concurrent switches on one port
         # the last call wins, not whichever model reference resolved last (resolving runs
@@ -251,11 +281,19 @@ class AsyncLlamaSwitch:
             return await supervisor.switch(info, config, wait=wait, ticket=ticket)
 
     async def start(
-        self, model: str, config: ServerConfig | None = None, *, wait: bool = True
+        self,
+        model: str,
+        config: ServerConfig | None = None,
+        *,
+        wait: bool = True,
+        host: str | None = None,
     ) -> ServerStatus:
         """Serve ``model`` alongside the others, on a free port of the model port range
         unless the config names one (the default model port is never picked: it is
-        ``switch``'s)."""
+        ``switch``'s). ``host``: on that cluster host."""
+        cluster = self._on_host(host)
+        if cluster is not None and host is not None:
+            return await cluster.host_start(host, model, config, wait=wait)
         supervisor = self.supervisor
         # As in switch: in line (and visible to a stop) from the call on.
         ticket = supervisor.ticket(config.port if config is not None else None)
@@ -267,39 +305,90 @@ class AsyncLlamaSwitch:
         return await supervisor.start(info, config, wait=wait, ticket=ticket)
 
     async def stop(
-        self, model: str | None = None, *, port: int | None = None, force: bool = False
+        self,
+        model: str | None = None,
+        *,
+        port: int | None = None,
+        force: bool = False,
+        host: str | None = None,
     ) -> list[ServerStatus]:
         """Stop one server by model name or port, or every server when neither is given.
 
         Switches and starts still in flight on those ports (on any port, for every
         server) fail with :class:`~llamaswitch.SupersededError` and start nothing.
         Gateway requests in flight on them finish first (up to
-        ``LLAMASWITCH_DRAIN_TIMEOUT_S``); ``force`` cuts them at once.
+        ``LLAMASWITCH_DRAIN_TIMEOUT_S``); ``force`` cuts them at once. ``host``: on that
+        cluster host.
         """
+        cluster = self._on_host(host)
+        if cluster is not None and host is not None:
+            return await cluster.host_stop(host, model, port, force=force)
         ports = self.supervisor.ports_of(model, port=port)
         async with self.gateway.draining(ports, force=force):
             return await self.supervisor.stop(model, port=port)
 
     @overload
-    async def status(self) -> list[ServerStatus]: ...
+    async def status(self, *, host: str | None = None) -> list[ServerStatus]: ...
     @overload
-    async def status(self, model: str, *, port: int | None = None) -> ServerStatus: ...
+    async def status(
+        self, model: str, *, port: int | None = None, host: str | None = None
+    ) -> ServerStatus: ...
     @overload
-    async def status(self, model: None = None, *, port: int) -> ServerStatus: ...
+    async def status(
+        self, model: None = None, *, port: int, host: str | None = None
+    ) -> ServerStatus: ...
 
     async def status(
-        self, model: str | None = None, *, port: int | None = None
+        self, model: str | None = None, *, port: int | None = None, host: str | None = None
     ) -> list[ServerStatus] | ServerStatus:
-        """Status of every server, or of one by model name or port."""
+        """Status of every server, or of one by model name or port; ``host``: of that
+        cluster host only. A cluster head lists every host's servers (``host_name`` set),
+        then its own machine's."""
+        cluster = self._on_host(host)
+        if cluster is not None and host is not None:
+            if model is None and port is None:
+                return await cluster.host_servers(host)
+            return await cluster.host_status(host, model, port)
         if model is None and port is None:
-            return await self.supervisor.status_all()
+            local = await self.supervisor.status_all()
+            if self._cluster is not None:
+                # Every host's servers (host_name set), then this machine's own.
+                return [*await self._cluster.status_all(), *local]
+            return local
         return await self.supervisor.status_one(model, port=port)
 
+    async def hosts(self) -> list[dict[str, Any]]:
+        """The hosts of the cluster this object heads (``LLAMASWITCH_CLUSTER``): each
+        one's resources, budget, models and servers; on a single machine, an empty list."""
+        return self._cluster.hosts() if self._cluster is not None else []
+
     async def logs(
-        self, model: str | None = None, *, port: int | None = None, lines: int = 100
+        self,
+        model: str | None = None,
+        *,
+        port: int | None = None,
+        lines: int = 100,
+        host: str | None = None,
     ) -> list[str]:
-        """The last ``lines`` lines a server printed."""
+        """The last ``lines`` lines a server printed (``host``: of that cluster host)."""
+        cluster = self._on_host(host)
+        if cluster is not None and host is not None:
+            return await cluster.host_logs(host, model, port, lines)
         return await self.supervisor.logs(model, port=port, lines=lines)
+
+    def _on_host(self, host: str | None) -> ClusterGateway | None:
+        """The cluster to act through for ``host``; None to act on this machine (no host
+        given, or this machine's own name). :class:`~llamaswitch.HostNotFoundError`
+        for a name nobody has."""
+        if host is None:
+            return None
+        if self._cluster is not None:
+            self._cluster.host(host)  # raises for a name no host has
+            return self._cluster
+        own = self.settings.host_name or socket.gethostname()
+        if host != own:
+            raise HostNotFoundError(host, [own])
+        return None
 
     async def server_key(self, model: str | None = None, *, port: int | None = None) -> str | None:
         """The API key of a server listening beyond loopback (None for a loopback one).
@@ -350,22 +439,70 @@ class AsyncLlamaSwitch:
     # -- benchmarks -----------------------------------------------------------------------
 
     async def submit_benchmark(
-        self, model: str, config: BenchConfig | None = None, *, timeout_s: float | None = None
+        self,
+        model: str,
+        config: BenchConfig | None = None,
+        *,
+        timeout_s: float | None = None,
+        host: str | None = None,
     ) -> str:
-        """Queue a llama-bench run of ``model``; returns the task id at once."""
+        """Queue a llama-bench run of ``model``; returns the task id at once.
+
+        ``host``: on that cluster host; the task, once it ends, is kept in this history
+        with the host's hardware (see :meth:`benchmark_hosts` for the hosts that have a
+        model)."""
+        cluster = self._on_host(host)
+        if cluster is not None and host is not None:
+            task = await cluster.host_benchmark(host, model, config, timeout_s)
+            self._remote_tasks[task.id] = host
+            self._remote_recorders[task.id] = asyncio.ensure_future(
+                self._record_when_done(cluster, host, task.id)
+            )
+            return task.id
         info = await self.resolve_model(model)
         return await self.bench.submit(info, config, timeout_s=timeout_s)
 
+    def benchmark_hosts(self, model: str) -> list[str]:
+        """The cluster hosts whose folder has ``model`` (none on a single machine)."""
+        return self._cluster.hosts_with(model) if self._cluster is not None else []
+
+    async def _record_when_done(self, cluster: ClusterGateway, host: str, task_id: str) -> None:
+        try:
+            while True:
+                with contextlib.suppress(TaskTimeoutError):
+                    task = await cluster.host_benchmark_wait(host, task_id, 60.0)
+                    break
+            await self.bench.record_finished(task, host_name=host)
+        except LlamaSwitchError as exc:
+            logger.warning("benchmark %s on host %s not kept: %s", task_id, host, exc)
+        finally:
+            self._remote_recorders.pop(task_id, None)
+
     async def benchmark_status(self, task_id: str) -> BenchTask:
         """The task: state, progress, queue position, results, output, error."""
+        host = self._remote_tasks.get(task_id)
+        if host is not None and self._cluster is not None and task_id in self._remote_recorders:
+            return await self._cluster.host_benchmark_get(host, task_id)
         return await self.bench.get(task_id)
 
     async def wait_benchmark(self, task_id: str, timeout_s: float | None = None) -> BenchTask:
         """Wait until the task ends (``TaskTimeoutError`` after ``timeout_s``)."""
+        recorder = self._remote_recorders.get(task_id)
+        if recorder is not None:
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await asyncio.shield(recorder)
+            except TimeoutError:
+                raise TaskTimeoutError(
+                    f"task {task_id} did not end within {timeout_s:g} s"
+                ) from None
         return await self.bench.wait(task_id, timeout_s=timeout_s)
 
     async def cancel_benchmark(self, task_id: str) -> BenchTask:
         """Cancel a queued or running task; it keeps the results of finished tests."""
+        host = self._remote_tasks.get(task_id)
+        if host is not None and self._cluster is not None and task_id in self._remote_recorders:
+            return await self._cluster.host_benchmark_cancel(host, task_id)
         return await self.bench.cancel(task_id)
 
     async def delete_benchmark(self, task_id: str) -> BenchTask:

@@ -36,6 +36,9 @@ translated at one boundary and chained with ``raise ... from``::
     │   ├── TuneStateError            the tune's state forbids it (resume a running one...)
     │   └── TuneTimeoutError          waiting for a tune outlasted its timeout
     ├── DependencyMissingError        an optional extra is not installed (names the extra)
+    ├── ClusterError                  the Ray cluster cannot be reached or used
+    │   ├── HostNotFoundError         no cluster host has that name
+    │   └── HostLostError             the host left the cluster (its servers are lost)
     ├── GatewayError                  a model a client named cannot serve it (503)
     │   ├── ModelLoadError            loading it on demand failed (with the log tail)
     │   ├── ModelTooLargeError        it cannot fit in the budgets even alone
@@ -87,12 +90,15 @@ __all__ = [
     "BenchParseError",
     "BinaryIdentityError",
     "BinaryNotFoundError",
+    "ClusterError",
     "ConfigValidationError",
     "CrossSiteRequestError",
     "DependencyMissingError",
     "ForbiddenError",
     "ForeignHostError",
     "GatewayError",
+    "HostLostError",
+    "HostNotFoundError",
     "InternalServiceError",
     "LlamaSwitchError",
     "MalformedBodyError",
@@ -610,6 +616,56 @@ class DependencyMissingError(LlamaSwitchError, ImportError):
             f"{feature} needs the {extra} extra (missing: {', '.join(self.missing)}); "
             f"install it with: pip install 'llamaswitch[{extra}]'"
         )
+
+
+class ClusterError(LlamaSwitchError):
+    """The Ray cluster cannot be used: it cannot be reached, or it refused a call.
+
+    Raised by a cluster head (:mod:`llamaswitch.cluster`); ``cluster`` is the
+    ``LLAMASWITCH_CLUSTER`` setting it runs with.
+    """
+
+    code = "cluster_error"
+    http_status = 503
+    cli_exit_code = EXIT_UNREACHABLE
+    title = "Cluster unavailable"
+    fields: ClassVar[tuple[str, ...]] = ("cluster",)
+
+    def __init__(self, message: str, *, cluster: str | None = None) -> None:
+        self.cluster = cluster
+        super().__init__(message)
+
+
+class HostNotFoundError(ClusterError, LookupError):
+    """No host of the cluster (or this machine, alone) has that name; ``hosts`` lists the
+    names there are."""
+
+    code = "host_not_found"
+    http_status = 404
+    cli_exit_code = EXIT_MISSING
+    title = "Host not found"
+    fields = ("host", "hosts")
+
+    def __init__(self, host: str, hosts: Sequence[str]) -> None:
+        self.host = host
+        self.hosts = list(hosts)
+        known = ", ".join(self.hosts) or "none"
+        super().__init__(f"no host named {host!r} (hosts: {known})")
+
+
+class HostLostError(ClusterError):
+    """The host left the cluster (its node died or was removed): its model servers are
+    ``lost``, and the gateway places their models on another host."""
+
+    code = "host_lost"
+    http_status = 503
+    cli_exit_code = EXIT_UNREACHABLE
+    title = "Host lost"
+    fields = ("host",)
+
+    def __init__(self, host: str, reason: str) -> None:
+        self.host = host
+        super().__init__(f"host {host} left the cluster: {reason}")
 
 
 class GatewayError(LlamaSwitchError):

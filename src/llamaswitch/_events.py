@@ -25,8 +25,9 @@ from llamaswitch._time import now
 __all__ = ["Event", "EventBus", "Subscription"]
 
 #: ``gateway``: models loaded on demand, evicted, requests queued (docs/gateway.md);
-#: ``tune``: a tune's status and each finished trial (docs/tuning.md).
-EventTopic = Literal["server", "benchmark", "gateway", "tune"]
+#: ``tune``: a tune's status and each finished trial (docs/tuning.md);
+#: ``host``: a cluster host joined, was lost or left (docs/cluster.md).
+EventTopic = Literal["server", "benchmark", "gateway", "tune", "host"]
 
 _ids = itertools.count(1)
 
@@ -42,9 +43,9 @@ _END = _End()
 class Event:
     """Something that happened.
 
-    ``topic`` is ``server``, ``benchmark``, ``gateway`` or ``tune``; ``type`` says what
-    (``state`` for a state change, ``progress`` and ``result`` for benchmarks); ``data``
-    is JSON-friendly.
+    ``topic`` is ``server``, ``benchmark``, ``gateway``, ``tune`` or ``host``; ``type``
+    says what (``state`` for a state change, ``progress`` and ``result`` for benchmarks);
+    ``data`` is JSON-friendly.
     """
 
     topic: EventTopic

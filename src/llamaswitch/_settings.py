@@ -352,9 +352,24 @@ class Settings:
         default_doc="`llamaswitch.toml` in the models folder, if it exists"))  # fmt: skip
     server_keys: str = attrs.field(default="beyond-loopback", metadata=spec(
         "Which model servers get a random API key of their own (`LLAMA_API_KEY`): those "
-        "listening beyond loopback, or `always` (every one).",
+        "listening beyond loopback, or `always` (every one; a cluster host's always do).",
         Choice(("beyond-loopback", "always")), env="LLAMASWITCH_SERVER_KEYS",
         default_doc="`beyond-loopback`"))  # fmt: skip
+    # -- many hosts (docs/cluster.md) -----------------------------------------------------
+    cluster: str | None = attrs.field(default=None, metadata=spec(
+        "Serve as the head of a Ray cluster: `ray` (the cluster this machine belongs to, or "
+        "`RAY_ADDRESS`) or `ray://HOST:PORT` (Ray Client). Needs the `ray` extra.",
+        Text(what="ray or ray://HOST:PORT", pattern=r"ray|ray://[^\s/]+:\d+"),
+        env="LLAMASWITCH_CLUSTER", default_doc="(none: this machine alone)"))  # fmt: skip
+    host_name: str | None = attrs.field(default=None, metadata=spec(
+        "This host's name in a cluster (`GET /api/v1/hosts`, the routes' `host`).",
+        Text(what="a name of letters, digits, '.', '_' and '-'",
+             pattern=r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}"),
+        env="LLAMASWITCH_HOST_NAME", default_doc="the machine's host name"))  # fmt: skip
+    cluster_grace_s: float = attrs.field(default=30.0, metadata=spec(
+        "How long a cluster host keeps its model servers after it lost the head (a head "
+        "restarted within it takes them over); then it stops them.", _SECONDS,
+        env="LLAMASWITCH_CLUSTER_GRACE_S", default_doc="`30`"))  # fmt: skip
     #: Where each value came from (field name -> "argument", "environment", a .env path
     #: or "default"); used to name the source in error messages.
     sources: Mapping[str, str] = attrs.field(factory=dict, eq=False, repr=False)

@@ -161,40 +161,66 @@ class LlamaSwitch:
         *,
         wait: bool = True,
         force: bool = False,
+        host: str | None = None,
     ) -> ServerStatus:
         """See :meth:`AsyncLlamaSwitch.switch`."""
-        return self._call(self._async.switch(model, config, wait=wait, force=force))
+        return self._call(self._async.switch(model, config, wait=wait, force=force, host=host))
 
     def start(
-        self, model: str, config: ServerConfig | None = None, *, wait: bool = True
+        self,
+        model: str,
+        config: ServerConfig | None = None,
+        *,
+        wait: bool = True,
+        host: str | None = None,
     ) -> ServerStatus:
         """See :meth:`AsyncLlamaSwitch.start`."""
-        return self._call(self._async.start(model, config, wait=wait))
+        return self._call(self._async.start(model, config, wait=wait, host=host))
 
     def stop(
-        self, model: str | None = None, *, port: int | None = None, force: bool = False
+        self,
+        model: str | None = None,
+        *,
+        port: int | None = None,
+        force: bool = False,
+        host: str | None = None,
     ) -> list[ServerStatus]:
         """See :meth:`AsyncLlamaSwitch.stop`."""
-        return self._call(self._async.stop(model, port=port, force=force))
+        return self._call(self._async.stop(model, port=port, force=force, host=host))
 
     @overload
-    def status(self) -> list[ServerStatus]: ...
+    def status(self, *, host: str | None = None) -> list[ServerStatus]: ...
     @overload
-    def status(self, model: str, *, port: int | None = None) -> ServerStatus: ...
+    def status(
+        self, model: str, *, port: int | None = None, host: str | None = None
+    ) -> ServerStatus: ...
     @overload
-    def status(self, model: None = None, *, port: int) -> ServerStatus: ...
+    def status(self, model: None = None, *, port: int, host: str | None = None) -> ServerStatus: ...
 
     def status(
-        self, model: str | None = None, *, port: int | None = None
+        self, model: str | None = None, *, port: int | None = None, host: str | None = None
     ) -> list[ServerStatus] | ServerStatus:
         """See :meth:`AsyncLlamaSwitch.status`."""
-        return self._call(self._async.status(model, port=port))  # type: ignore[arg-type]
+        return self._call(self._async.status(model, port=port, host=host))  # type: ignore[arg-type]
 
     def logs(
-        self, model: str | None = None, *, port: int | None = None, lines: int = 100
+        self,
+        model: str | None = None,
+        *,
+        port: int | None = None,
+        lines: int = 100,
+        host: str | None = None,
     ) -> list[str]:
         """See :meth:`AsyncLlamaSwitch.logs`."""
-        return self._call(self._async.logs(model, port=port, lines=lines))
+        return self._call(self._async.logs(model, port=port, lines=lines, host=host))
+
+    def hosts(self) -> list[dict[str, Any]]:
+        """See :meth:`AsyncLlamaSwitch.hosts`."""
+        return self._call(self._async.hosts())
+
+    def benchmark_hosts(self, model: str) -> list[str]:
+        """See :meth:`AsyncLlamaSwitch.benchmark_hosts`."""
+        return self._async.benchmark_hosts(model)
 
     def server_key(self, model: str | None = None, *, port: int | None = None) -> str | None:
         """See :meth:`AsyncLlamaSwitch.server_key`."""
@@ -234,10 +260,17 @@ class LlamaSwitch:
     # -- benchmarks -----------------------------------------------------------------------
 
     def submit_benchmark(
-        self, model: str, config: BenchConfig | None = None, *, timeout_s: float | None = None
+        self,
+        model: str,
+        config: BenchConfig | None = None,
+        *,
+        timeout_s: float | None = None,
+        host: str | None = None,
     ) -> str:
         """See :meth:`AsyncLlamaSwitch.submit_benchmark`."""
-        return self._call(self._async.submit_benchmark(model, config, timeout_s=timeout_s))
+        return self._call(
+            self._async.submit_benchmark(model, config, timeout_s=timeout_s, host=host)
+        )
 
     def benchmark_status(self, task_id: str) -> BenchTask:
         """See :meth:`AsyncLlamaSwitch.benchmark_status`."""

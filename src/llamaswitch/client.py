@@ -154,28 +154,32 @@ class _Requests:
         return _Call("GET", "/models", _list_of(ModelInfo), timeout_s=self.timeout_s)
 
     def launch(self, route: str, model: str, config: ServerConfig | None,
-               wait: bool, force: bool = False) -> _Call[ServerStatus]:  # fmt: skip
+               wait: bool, force: bool = False, *,
+               host: str | None = None) -> _Call[ServerStatus]:  # fmt: skip
         query = {k: True for k, on in (("wait", wait), ("force", force)) if on}
-        return _Call(
-            "POST", f"/model/{route}", _one(ServerStatus), query=query,
-            body={"model_path": model, "config": None if config is None else to_wire(config)},
-            timeout_s=None if wait else self.timeout_s,
-        )  # fmt: skip
+        body = {"model_path": model, "config": None if config is None else to_wire(config)}
+        if host is not None:
+            body["host"] = host
+        return _Call("POST", f"/model/{route}", _one(ServerStatus), query=query, body=body,
+                     timeout_s=None if wait else self.timeout_s)  # fmt: skip
 
-    def stop(self, model: str | None, port: int | None,
-             force: bool) -> _Call[list[ServerStatus]]:  # fmt: skip
-        body = {k: v for k, v in (("model_name", model), ("port", port)) if v is not None}
+    def stop(self, model: str | None, port: int | None, force: bool,
+             host: str | None = None) -> _Call[list[ServerStatus]]:  # fmt: skip
+        body = {k: v for k, v in (("model_name", model), ("port", port), ("host", host))
+                if v is not None}  # fmt: skip
         # Without force, a stop waits for the gateway's requests in flight to finish.
         return _Call("POST", "/model/stop", _list_of(ServerStatus), body=body,
                      query={"force": True} if force else {}, timeout_s=None)  # fmt: skip
 
-    def status(self, model: str | None, port: int | None) -> _Call[Any]:
-        query = {"model_name": model, "port": port}
+    def status(self, model: str | None, port: int | None,
+               host: str | None = None) -> _Call[Any]:  # fmt: skip
+        query = {"model_name": model, "port": port, "host": host}
         return _Call("GET", "/model/status", _one_or_list, query=query, timeout_s=self.timeout_s)
 
-    def logs(self, model: str | None, port: int | None, lines: int) -> _Call[list[str]]:
+    def logs(self, model: str | None, port: int | None, lines: int,
+             host: str | None = None) -> _Call[list[str]]:  # fmt: skip
         return _Call("GET", "/model/logs", lambda data: [str(line) for line in data or []],
-                     query={"model_name": model, "port": port, "lines": lines},
+                     query={"model_name": model, "port": port, "lines": lines, "host": host},
                      timeout_s=self.timeout_s)  # fmt: skip
 
     def server_key(self, model: str | None, port: int | None) -> _Call[str | None]:
@@ -184,11 +188,14 @@ class _Requests:
                      timeout_s=self.timeout_s)  # fmt: skip
 
     def submit_benchmark(self, model: str, config: BenchConfig | None,
-                         timeout_s: float | None) -> _Call[str]:  # fmt: skip
+                         timeout_s: float | None, host: str | None = None,
+                         ) -> _Call[str]:  # fmt: skip
         body: dict[str, Any] = {"model_path": model,
                                 "config": None if config is None else to_wire(config)}  # fmt: skip
         if timeout_s is not None:
             body["timeout_s"] = timeout_s
+        if host is not None:
+            body["host"] = host
         return _Call("POST", "/benchmark", lambda data: str(data["task_id"]), body=body,
                      timeout_s=self.timeout_s)  # fmt: skip
 
@@ -367,43 +374,63 @@ class AsyncRemoteLlamaSwitch:
         *,
         wait: bool = True,
         force: bool = False,
+        host: str | None = None,
     ) -> ServerStatus:
         """See :meth:`AsyncLlamaSwitch.switch`."""
-        return await self._send(self._calls.launch("switch", model, config, wait, force))
+        return await self._send(self._calls.launch("switch", model, config, wait, force, host=host))
 
     async def start(
-        self, model: str, config: ServerConfig | None = None, *, wait: bool = True
+        self,
+        model: str,
+        config: ServerConfig | None = None,
+        *,
+        wait: bool = True,
+        host: str | None = None,
     ) -> ServerStatus:
         """See :meth:`AsyncLlamaSwitch.start`."""
-        return await self._send(self._calls.launch("start", model, config, wait))
+        return await self._send(self._calls.launch("start", model, config, wait, host=host))
 
     async def stop(
-        self, model: str | None = None, *, port: int | None = None, force: bool = False
+        self,
+        model: str | None = None,
+        *,
+        port: int | None = None,
+        force: bool = False,
+        host: str | None = None,
     ) -> list[ServerStatus]:
         """See :meth:`AsyncLlamaSwitch.stop`."""
-        return await self._send(self._calls.stop(model, port, force))
+        return await self._send(self._calls.stop(model, port, force, host))
 
     @overload
-    async def status(self) -> list[ServerStatus]: ...
+    async def status(self, *, host: str | None = None) -> list[ServerStatus]: ...
     @overload
-    async def status(self, model: str, *, port: int | None = None) -> ServerStatus: ...
+    async def status(
+        self, model: str, *, port: int | None = None, host: str | None = None
+    ) -> ServerStatus: ...
     @overload
-    async def status(self, model: None = None, *, port: int) -> ServerStatus: ...
+    async def status(
+        self, model: None = None, *, port: int, host: str | None = None
+    ) -> ServerStatus: ...
 
     async def status(
-        self, model: str | None = None, *, port: int | None = None
+        self, model: str | None = None, *, port: int | None = None, host: str | None = None
     ) -> list[ServerStatus] | ServerStatus:
         """See :meth:`AsyncLlamaSwitch.status`."""
         result: list[ServerStatus] | ServerStatus = await self._send(
-            self._calls.status(model, port)
+            self._calls.status(model, port, host)
         )
         return result
 
     async def logs(
-        self, model: str | None = None, *, port: int | None = None, lines: int = 100
+        self,
+        model: str | None = None,
+        *,
+        port: int | None = None,
+        lines: int = 100,
+        host: str | None = None,
     ) -> list[str]:
         """See :meth:`AsyncLlamaSwitch.logs`."""
-        return await self._send(self._calls.logs(model, port, lines))
+        return await self._send(self._calls.logs(model, port, lines, host))
 
     async def server_key(self, model: str | None = None, *, port: int | None = None) -> str | None:
         """See :meth:`AsyncLlamaSwitch.server_key`."""
@@ -425,10 +452,15 @@ class AsyncRemoteLlamaSwitch:
                     return
 
     async def submit_benchmark(
-        self, model: str, config: BenchConfig | None = None, *, timeout_s: float | None = None
+        self,
+        model: str,
+        config: BenchConfig | None = None,
+        *,
+        timeout_s: float | None = None,
+        host: str | None = None,
     ) -> str:
         """See :meth:`AsyncLlamaSwitch.submit_benchmark`."""
-        return await self._send(self._calls.submit_benchmark(model, config, timeout_s))
+        return await self._send(self._calls.submit_benchmark(model, config, timeout_s, host))
 
     async def benchmark_status(self, task_id: str) -> BenchTask:
         """See :meth:`AsyncLlamaSwitch.benchmark_status`."""
@@ -592,51 +624,76 @@ class RemoteLlamaSwitch:
         *,
         wait: bool = True,
         force: bool = False,
+        host: str | None = None,
     ) -> ServerStatus:
         """See :meth:`LlamaSwitch.switch`."""
-        return self._send(self._calls.launch("switch", model, config, wait, force))
+        return self._send(self._calls.launch("switch", model, config, wait, force, host=host))
 
     def start(
-        self, model: str, config: ServerConfig | None = None, *, wait: bool = True
+        self,
+        model: str,
+        config: ServerConfig | None = None,
+        *,
+        wait: bool = True,
+        host: str | None = None,
     ) -> ServerStatus:
         """See :meth:`LlamaSwitch.start`."""
-        return self._send(self._calls.launch("start", model, config, wait))
+        return self._send(self._calls.launch("start", model, config, wait, host=host))
 
     def stop(
-        self, model: str | None = None, *, port: int | None = None, force: bool = False
+        self,
+        model: str | None = None,
+        *,
+        port: int | None = None,
+        force: bool = False,
+        host: str | None = None,
     ) -> list[ServerStatus]:
         """See :meth:`LlamaSwitch.stop`."""
-        return self._send(self._calls.stop(model, port, force))
+        return self._send(self._calls.stop(model, port, force, host))
 
     @overload
-    def status(self) -> list[ServerStatus]: ...
+    def status(self, *, host: str | None = None) -> list[ServerStatus]: ...
     @overload
-    def status(self, model: str, *, port: int | None = None) -> ServerStatus: ...
+    def status(
+        self, model: str, *, port: int | None = None, host: str | None = None
+    ) -> ServerStatus: ...
     @overload
-    def status(self, model: None = None, *, port: int) -> ServerStatus: ...
+    def status(self, model: None = None, *, port: int, host: str | None = None) -> ServerStatus: ...
 
     def status(
-        self, model: str | None = None, *, port: int | None = None
+        self, model: str | None = None, *, port: int | None = None, host: str | None = None
     ) -> list[ServerStatus] | ServerStatus:
         """See :meth:`LlamaSwitch.status`."""
-        result: list[ServerStatus] | ServerStatus = self._send(self._calls.status(model, port))
+        result: list[ServerStatus] | ServerStatus = self._send(
+            self._calls.status(model, port, host)
+        )
         return result
 
     def logs(
-        self, model: str | None = None, *, port: int | None = None, lines: int = 100
+        self,
+        model: str | None = None,
+        *,
+        port: int | None = None,
+        lines: int = 100,
+        host: str | None = None,
     ) -> list[str]:
         """See :meth:`LlamaSwitch.logs`."""
-        return self._send(self._calls.logs(model, port, lines))
+        return self._send(self._calls.logs(model, port, lines, host))
 
     def server_key(self, model: str | None = None, *, port: int | None = None) -> str | None:
         """See :meth:`LlamaSwitch.server_key`."""
         return self._send(self._calls.server_key(model, port))
 
     def submit_benchmark(
-        self, model: str, config: BenchConfig | None = None, *, timeout_s: float | None = None
+        self,
+        model: str,
+        config: BenchConfig | None = None,
+        *,
+        timeout_s: float | None = None,
+        host: str | None = None,
     ) -> str:
         """See :meth:`LlamaSwitch.submit_benchmark`."""
-        return self._send(self._calls.submit_benchmark(model, config, timeout_s))
+        return self._send(self._calls.submit_benchmark(model, config, timeout_s, host))
 
     def benchmark_status(self, task_id: str) -> BenchTask:
         """See :meth:`LlamaSwitch.benchmark_status`."""

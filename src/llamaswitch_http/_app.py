@@ -68,6 +68,7 @@ ROUTES: Final = (
     ("POST", "/api/v1/benchmarks/prune", h.benchmarks_prune),
     ("GET", "/api/v1/gateway/requests", h.gateway_requests),
     ("GET", "/api/v1/gateway/plan", h.gateway_plan),
+    ("GET", "/api/v1/hosts", h.hosts),
     ("GET", "/api/v1/presets", h.presets),
     ("POST", "/api/v1/presets/reload", h.presets_reload),
     # Tuning (docs/tuning.md).

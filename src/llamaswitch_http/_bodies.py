@@ -63,12 +63,20 @@ _MODEL_REF: Final = {"type": "string", "minLength": 1,
                      "catalog name."}  # fmt: skip
 
 
+#: A cluster host, by its name in ``GET /api/v1/hosts`` (docs/cluster.md).
+_HOST: Final[Mapping[str, Any]] = {
+    "type": "string", "minLength": 1,
+    "description": "A cluster host (GET /api/v1/hosts); default: this machine.",
+}  # fmt: skip
+
+
 @attrs.frozen(kw_only=True)
 class SwitchBody:
     """``POST /api/v1/model/switch`` (and ``start``)."""
 
     model_path: str = attrs.field(metadata={"schema": _MODEL_REF})
     config: dict[str, Any] | None = attrs.field(default=None, metadata={"schema": ServerConfig})
+    host: str | None = attrs.field(default=None, metadata={"schema": _HOST})
 
 
 @attrs.frozen(kw_only=True)
@@ -78,6 +86,7 @@ class StopBody:
     model_name: str | None = attrs.field(default=None, metadata={"schema": {
         "type": "string", "minLength": 1}})  # fmt: skip
     port: int | None = attrs.field(default=None, metadata={"schema": MODEL_PORT.schema()})
+    host: str | None = attrs.field(default=None, metadata={"schema": _HOST})
 
 
 @attrs.frozen(kw_only=True)
@@ -90,6 +99,9 @@ class BenchmarkBody:
         "type": "number", "exclusiveMinimum": 0,
         "description": "Time limit of the task (default: LLAMASWITCH_BENCH_TIMEOUT_S)."}},
     )  # fmt: skip
+    host: str | None = attrs.field(default=None, metadata={"schema": {
+        **_HOST, "description": "A cluster host (GET /api/v1/hosts), or * for every host "
+        "that has the model (the answer is then a list of tasks)."}})  # fmt: skip
 
 
 @attrs.frozen(kw_only=True)

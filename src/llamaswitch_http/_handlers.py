@@ -16,7 +16,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
 from llamaswitch._capabilities import BinaryKind
-from llamaswitch._errors import ConfigValidationError, LlamaSwitchError
+from llamaswitch._errors import ConfigValidationError, LlamaSwitchError, ModelNotFoundError
 from llamaswitch._version import __version__
 from llamaswitch._vocabulary import MODEL_PORT
 from llamaswitch._wire import dumps
@@ -109,9 +109,10 @@ async def _launch(request: web.Request, *, alongside: bool) -> web.Response:
     config = parse_config(ServerConfig.from_dict, body.config)
     core = request.app[CORE]
     if alongside:
-        status = await core.start(body.model_path, config, wait=wait)
+        status = await core.start(body.model_path, config, wait=wait, host=body.host)
     else:
-        status = await core.switch(body.model_path, config, wait=wait, force=force)
+        status = await core.switch(body.model_path, config, wait=wait, force=force,
+                                   host=body.host)  # fmt: skip
     if wait:
         return ok(status, "Model started" if alongside else "Model switched")
     message = "Model start initiated" if alongside else "Model switch initiated"
@@ -127,7 +128,8 @@ async def model_stop(request: web.Request) -> web.Response:
     body = await read_body(request, StopBody, optional=True)
     if body.port is not None and (reason := MODEL_PORT.problem(body.port)):
         raise ConfigValidationError([("$.port", reason)])
-    stopped = await request.app[CORE].stop(body.model_name, port=body.port, force=force)
+    stopped = await request.app[CORE].stop(body.model_name, port=body.port, force=force,
+                                           host=body.host)  # fmt: skip
     return ok(stopped, "Model stopped")
 
 
@@ -141,11 +143,22 @@ def _server_ref(query: Query, *, required: bool = False) -> tuple[str | None, in
 
 
 async def model_status(request: web.Request) -> web.Response:
-    """``GET /api/v1/model/status[?model_name=|port=]``: one server, or a list of all."""
+    """``GET /api/v1/model/status[?model_name=|port=][&host=]``: one server, or a list
+    of all (of every cluster host, with ``host_name``; ``host``: of that one)."""
     query = Query(request)
     model_name, port = _server_ref(query)
+    host = query.text("host")
     query.check()
     core = request.app[CORE]
+    if host is not None:
+        if model_name is None and port is None:
+            return ok(await core.status(host=host), "Model status retrieved")
+        if model_name is not None:
+            found = await core.status(model_name, port=port, host=host)
+        else:
+            assert port is not None  # noqa: S101 - narrowed above
+            found = await core.status(port=port, host=host)
+        return ok(found, "Model status retrieved")
     if model_name is None and port is None:
         cache = request.app[STATUS_CACHE]
         body = cache.get()
@@ -166,9 +179,10 @@ async def model_logs(request: web.Request) -> web.Response:
     query = Query(request)
     model_name, port = _server_ref(query, required=True)
     lines = query.integer("lines", 100, minimum=1, maximum=_MAX_LOG_LINES)
+    host = query.text("host")
     query.check()
     assert lines is not None  # noqa: S101 - has a default
-    found = await request.app[CORE].logs(model_name, port=port, lines=lines)
+    found = await request.app[CORE].logs(model_name, port=port, lines=lines, host=host)
     return ok(found, f"{len(found)} log lines")
 
 
@@ -193,7 +207,18 @@ async def benchmark_submit(request: web.Request) -> web.Response:
         raise ConfigValidationError([("$.timeout_s", "must be a number of seconds greater than 0")])
     config = parse_config(BenchConfig.from_dict, body.config)
     core = request.app[CORE]
-    task_id = await core.submit_benchmark(body.model_path, config, timeout_s=body.timeout_s)
+    if body.host == "*":
+        hosts = core.benchmark_hosts(body.model_path)
+        if not hosts:
+            raise ModelNotFoundError(body.model_path)
+        tasks = []
+        for host in hosts:
+            task_id = await core.submit_benchmark(body.model_path, config,
+                                                  timeout_s=body.timeout_s, host=host)  # fmt: skip
+            tasks.append(await core.benchmark_status(task_id))
+        return ok(tasks, f"{len(tasks)} benchmark tasks created", status=202)
+    task_id = await core.submit_benchmark(body.model_path, config, timeout_s=body.timeout_s,
+                                          host=body.host)  # fmt: skip
     # The task (it carries task_id) rather than the bare id: the client sees at once
     # whether it runs or waits, and where in the queue.
     task = await core.benchmark_status(task_id)
@@ -383,6 +408,12 @@ async def gateway_requests(request: web.Request) -> web.Response:
     query.check()
     records = request.app[CORE].gateway.requests.recent(limit or 100)
     return ok(records, f"{len(records)} requests")
+
+
+async def hosts(request: web.Request) -> web.Response:
+    """``GET /api/v1/hosts``: the cluster's hosts (docs/cluster.md); none on one machine."""
+    found = await request.app[CORE].hosts()
+    return ok(found, f"{len(found)} hosts")
 
 
 async def gateway_plan(request: web.Request) -> web.Response:

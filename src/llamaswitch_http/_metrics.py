@@ -50,13 +50,13 @@ class Metrics:
         self.server_vram = Gauge(
             "llamaswitch_server_vram_bytes",
             "GPU memory held by a model server process (summed over GPUs).",
-            ["port", "model"],
+            ["port", "model", "host"],
             registry=r,
         )
         self.server_rss = Gauge(
             "llamaswitch_server_rss_bytes",
             "Resident memory of a model server process.",
-            ["port", "model"],
+            ["port", "model", "host"],
             registry=r,
         )
         self.switch_seconds = Histogram(
@@ -161,14 +161,15 @@ class Metrics:
         for status in statuses:
             state = str(status.state)
             counts[state] = counts.get(state, 0) + 1
-            labels = (str(status.port), status.model_name)
+            # host: the cluster host it runs on (docs/cluster.md), "" on this machine.
+            labels = (str(status.port), status.model_name, status.host_name or "")
             _set_mib(self.server_vram, labels, status.vram_usage)
             _set_mib(self.server_rss, labels, status.rss_mib)
         for state, count in counts.items():
             self.servers.labels(state).set(count)
 
 
-def _set_mib(gauge: Gauge, labels: tuple[str, str], mib: Any) -> None:
+def _set_mib(gauge: Gauge, labels: tuple[str, str, str], mib: Any) -> None:
     # No sample rather than 0 when unknown (no NVIDIA GPU, a process already gone).
     if isinstance(mib, int | float) and not isinstance(mib, bool):
         gauge.labels(*labels).set(mib * _MIB)

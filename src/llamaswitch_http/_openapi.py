@@ -180,6 +180,8 @@ def _op(
 _MODEL_NAME = _query("model_name", {"type": "string", "minLength": 1},
                      "A model's name (file name or catalog name).")  # fmt: skip
 _PORT = _query("port", _PORT_SCHEMA, "A model server's port.")
+_HOST = _query("host", {"type": "string", "minLength": 1},
+               "A cluster host (GET /api/v1/hosts); default: this machine.")  # fmt: skip
 _FORCE = _query("force", _BOOL, "Cut gateway requests in flight at once (default: wait "
                 "for them, up to LLAMASWITCH_DRAIN_TIMEOUT_S).")  # fmt: skip
 _TASK_ID = _query("task_id", {"type": "string", "minLength": 1}, "The task id.", required=True)
@@ -255,11 +257,11 @@ def openapi_document(*, secured: bool) -> dict[str, Any]:
             "Status of one server (model_name or port, not both) or of all (a list)",
             ok={200: ("One server with model_name or port, else a list.", {"anyOf": [
                 _ref("ServerStatus"), {"type": "array", "items": _ref("ServerStatus")}]})},
-            params=[_MODEL_NAME, _PORT], errors=(404, 422), secured=s)},
+            params=[_MODEL_NAME, _PORT, _HOST], errors=(404, 422), secured=s)},
         "/api/v1/model/logs": {"get": _op(
             "The last lines a model server printed (name it by model_name or port)",
             ok={200: ("Log lines, oldest first.", _STR_LIST)},
-            params=[_MODEL_NAME, _PORT,
+            params=[_MODEL_NAME, _PORT, _HOST,
                     _query("lines", Whole(1, 10_000).schema(), "How many lines (default 100).")],
             errors=(404, 422), secured=s)},
         "/api/v1/benchmark/status": {"get": _op(
@@ -330,6 +332,11 @@ def openapi_document(*, secured: bool) -> dict[str, Any]:
             params=[_query("model", {"type": "string", "minLength": 1},
                            "A model name (id, alias, file name or stem).")],
             errors=(404, 422), secured=s)},
+        "/api/v1/hosts": {"get": _op(
+            "The hosts of the cluster this service heads (LLAMASWITCH_CLUSTER): each "
+            "one's resources, budget, models and servers; empty on a single machine",
+            ok={200: ("Hosts.", {"type": "array", "items": {"type": "object"}})},
+            errors=(), secured=s)},
         "/api/v1/presets": {"get": _op(
             "The presets in effect (llamaswitch.toml), and why the last reload failed",
             ok={200: ("The presets.", {"type": "object"})}, errors=(), secured=s)},

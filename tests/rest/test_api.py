@@ -865,7 +865,12 @@ def test_metrics_parse_and_reflect_a_running_server(
             port = str(settings.model_port)
             assert after[("llamaswitch_servers", (("state", "ready"),))] == 1
             assert (
-                after[("llamaswitch_server_rss_bytes", (("model", "tiny.gguf"), ("port", port)))]
+                after[
+                    (
+                        "llamaswitch_server_rss_bytes",
+                        (("host", ""), ("model", "tiny.gguf"), ("port", port)),
+                    )
+                ]
                 > 1024 * 1024
             )
             assert after[("llamaswitch_switch_duration_seconds_count", ())] == 1

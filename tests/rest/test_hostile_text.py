@@ -69,6 +69,7 @@ BASE: dict[tuple[str, str], tuple[dict[str, Any], dict[str, Any] | None]] = {
     ("GET", "/api/v1/gateway/requests"): ({}, None),
     ("GET", "/api/v1/gateway/plan"): ({"model": "tiny"}, None),
     ("GET", "/api/v1/presets"): ({}, None),
+    ("GET", "/api/v1/hosts"): ({}, None),
     ("POST", "/api/v1/presets/reload"): ({}, None),
     # One quick trial; a tune a case starts is cancelled after it (see the test).
     ("POST", "/api/v1/tune"): ({}, {

@@ -41,6 +41,12 @@ def register(sub: Any) -> None:
         "it can start processes)",
     )
     parser.add_argument(
+        "--cluster",
+        metavar="ray[://ADDRESS]",
+        help="serve as the head of a Ray cluster (docs/cluster.md): ray (this machine's "
+        "cluster, or RAY_ADDRESS) or ray://HOST:PORT (default: LLAMASWITCH_CLUSTER, none)",
+    )
+    parser.add_argument(
         "--demo",
         nargs="?",
         const="",
@@ -162,7 +168,8 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_MISSING
-    overrides: dict[str, Any] = {"server_host": args.host, "server_port": args.port}
+    overrides: dict[str, Any] = {"server_host": args.host, "server_port": args.port,
+                                 "cluster": args.cluster}  # fmt: skip
     announce: Callable[[str], None] = _serve_announce
     if args.demo is not None:
         folder = args.demo or args.models_dir

@@ -735,6 +735,34 @@ class BenchRunner:
         )
         return await self.get(task_id)
 
+    async def record_finished(self, task: BenchTask, *, host_name: str) -> BenchTask:
+        """Keep a finished task that ran on another host (a cluster's) in this history,
+        under its own id, its hardware recorded with the host's name: compare then puts
+        hosts side by side. A task kept already is returned as it is."""
+        self._check_open()
+        kept = await self._store.get_task(task.id)
+        if kept is None:
+            stamp = format_time
+            await self._store.insert_task_with_results(
+                task.results, id=task.id, source=f"host:{host_name}", model=task.model,
+                model_relative=task.model, model_path=task.model_path,
+                config=task.config.to_dict(), argv=list(task.argv),
+                output_format=task.output_format, state=task.state,
+                created_at=stamp(task.created_at),
+                started_at=stamp(task.started_at) if task.started_at else None,
+                finished_at=stamp(task.finished_at) if task.finished_at else None,
+                state_history=[[state, stamp(moment)] for state, moment in task.state_history],
+                expected_tests=len(task.results), output=task.output,
+                binary_version=task.binary_version, binary_commit=task.binary_commit,
+                host={**task.host, "name": host_name}, error=task.error,
+                exit_code=task.exit_code, stderr_tail=task.stderr_tail,
+                timeout_s=task.timeout_s, running_servers=list(task.running_servers),
+            )  # fmt: skip
+            self._events.emit("benchmark", "state", task_id=task.id, state=task.state,
+                              model=task.model, error=task.error, exit_code=task.exit_code,
+                              host_name=host_name)  # fmt: skip
+        return await self.get(task.id)
+
     # -- snapshots and events -------------------------------------------------------------
 
     def _queue_position(self, task_id: str) -> int | None:

@@ -14,7 +14,9 @@ import contextlib
 import enum
 import time
 from collections import deque
+from collections.abc import AsyncIterator
 from datetime import datetime
+from typing import TYPE_CHECKING, Protocol
 
 import attrs
 
@@ -23,7 +25,10 @@ from llamaswitch._time import now
 from llamaswitch.gateway.memory import MemoryNeed
 from llamaswitch.servers.config import ServerConfig
 
-__all__ = ["Lease", "ModelRecord", "ModelState"]
+if TYPE_CHECKING:
+    from llamaswitch.gateway.requests import RequestRecord
+
+__all__ = ["Holder", "Lease", "ModelRecord", "ModelState", "held"]
 
 
 class ModelState(enum.StrEnum):
@@ -48,6 +53,33 @@ class Lease:
     api_key: str | None
     queue_wait_s: float
     load_wait_s: float
+    #: In a cluster: the host whose server it is (its gateway gets the lease back).
+    host: str | None = None
+
+
+class Holder(Protocol):
+    """What :func:`held` needs of a gateway."""
+
+    async def acquire(self, name: str, *, record: RequestRecord | None = None) -> Lease:
+        """Take a slot of ``name``'s server."""
+        ...
+
+    def release(self, lease: Lease) -> None:
+        """End a request's hold."""
+        ...
+
+
+@contextlib.asynccontextmanager
+async def held(
+    gateway: Holder, name: str, *, record: RequestRecord | None = None
+) -> AsyncIterator[Lease]:
+    """A lease of ``name``'s server for one request: acquired, then released whatever
+    happens (every gateway's ``lease``)."""
+    lease = await gateway.acquire(name, record=record)
+    try:
+        yield lease
+    finally:
+        gateway.release(lease)
 
 
 @attrs.define(eq=False)

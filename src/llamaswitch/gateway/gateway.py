@@ -55,7 +55,7 @@ from llamaswitch._errors import (
 from llamaswitch._events import EventBus
 from llamaswitch._gpu import GpuDevice, GpuProbe
 from llamaswitch._settings import Settings
-from llamaswitch.gateway.admission import Lease, ModelRecord, ModelState
+from llamaswitch.gateway.admission import Lease, ModelRecord, ModelState, held
 from llamaswitch.gateway.measurements import MeasurementStore
 from llamaswitch.gateway.memory import MemoryNeed, estimate
 from llamaswitch.gateway.names import GatewayModel, NameBook
@@ -69,17 +69,20 @@ from llamaswitch.servers.status import ServerState, ServerStatus
 __all__ = [
     "EVICTION_REASONS",
     "SWAP_BATCH",
+    "HostResources",
     "Lease",
     "ModelGateway",
     "ModelState",
     "ModelView",
+    "machine_budget",
 ]
 
 logger = logging.getLogger(__name__)
 
 #: Why a model stops being served (``model_evicted`` events, the evictions metric):
-#: unloaded to make room, idle for its TTL, its server crashed, or stopped by an admin.
-EVICTION_REASONS = ("room", "idle", "crashed", "stopped")
+#: unloaded to make room, idle for its TTL, its server crashed, stopped by an admin, or
+#: lost with its cluster host.
+EVICTION_REASONS = ("room", "idle", "crashed", "stopped", "lost")
 #: Requests a busy model still admits once another model waits for its room.
 SWAP_BATCH = 8
 #: Backoff after a failed load: the first retry waits this long, doubling up to the max.
@@ -119,6 +122,32 @@ class ModelView:
     error: str | None
     #: False for a server started through the admin API that the gateway uses as it is.
     owned: bool
+    #: In a cluster: the host that serves it (or would), and every host that has it.
+    host: str | None = None
+    hosts: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class HostResources:
+    """Another machine's memory, for a gateway that places models there (a cluster
+    host): its GPUs, its budget (from that host's own settings) and its RAM."""
+
+    devices: tuple[GpuDevice, ...]
+    budget: Budget
+    ram_total_mib: float
+
+
+def machine_budget(settings: Settings, devices: Sequence[GpuDevice]) -> Budget:
+    """What the gateway's models may use on this machine: the budgets the settings give,
+    else each GPU's total less 1024 MiB and the RAM less 10 % (at least 2048 MiB)."""
+    if settings.ram_budget_mib is not None:
+        ram = settings.ram_budget_mib
+    else:
+        total = psutil.virtual_memory().total / _MIB
+        ram = max(0.0, total - max(2048.0, total * 0.10))
+    vram = {d.index: (settings.vram_budget_mib if settings.vram_budget_mib is not None
+                      else max(0.0, d.memory_total_mib - 1024.0)) for d in devices}  # fmt: skip
+    return Budget(ram_mib=ram, vram_mib=vram, max_models=settings.max_models)
 
 
 class ModelGateway:
@@ -140,10 +169,11 @@ class ModelGateway:
         events: EventBus,
         policy: PlacementPolicy | None = None,
         read_presets: Callable[[], Presets] | None = None,
+        resources: HostResources | None = None,
     ) -> None:
         # ``supervisor`` and ``catalog`` are this machine's, or stand-ins that keep the
         # promises of gateway.surface; ``read_presets`` replaces reading the settings'
-        # presets file.
+        # presets file; ``resources`` replaces probing this machine (another host's).
         self.settings = settings
         self.policy = policy if policy is not None else PlacementPolicy()
         self.requests = RequestLog()
@@ -163,6 +193,7 @@ class ModelGateway:
         self._placing = asyncio.Lock()
         self._rescanned_at = -_RESCAN_MIN_S
         self._rescan: asyncio.Future[None] | None = None
+        self._resources = resources
         self._devices: list[GpuDevice] = []
         self.budget = Budget()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -173,9 +204,13 @@ class ModelGateway:
     async def open(self) -> None:
         """Read the presets (raising :class:`~llamaswitch.PresetsError` for a bad file),
         learn the machine's memory, start the idle check and the preloads."""
-        self._devices = await asyncio.to_thread(self._gpu.devices)
+        if self._resources is not None:
+            self._devices = list(self._resources.devices)
+            self.budget = self._resources.budget
+        else:
+            self._devices = await asyncio.to_thread(self._gpu.devices)
+            self.budget = self._budget(self._devices)
         await asyncio.to_thread(self._store.open)
-        self.budget = self._budget(self._devices)
         presets = await asyncio.to_thread(self._read_presets)
         self._book = await self._in_catalog(self._build_book, presets)
         self._presets = presets
@@ -204,15 +239,7 @@ class ModelGateway:
         return task
 
     def _budget(self, devices: Sequence[GpuDevice]) -> Budget:
-        s = self.settings
-        if s.ram_budget_mib is not None:
-            ram = s.ram_budget_mib
-        else:
-            total = psutil.virtual_memory().total / _MIB
-            ram = max(0.0, total - max(2048.0, total * 0.10))
-        vram = {d.index: (s.vram_budget_mib if s.vram_budget_mib is not None
-                          else max(0.0, d.memory_total_mib - 1024.0)) for d in devices}  # fmt: skip
-        return Budget(ram_mib=ram, vram_mib=vram, max_models=s.max_models)
+        return machine_budget(self.settings, devices)
 
     # -- presets and names ----------------------------------------------------------------
 
@@ -265,6 +292,19 @@ class ModelGateway:
                 await asyncio.shield(self._rescan)
         return self._book.find(name)
 
+    async def find(self, name: str) -> GatewayModel:
+        """The model ``name`` names (rescanning the folder for a name not known yet);
+        :class:`~llamaswitch.ModelNotFoundError` if none."""
+        return await self._find(name)
+
+    def holds(self, model_id: str) -> bool:
+        """Whether the model is being served now (ready, its server there) or loaded."""
+        m = self._models.get(model_id)
+        model = self._book.by_id().get(model_id)
+        if m is None or model is None:
+            return False
+        return m.load is not None or self._serving(m, model)
+
     async def _rebuild(self) -> None:
         try:
             self._book = await self._in_catalog(self._build_book, self._presets)
@@ -313,16 +353,11 @@ class ModelGateway:
         assert m.port is not None  # noqa: S101 - serving
         return await self._supervisor.status_one(port=m.port)
 
-    @contextlib.asynccontextmanager
-    async def lease(
+    def lease(
         self, name: str, *, record: RequestRecord | None = None
-    ) -> AsyncIterator[Lease]:
+    ) -> contextlib.AbstractAsyncContextManager[Lease]:
         """Hold ``name``'s server for one request: ``async with gateway.lease(m) as l``."""
-        lease = await self.acquire(name, record=record)
-        try:
-            yield lease
-        finally:
-            self.release(lease)
+        return held(self, name, record=record)
 
     async def acquire(self, name: str, *, record: RequestRecord | None = None) -> Lease:
         """Take a slot of ``name``'s server, loading it first if needed; pair with
@@ -398,9 +433,8 @@ class ModelGateway:
         status = next((s for s in self._supervisor.snapshot() if s.port == m.port), None)
         if status is not None and status.state is ServerState.UNRESPONSIVE:
             return False  # still there: its liveness check decides
-        reason = (
-            "crashed" if status is not None and status.state is ServerState.CRASHED else "stopped"
-        )
+        reasons = {ServerState.CRASHED: "crashed", ServerState.LOST: "lost"}
+        reason = reasons.get(status.state, "stopped") if status is not None else "stopped"
         self._gone(m, reason)
         return False
 
@@ -592,7 +626,8 @@ class ModelGateway:
             "used_mib": round(sum(n.ram_mib for n in samples), 1),
             "estimated_mib": round(sum(r.need.ram_mib for r in residents), 1),
             "budget_mib": self.budget.ram_mib,
-            "total_mib": round(psutil.virtual_memory().total / _MIB, 1),
+            "total_mib": round(self._resources.ram_total_mib if self._resources is not None
+                               else psutil.virtual_memory().total / _MIB, 1),
         }]  # fmt: skip
         for device in self._devices:
             index = device.index

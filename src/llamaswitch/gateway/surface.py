@@ -96,6 +96,14 @@ class Gateway(Protocol):
         """The presets in effect."""
         ...
 
+    async def open(self) -> None:
+        """Start: learn the memory, read the presets, start the background work."""
+        ...
+
+    async def close(self) -> None:
+        """Stop the background work; requests still waiting fail."""
+        ...
+
     async def acquire(self, name: str, *, record: RequestRecord | None = None) -> Lease:
         """Take a slot of ``name``'s server, loading it first if needed."""
         ...

@@ -5,6 +5,9 @@ States change only along :data:`TRANSITIONS` (the supervisor's guarded setter ch
     starting -> ready | failed | stopping        ready -> stopping | crashed | unresponsive
     unresponsive -> ready | stopping | crashed   stopping -> stopped
     crashed | failed -> starting | stopped
+
+``lost`` is never entered by a supervisor: a cluster head (:mod:`llamaswitch.cluster`)
+marks so the servers of a host that left the cluster, whose fate it cannot know.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ class ServerState(enum.StrEnum):
     #: Ready before, but its ``/health`` stopped answering (a hang, a stopped process):
     #: ``LLAMASWITCH_LIVENESS_FAILURES`` checks in a row failed.
     UNRESPONSIVE = "unresponsive"
+    #: Its host left the cluster (node death): a cluster head's last word on it.
+    LOST = "lost"
 
 
 TRANSITIONS: Mapping[ServerState | None, frozenset[ServerState]] = {
@@ -49,6 +54,7 @@ TRANSITIONS: Mapping[ServerState | None, frozenset[ServerState]] = {
     ServerState.CRASHED: frozenset({ServerState.STARTING, ServerState.STOPPED}),
     ServerState.FAILED: frozenset({ServerState.STARTING, ServerState.STOPPED}),
     ServerState.STOPPED: frozenset(),
+    ServerState.LOST: frozenset(),
 }
 ALIVE = frozenset({ServerState.STARTING, ServerState.READY, ServerState.UNRESPONSIVE})
 #: States of a server that had become ready and whose process still runs.
@@ -94,3 +100,6 @@ class ServerStatus:
     restarts: int
     #: The last log lines when the server failed or crashed (empty otherwise).
     log_tail: tuple[str, ...] = ()
+    #: The cluster host it runs on (its name in ``/api/v1/hosts``; routes take it as
+    #: ``host``); None on a single machine. ``host`` above is the address it listens on.
+    host_name: str | None = None

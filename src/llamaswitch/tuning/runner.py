@@ -57,6 +57,7 @@ from llamaswitch._time import format_time
 from llamaswitch._wire import to_wire
 from llamaswitch.bench.config import BenchConfig
 from llamaswitch.bench.store import _owner_alive, _process_tag
+from llamaswitch.gateway.gateway import machine_budget
 from llamaswitch.servers.config import ServerConfig
 from llamaswitch.tuning.feasibility import Feasibility
 from llamaswitch.tuning.mapping import owned_keys, to_server_config
@@ -271,7 +272,7 @@ class TuneRunner:
             base=base,
             gpu_layers=ls.settings.gpu_layers,
             server=server.capabilities,
-            budget=ls.gateway.budget,
+            budget=machine_budget(ls.settings, devices),
             gpus=[d.index for d in devices],
             device_totals={d.index: float(d.memory_total_mib) for d in devices},
             flash_by_default=bench.dialect == "current",

@@ -51,7 +51,8 @@ class ServerStore {
   /** Apply a server.state event now, then re-read the statuses. */
   apply(event) {
     const data = event && event.data ? event.data : {};
-    const entry = this.list.find((s) => s.port === data.port);
+    // A cluster head's servers are told apart by host too (ports repeat across hosts).
+    const entry = this.list.find((s) => s.port === data.port && (s.host_name ?? null) === (data.host_name ?? null));
     if (entry && data.state) {
       entry.state = data.state;
       if ("pid" in data) entry.process_id = data.pid;
@@ -85,6 +86,16 @@ class ServerStore {
   notify() {
     for (const fn of this.listeners) fn(this.list);
   }
+}
+
+/** A server's key on the pages: its port, and its cluster host if it has one. */
+export function serverKey(s) {
+  return s.host_name ? `${s.host_name}:${s.port}` : String(s.port);
+}
+
+/** The query that names a server to the API: its port, and its cluster host if any. */
+export function serverQuery(s) {
+  return s.host_name ? { port: s.port, host: s.host_name } : { port: s.port };
 }
 
 /** The page's one store. */

@@ -3,7 +3,7 @@
 
 import { ApiError, get } from "../api.js";
 import { card, clear, h } from "../dom.js";
-import { servers } from "../servers.js";
+import { serverKey, serverQuery, servers } from "../servers.js";
 
 const FOLLOW_MS = 1000;
 
@@ -55,11 +55,15 @@ export async function mount(main, ctx) {
     if (atBottom && !paused) output.scrollTop = output.scrollHeight;
   };
 
+  let shown = [];
+
   const fetchLines = async () => {
     if (!select.value || paused || inFlight) return;
     inFlight = true;
     try {
-      const next = await get("api/v1/model/logs", { port: select.value, lines: lines.value });
+      const chosen = shown.find((s) => serverKey(s) === select.value);
+      if (!chosen) return;
+      const next = await get("api/v1/model/logs", { ...serverQuery(chosen), lines: lines.value });
       if (paused) return;
       const changed = next.length !== all.length || next[next.length - 1] !== all[all.length - 1];
       all = next;
@@ -76,13 +80,16 @@ export async function mount(main, ctx) {
   };
 
   const fillServers = (list) => {
-    const previous = select.value || ctx.params.get("port") || "";
-    const sorted = [...list].sort((a, b) => a.port - b.port);
+    const asked = ctx.params.get("host") ? `${ctx.params.get("host")}:${ctx.params.get("port")}` : ctx.params.get("port");
+    const previous = select.value || asked || "";
+    const sorted = [...list].sort((a, b) => (a.host_name ?? "").localeCompare(b.host_name ?? "") || a.port - b.port);
+    shown = sorted;
     clear(select);
     for (const s of sorted) {
-      select.append(h("option", { value: String(s.port), text: `${s.model_name} · port ${s.port} · ${s.state}` }));
+      const where = s.host_name ? `${s.host_name} · ` : "";
+      select.append(h("option", { value: serverKey(s), text: `${s.model_name} · ${where}port ${s.port} · ${s.state}` }));
     }
-    if (sorted.some((s) => String(s.port) === previous)) select.value = previous;
+    if (sorted.some((s) => serverKey(s) === previous)) select.value = previous;
     empty.hidden = sorted.length > 0;
     output.hidden = sorted.length === 0;
     select.disabled = sorted.length === 0;

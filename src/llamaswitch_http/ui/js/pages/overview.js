@@ -4,7 +4,7 @@
 import { ApiError, get, post } from "../api.js";
 import { card, clear, duration, h, mib, parseTime, stateBadge, timeEl } from "../dom.js";
 import { plan, recentRequests } from "../gateway.js";
-import { servers } from "../servers.js";
+import { serverKey, serverQuery, servers } from "../servers.js";
 
 const MAX_EVENTS = 25;
 const GATEWAY_POLL_MS = 2000;
@@ -58,29 +58,34 @@ export async function mount(main, ctx) {
     clear(tbody);
     empty.hidden = list.length > 0;
     table.hidden = list.length === 0;
-    for (const s of [...list].sort((a, b) => a.port - b.port)) {
+    const byHost = (a, b) => (a.host_name ?? "").localeCompare(b.host_name ?? "") || a.port - b.port;
+    for (const s of [...list].sort(byHost)) {
+      const where = s.host_name ? ` on host ${s.host_name}` : "";
       const started = parseTime(s.start_time);
       const uptime = h("td", { class: "num", dataset: { start: started ? String(started.getTime()) : "" } });
       const live = ["starting", "ready", "unresponsive"].includes(s.state) && started;
       uptime.textContent = live ? duration((Date.now() - started.getTime()) / 1000) : "—";
       const stop = h("button", { type: "button", class: "small danger", text: "Stop",
-        "aria-label": `Stop ${s.model_name} on port ${s.port}`, hidden: !s.running && s.state !== "starting" });
+        "aria-label": `Stop ${s.model_name} on port ${s.port}${where}`, hidden: !s.running && s.state !== "starting" });
       stop.addEventListener("click", async () => {
         stop.disabled = true;
         try {
-          await post("api/v1/model/stop", { port: s.port });
+          await post("api/v1/model/stop", serverQuery(s));
           notice.className = "notice ok";
-          notice.textContent = `Stopped ${s.model_name} on port ${s.port}.`;
+          notice.textContent = `Stopped ${s.model_name} on port ${s.port}${where}.`;
         } catch (error) {
           notice.className = "notice error";
           notice.textContent = error.message;
           stop.disabled = false;
         }
       });
-      const logs = h("a", { href: `#/logs?port=${s.port}`, text: "Logs", class: "small",
-        "aria-label": `Logs of ${s.model_name} on port ${s.port}` });
-      tbody.append(h("tr", { dataset: { port: String(s.port), state: s.state } },
+      const hostQuery = s.host_name ? `&host=${encodeURIComponent(s.host_name)}` : "";
+      const logs = h("a", { href: `#/logs?port=${s.port}${hostQuery}`, text: "Logs", class: "small",
+        "aria-label": `Logs of ${s.model_name} on port ${s.port}${where}` });
+      tbody.append(h("tr", { dataset: { port: String(s.port), state: s.state, server: serverKey(s) } },
         h("td", {}, h("span", { title: s.model_path, text: s.model_name }),
+          // A cluster head's servers say which host they run on (docs/cluster.md).
+          s.host_name ? h("div", { class: "muted host", text: `host ${s.host_name}` }) : null,
           s.error ? h("div", { class: "field-error", text: s.error }) : null),
         h("td", {}, stateBadge(s.state)),
         h("td", { class: "num", text: String(s.port) }),
@@ -138,7 +143,7 @@ export async function mount(main, ctx) {
     noEvents.hidden = true;
     const d = event.data || {};
     const what = event.topic === "server"
-      ? `${d.model_name ?? "server"} on port ${d.port ?? "?"}: ${d.previous ? `${d.previous} → ` : ""}${d.state ?? event.type}`
+      ? `${d.model_name ?? "server"} on port ${d.port ?? "?"}${d.host_name ? ` of host ${d.host_name}` : ""}: ${d.previous ? `${d.previous} → ` : ""}${d.state ?? event.type}`
       : event.topic === "benchmark"
         ? `benchmark ${d.task_id ?? ""} ${event.type}${d.state ? `: ${d.state}` : ""}${event.type === "progress" ? ` ${d.done}/${d.total ?? "?"}` : ""}`
         : event.topic === "gateway" ? gatewayEventText(event.type, d)
