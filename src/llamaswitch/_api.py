@@ -390,11 +390,17 @@ class AsyncLlamaSwitch:
             raise HostNotFoundError(host, [own])
         return None
 
-    async def server_key(self, model: str | None = None, *, port: int | None = None) -> str | None:
+    async def server_key(
+        self, model: str | None = None, *, port: int | None = None, host: str | None = None
+    ) -> str | None:
         """The API key of a server listening beyond loopback (None for a loopback one).
 
         Such servers get a fresh random key each; llamaswitch tells it to nobody else.
+        ``host``: a server of that cluster host (each of those has a key).
         """
+        cluster = self._on_host(host)
+        if cluster is not None and host is not None:
+            return cluster.host_key(host, model, port)
         return self.supervisor.server_key(model, port=port)
 
     def subscribe(self) -> Subscription:

@@ -222,9 +222,11 @@ class LlamaSwitch:
         """See :meth:`AsyncLlamaSwitch.benchmark_hosts`."""
         return self._async.benchmark_hosts(model)
 
-    def server_key(self, model: str | None = None, *, port: int | None = None) -> str | None:
+    def server_key(
+        self, model: str | None = None, *, port: int | None = None, host: str | None = None
+    ) -> str | None:
         """See :meth:`AsyncLlamaSwitch.server_key`."""
-        return self._call(self._async.server_key(model, port=port))
+        return self._call(self._async.server_key(model, port=port, host=host))
 
     # -- the gateway ----------------------------------------------------------------------
 

@@ -182,8 +182,9 @@ class _Requests:
                      query={"model_name": model, "port": port, "lines": lines, "host": host},
                      timeout_s=self.timeout_s)  # fmt: skip
 
-    def server_key(self, model: str | None, port: int | None) -> _Call[str | None]:
-        query = {"model_name": model, "port": port}
+    def server_key(self, model: str | None, port: int | None,
+                   host: str | None = None) -> _Call[str | None]:  # fmt: skip
+        query = {"model_name": model, "port": port, "host": host}
         return _Call("GET", "/model/key", lambda data: data.get("api_key"), query=query,
                      timeout_s=self.timeout_s)  # fmt: skip
 
@@ -432,9 +433,11 @@ class AsyncRemoteLlamaSwitch:
         """See :meth:`AsyncLlamaSwitch.logs`."""
         return await self._send(self._calls.logs(model, port, lines, host))
 
-    async def server_key(self, model: str | None = None, *, port: int | None = None) -> str | None:
+    async def server_key(
+        self, model: str | None = None, *, port: int | None = None, host: str | None = None
+    ) -> str | None:
         """See :meth:`AsyncLlamaSwitch.server_key`."""
-        return await self._send(self._calls.server_key(model, port))
+        return await self._send(self._calls.server_key(model, port, host))
 
     async def subscribe(self) -> AsyncIterator[Event]:
         """The service's events from now on (``async for event in ls.subscribe()``)."""
@@ -680,9 +683,11 @@ class RemoteLlamaSwitch:
         """See :meth:`LlamaSwitch.logs`."""
         return self._send(self._calls.logs(model, port, lines, host))
 
-    def server_key(self, model: str | None = None, *, port: int | None = None) -> str | None:
+    def server_key(
+        self, model: str | None = None, *, port: int | None = None, host: str | None = None
+    ) -> str | None:
         """See :meth:`LlamaSwitch.server_key`."""
-        return self._send(self._calls.server_key(model, port))
+        return self._send(self._calls.server_key(model, port, host))
 
     def submit_benchmark(
         self,

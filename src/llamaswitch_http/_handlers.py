@@ -191,8 +191,9 @@ async def model_key(request: web.Request) -> web.Response:
     beyond loopback (``null`` for a loopback one), for clients that call it directly."""
     query = Query(request)
     model_name, port = _server_ref(query, required=True)
+    host = query.text("host")
     query.check()
-    key = await request.app[CORE].server_key(model_name, port=port)
+    key = await request.app[CORE].server_key(model_name, port=port, host=host)
     return ok({"api_key": key}, "Model server key retrieved")
 
 

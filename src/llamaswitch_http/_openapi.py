@@ -290,7 +290,7 @@ def openapi_document(*, secured: bool) -> dict[str, Any]:
         "/api/v1/model/key": {"get": _op(
             "The API key of a model server listening beyond loopback (null on loopback)",
             ok={200: ("The key.", _obj({"api_key": _null(_STR)}))},
-            params=[_MODEL_NAME, _PORT], errors=(404, 422), secured=s)},
+            params=[_MODEL_NAME, _PORT, _HOST], errors=(404, 422), secured=s)},
         "/api/v1/benchmarks": {"get": _op(
             "Benchmark history, newest first",
             ok={200: ("Tasks.", {"type": "array", "items": _ref("BenchTask")})},

@@ -311,6 +311,13 @@ def test_the_admin_routes_act_on_the_host_they_name(lab: Lab, tmp_path: Path) ->
             assert (await one.json())["data"] == []
             logs = await gw.client.get(f"/api/v1/model/logs?port={port}&host=two&lines=50")
             assert any("llama" in line for line in (await logs.json())["data"])
+            # Its key, which only the head tells, opens the server to a client that has it.
+            asked = await gw.client.get(f"/api/v1/model/key?port={port}&host=two")
+            key = (await asked.json())["data"]["api_key"]
+            assert key
+            auth = {"Authorization": f"Bearer {key}"}
+            async with gw.client.session.get(f"{started['url']}/v1/models", headers=auth) as r:
+                assert r.status == 200
             # The gateway uses the server an admin started there, as on one machine.
             client = gw.openai()
             await client.completions.create(model="beta", prompt="x", max_tokens=1)

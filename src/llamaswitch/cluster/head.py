@@ -501,6 +501,10 @@ class ClusterGateway:
             return await host.servers.status_all()
         return host.servers.snapshot()
 
+    def host_key(self, name: str, model: str | None, port: int | None) -> str | None:
+        """The key of a server of host ``name`` (only the head is told it)."""
+        return self.host(name).servers.server_key(model, port=port)
+
     async def host_logs(
         self, name: str, model: str | None, port: int | None, lines: int
     ) -> list[str]:

@@ -148,8 +148,17 @@ class HostServers:
         self.take(await self._call("forget_failed", str(model_path)))
 
     def server_key(self, model: str | None = None, *, port: int | None = None) -> str | None:
-        """The key the server on ``port`` requires (every cluster server has one)."""
-        return self._keys.get(port) if port is not None else None
+        """The key the server on ``port`` (or of ``model``) requires: every cluster server
+        has one. :class:`~llamaswitch.ServerNotFoundError` if the host has no such server."""
+        if port is None and model is not None:
+            port = next((s.port for s in self.snapshot()
+                         if model in (s.model_name, Path(s.model_path).stem)), None)  # fmt: skip
+        if port is None or port not in self._servers:
+            raise ServerNotFoundError(
+                f"host {self.host} has no server of {model or 'that model'} on "
+                f"{'port ' + str(port) if port is not None else 'any port'}"
+            )
+        return self._keys.get(port)
 
 
 class HostCatalog:
