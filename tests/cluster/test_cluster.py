@@ -287,6 +287,9 @@ def test_a_head_that_restarts_takes_over_the_hosts_and_their_servers(
             assert gw.of("gateway", "model_loading") == []  # served by the server it found
             ready = gw.of("gateway", "model_ready")
             assert [(e.data["port"], e.data["adopted"]) for e in ready] == [(served["port"], True)]
+            # Started for a gateway, it is the new head's own: unloaded when room is needed.
+            models = (await (await gw.client.get("/v1/models")).json())["data"]
+            assert next(m for m in models if m["id"] == "beta")["owned"] is True
 
     run(scenario())
     # The head that took over stopped everything when it closed.

@@ -119,6 +119,8 @@ class HostAgent:
         self._version = 0
         self._wake: asyncio.Event | None = None
         self._watchdog: asyncio.Task[None] | None = None
+        # The processes started for the head's gateway (see ServerEntry.for_gateway).
+        self._gateway_pids: set[int] = set()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -183,7 +185,8 @@ class HostAgent:
 
     def _snapshot(self) -> Snapshot:
         supervisor = self._ready().supervisor
-        entries = tuple(ServerEntry(status, supervisor.server_key(port=status.port))
+        entries = tuple(ServerEntry(status, supervisor.server_key(port=status.port),
+                                    for_gateway=status.process_id in self._gateway_pids)
                         for status in supervisor.snapshot())  # fmt: skip
         return Snapshot(version=self._version, servers=entries)
 
@@ -249,10 +252,14 @@ class HostAgent:
 
     @_transported
     async def start(
-        self, model: str, config: ServerConfig | None, wait: bool = True
-    ) -> tuple[ServerStatus, Snapshot]:
-        """Serve ``model`` alongside the others; the status and the servers after."""
+        self, model: str, config: ServerConfig | None, wait: bool = True,
+        for_gateway: bool = False,
+    ) -> tuple[ServerStatus, Snapshot]:  # fmt: skip
+        """Serve ``model`` alongside the others; the status and the servers after.
+        ``for_gateway``: the head's gateway asks (not an admin)."""
         status = await self._ready().start(model, self._on_host(config), wait=wait)
+        if for_gateway and status.process_id is not None:
+            self._gateway_pids.add(status.process_id)
         return status, self._snapshot()
 
     @_transported

@@ -63,6 +63,7 @@ class HostServers:
         self._version = -1
         self._servers: dict[int, ServerStatus] = {}
         self._keys: dict[int, str | None] = {}
+        self._for_gateway: set[int] = set()
         self.lost = False
         self.take(snapshot)
 
@@ -73,6 +74,7 @@ class HostServers:
         self._version = snapshot.version
         self._servers = {e.status.port: self._named(e.status) for e in snapshot.servers}
         self._keys = {e.status.port: e.api_key for e in snapshot.servers}
+        self._for_gateway = {e.status.port for e in snapshot.servers if e.for_gateway}
 
     def _named(self, status: ServerStatus) -> ServerStatus:
         return attrs.evolve(status, host_name=self.host)
@@ -129,7 +131,7 @@ class HostServers:
 
     async def start(self, info: ModelInfo, config: ServerConfig | None = None) -> ServerStatus:
         """Serve ``info`` on the host; returns once it is ready."""
-        status, snapshot = await self._call("start", info.relative_path, config, True)
+        status, snapshot = await self._call("start", info.relative_path, config, True, True)
         self.take(snapshot)
         return self._named(status)
 
@@ -146,6 +148,11 @@ class HostServers:
     async def forget_failed(self, model_path: Path) -> None:
         """Drop the host's failed records of ``model_path`` before a retry."""
         self.take(await self._call("forget_failed", str(model_path)))
+
+    def started_for_a_gateway(self, port: int) -> bool:
+        """Whether the host's server on ``port`` was started for a gateway (this head's
+        or the one before it), not by an admin."""
+        return port in self._for_gateway
 
     def server_key(self, model: str | None = None, *, port: int | None = None) -> str | None:
         """The key the server on ``port`` (or of ``model``) requires: every cluster server

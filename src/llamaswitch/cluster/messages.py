@@ -33,6 +33,9 @@ class ServerEntry:
 
     status: ServerStatus
     api_key: str | None
+    #: Started for the head's gateway (not by an admin): a head that takes the host over
+    #: after a restart owns it as its predecessor did (unloads it when room is needed).
+    for_gateway: bool = False
 
 
 @attrs.frozen

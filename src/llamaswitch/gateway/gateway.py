@@ -467,10 +467,12 @@ class ModelGateway:
             await asyncio.shield(m.load)
 
     def _adopt(self, m: ModelRecord, model: GatewayModel) -> bool:
-        """Use a ready server of the model's file started through the admin API."""
+        """Use a ready server of the model's file started through the admin API (kept as
+        it is), or for a gateway before this one (a cluster head's: owned again)."""
         for status in self._supervisor.snapshot():
             if status.state is ServerState.READY and Path(status.model_path) == model.info.path:
-                self._serve(m, status, owned=False, caps_slots=None)
+                owned = self._supervisor.started_for_a_gateway(status.port)
+                self._serve(m, status, owned=owned, caps_slots=None)
                 self._events.emit("gateway", "model_ready", model=m.id, port=status.port,
                                   adopted=True, load_s=0.0)  # fmt: skip
                 return True

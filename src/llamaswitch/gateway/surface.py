@@ -65,6 +65,11 @@ class Servers(Protocol):
         """Drop the failed and crashed records of ``model_path`` before a retry."""
         ...
 
+    def started_for_a_gateway(self, port: int) -> bool:
+        """Whether the server on ``port`` was started for a gateway rather than by an
+        admin: a gateway that finds it serving takes it over as its own."""
+        ...
+
     def server_key(self, model: str | None = None, *, port: int | None = None) -> str | None:
         """The key the server on ``port`` requires, if it has one."""
         ...

@@ -505,6 +505,11 @@ class ServerSupervisor:
         """Every server as last sampled, without sampling again (no await)."""
         return [self._status(self._servers[p]) for p in sorted(self._servers)]
 
+    def started_for_a_gateway(self, port: int) -> bool:
+        """Always False: a gateway's servers here die with the service that started them,
+        so the ones a gateway finds were started by an admin."""
+        return False
+
     def is_ready(self, port: int, model_path: Path) -> bool:
         """Whether ``model_path`` is served ready on ``port`` now (the gateway's hot path)."""
         server = self._servers.get(port)
