@@ -76,12 +76,13 @@ class Lab:
         self.root = root
         # ``one`` has alpha and shared; ``two`` has beta and shared; only one model at a
         # time on ``one``.
+        self.envs = {
+            "one": node_env(build, root, "one", "alpha", "shared", LLAMASWITCH_MAX_MODELS="1"),
+            "two": node_env(build, root, "two", "beta", "shared"),
+        }
         self.cluster = Cluster(initialize_head=True, head_node_args={
-            "num_cpus": 1, "include_dashboard": False,
-            "env_vars": node_env(build, root, "one", "alpha", "shared",
-                                 LLAMASWITCH_MAX_MODELS="1"),
-        })  # fmt: skip
-        self.cluster.add_node(num_cpus=1, env_vars=node_env(build, root, "two", "beta", "shared"))
+            "num_cpus": 1, "include_dashboard": False, "env_vars": self.envs["one"]})  # fmt: skip
+        self.cluster.add_node(num_cpus=1, env_vars=self.envs["two"])
         ray.init(address=self.cluster.address, namespace="llamaswitch", log_to_driver=False)
 
     def head_settings(self, tmp_path: Path) -> Settings:
@@ -328,6 +329,15 @@ def test_the_admin_routes_act_on_the_host_they_name(lab: Lab, tmp_path: Path) ->
             assert gw.of("gateway", "model_loading") == []
             stop = await gw.client.post("/api/v1/model/stop", json={"port": port, "host": "two"})
             assert [s["state"] for s in (await stop.json())["data"]] == ["stopped"]
+            # A switch on host two takes that host's default model port.
+            body = {"model_path": "shared.gguf", "config": {"ctx_size": 512}, "host": "two"}
+            switched = await gw.client.post("/api/v1/model/switch?wait=true", json=body)
+            assert switched.status == 200, await switched.text()
+            on_two = (await switched.json())["data"]
+            env_two = lab.envs["two"]
+            assert on_two["port"] == int(env_two["LLAMASWITCH_DEFAULT_MODEL_PORT"])
+            assert on_two["host_name"] == "two"
+            await gw.client.post("/api/v1/model/stop", json={"port": on_two["port"], "host": "two"})
             unknown = await gw.client.get("/api/v1/model/status?host=nowhere")
             assert unknown.status == 404
             refused = await unknown.json()
