@@ -368,6 +368,15 @@ def test_a_benchmark_runs_on_every_host_that_has_the_model_and_compares(
             comparison = await gw.core.compare_benchmarks([t.id for t in done])
             assert comparison.rows
             assert all(len(row.cells) == 2 for row in comparison.rows)
+            # A task on a host is cancelled there, and kept here as cancelled.
+            long = {"n_prompt": 512, "n_gen": 128, "threads": 1, "repetitions": 50}
+            answer = await gw.client.post("/api/v1/benchmark", json={
+                "model_path": "beta.gguf", "config": long, "host": "two"})  # fmt: skip
+            task_id = (await answer.json())["data"]["id"]
+            cancel = await gw.client.post(f"/api/v1/benchmark/cancel?task_id={task_id}")
+            assert cancel.status == 200, await cancel.text()
+            ended = await gw.core.wait_benchmark(task_id, timeout_s=60)
+            assert (ended.state, ended.host["name"]) == ("cancelled", "two")
 
     run(scenario())
 
