@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import openai
 import psutil
 import pytest
 
@@ -187,7 +188,8 @@ def test_a_removed_node_s_servers_are_lost_and_the_next_request_goes_elsewhere(
     lab: Lab, tmp_path: Path
 ) -> None:
     three = lab.cluster.add_node(num_cpus=1, env_vars=node_env(
-        lab.build, lab.root, "three", "solo", LLAMASWITCH_READY_TIMEOUT_S="60"))  # fmt: skip
+        lab.build, lab.root, "three", "solo", "only3",
+        LLAMASWITCH_READY_TIMEOUT_S="60"))  # fmt: skip
     write_tiny_model(lab.root / "two" / "models" / "solo.gguf", name="solo", seed=1)
 
     async def scenario() -> None:
@@ -213,6 +215,11 @@ def test_a_removed_node_s_servers_are_lost_and_the_next_request_goes_elsewhere(
                 ("two", ServerState.READY),
             }
             assert time.monotonic() - began < 60
+            # A model only the lost host had: 503, naming the host, not "not found".
+            with pytest.raises(openai.APIStatusError) as refused:
+                await client.completions.create(model="only3", prompt="x", max_tokens=1)
+            assert refused.value.status_code == 503
+            assert "host three left the cluster" in str(refused.value)
             await client.close()
 
     run(scenario())

@@ -31,6 +31,7 @@ import contextlib
 import difflib
 import logging
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
@@ -48,7 +49,7 @@ from llamaswitch._errors import (
     PresetsError,
     ServiceClosedError,
 )
-from llamaswitch._events import EventBus
+from llamaswitch._events import Event, EventBus
 from llamaswitch._gpu import GpuProbe
 from llamaswitch._settings import Settings
 from llamaswitch._wire import to_wire
@@ -74,6 +75,8 @@ logger = logging.getLogger(__name__)
 _NODES_EVERY_S = 1.0
 #: How long one watch call waits for a host's events (it is also the heartbeat).
 _WATCH_S = 1.0
+#: How long a node whose agent could not start waits before the head tries again.
+_ATTACH_RETRY_S = 30.0
 #: A plan's rank by action: what the head prefers when it chooses a host.
 _RANK = {"ready": 0, "load": 1, "wait": 3, "refuse": 4}
 
@@ -127,6 +130,9 @@ class ClusterGateway:
         self._choosing: dict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._attaching: set[str] = set()
+        # Nodes whose agent could not start: tried again after _ATTACH_RETRY_S, not at
+        # every look at the nodes.
+        self._retry_at: dict[str, float] = {}
         self._closed = False
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -188,6 +194,7 @@ class ClusterGateway:
             self._events.emit("host", "failed", node_id=node.node_id, reason=str(exc))
             with contextlib.suppress(Exception):
                 ray.kill(actor)
+            self._retry_at[node.node_id] = time.monotonic() + _ATTACH_RETRY_S
             return
         name = report.name
         if name in self._hosts and self._hosts[name].node.node_id != node.node_id:
@@ -244,7 +251,11 @@ class ClusterGateway:
             cursor = changes.cursor
             host.servers.take(changes.snapshot)
             for event in changes.events:
-                self._events.emit(event.topic, event.type, **{**event.data, "host_name": host.name})
+                # Published afresh (ids are this process's), naming the host, at the time
+                # it happened there.
+                self._events.publish(Event(topic=event.topic, type=event.type,
+                                           data={**event.data, "host_name": host.name},
+                                           time=event.time))  # fmt: skip
 
     async def _watch_nodes(self) -> None:
         """New nodes get an agent; nodes that are gone take their hosts with them."""
@@ -260,8 +271,9 @@ class ClusterGateway:
                 if not host.lost and host.node.node_id not in alive:
                     self._host_lost(host.name, "its node left the cluster")
             known = {h.node.node_id for h in self._hosts.values()}
+            now = time.monotonic()
             for node in nodes:
-                if node.node_id not in known:
+                if node.node_id not in known and self._retry_at.get(node.node_id, 0) <= now:
                     self._attaching.discard(node.node_id)
                     await self._attach(node)
 
@@ -291,6 +303,10 @@ class ClusterGateway:
             with contextlib.suppress(ModelNotFoundError, HostLostError):
                 found.append((host, await host.gateway.find(name)))
         if not found:
+            gone = [h for h in self._hosts.values() if h.lost and _has(h, name)]
+            if gone:
+                raise HostLostError(gone[0].name, f"it left the cluster, and no other host "
+                                                  f"has model {name!r}")  # fmt: skip
             names = sorted({m.relative_path for h in self._live() for m in h.catalog.models})
             raise ModelNotFoundError(name, difflib.get_close_matches(name, names, n=3))
         return found
@@ -514,14 +530,7 @@ class ClusterGateway:
 
     def hosts_with(self, model: str) -> list[str]:
         """The live hosts whose folder has ``model`` (by name), as last listed."""
-        text = model.replace("\\", "/").removeprefix("./")
-        found = []
-        for host in self._live():
-            names = {n for m in host.catalog.models
-                     for n in (m.name, m.relative_path, m.name.rsplit(".", 1)[0])}  # fmt: skip
-            if text in names:
-                found.append(host.name)
-        return found
+        return [host.name for host in self._live() if _has(host, model)]
 
     async def host_benchmark(
         self, name: str, model: str, config: BenchConfig | None, timeout_s: float | None
@@ -557,6 +566,13 @@ class ClusterGateway:
             except HostLostError:
                 statuses += host.servers.snapshot()
         return statuses
+
+
+def _has(host: ClusterHost, model: str) -> bool:
+    """Whether the host's folder, as last listed, has ``model`` (file name, path, stem)."""
+    text = model.replace("\\", "/").removeprefix("./")
+    return any(text in (m.name, m.relative_path, m.name.rsplit(".", 1)[0])
+               for m in host.catalog.models)  # fmt: skip
 
 
 def _rank(plan: Plan) -> int:
