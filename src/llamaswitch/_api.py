@@ -84,9 +84,9 @@ class AsyncLlamaSwitch:
         self._bench: BenchRunner | None = None
         self._gateway: Gateway | None = None
         self._cluster: ClusterGateway | None = None  # the gateway, when serving a cluster
-        # Benchmarks run on cluster hosts: their host, and what keeps each once it ends.
-        self._remote_tasks: dict[str, str] = {}
-        self._remote_recorders: dict[str, asyncio.Future[None]] = {}
+        # Benchmarks running on cluster hosts, by task id: the host, and the task that
+        # keeps it in this history once it ends (the entry goes then).
+        self._on_hosts: dict[str, tuple[str, asyncio.Future[None]]] = {}
         self._tuning: TuneRunner | None = None  # made on first use (tuning)
         self._opened = False
 
@@ -169,7 +169,7 @@ class AsyncLlamaSwitch:
         worker, self._catalog_worker = self._catalog_worker, None
         if worker is not None:
             worker.shutdown(wait=False)
-        for recorder in list(self._remote_recorders.values()):
+        for _, recorder in list(self._on_hosts.values()):
             recorder.cancel()
         try:
             if self._tuning is not None:  # first: its trials are benchmark tasks
@@ -460,10 +460,8 @@ class AsyncLlamaSwitch:
         cluster = self._on_host(host)
         if cluster is not None and host is not None:
             task = await cluster.host_benchmark(host, model, config, timeout_s)
-            self._remote_tasks[task.id] = host
-            self._remote_recorders[task.id] = asyncio.ensure_future(
-                self._record_when_done(cluster, host, task.id)
-            )
+            recorder = asyncio.ensure_future(self._record_when_done(cluster, host, task.id))
+            self._on_hosts[task.id] = (host, recorder)
             return task.id
         info = await self.resolve_model(model)
         return await self.bench.submit(info, config, timeout_s=timeout_s)
@@ -482,22 +480,22 @@ class AsyncLlamaSwitch:
         except LlamaSwitchError as exc:
             logger.warning("benchmark %s on host %s not kept: %s", task_id, host, exc)
         finally:
-            self._remote_recorders.pop(task_id, None)
+            self._on_hosts.pop(task_id, None)
 
     async def benchmark_status(self, task_id: str) -> BenchTask:
         """The task: state, progress, queue position, results, output, error."""
-        host = self._remote_tasks.get(task_id)
-        if host is not None and self._cluster is not None and task_id in self._remote_recorders:
-            return await self._cluster.host_benchmark_get(host, task_id)
+        running = self._on_hosts.get(task_id)
+        if running is not None and self._cluster is not None:
+            return await self._cluster.host_benchmark_get(running[0], task_id)
         return await self.bench.get(task_id)
 
     async def wait_benchmark(self, task_id: str, timeout_s: float | None = None) -> BenchTask:
         """Wait until the task ends (``TaskTimeoutError`` after ``timeout_s``)."""
-        recorder = self._remote_recorders.get(task_id)
-        if recorder is not None:
+        running = self._on_hosts.get(task_id)
+        if running is not None:
             try:
                 async with asyncio.timeout(timeout_s):
-                    await asyncio.shield(recorder)
+                    await asyncio.shield(running[1])
             except TimeoutError:
                 raise TaskTimeoutError(
                     f"task {task_id} did not end within {timeout_s:g} s"
@@ -506,9 +504,9 @@ class AsyncLlamaSwitch:
 
     async def cancel_benchmark(self, task_id: str) -> BenchTask:
         """Cancel a queued or running task; it keeps the results of finished tests."""
-        host = self._remote_tasks.get(task_id)
-        if host is not None and self._cluster is not None and task_id in self._remote_recorders:
-            return await self._cluster.host_benchmark_cancel(host, task_id)
+        running = self._on_hosts.get(task_id)
+        if running is not None and self._cluster is not None:
+            return await self._cluster.host_benchmark_cancel(running[0], task_id)
         return await self.bench.cancel(task_id)
 
     async def delete_benchmark(self, task_id: str) -> BenchTask:

@@ -241,10 +241,6 @@ class HostAgent:
     def _after(self, cursor: int) -> bool:
         return bool(self._events) and self._events[-1].id > cursor
 
-    async def ping(self) -> str:
-        """The host's name (the head asks when a server did not take a connection)."""
-        return self._name
-
     @_transported
     async def catalog(self) -> tuple[ModelInfo, ...]:
         """The models folder now (a fresh scan)."""

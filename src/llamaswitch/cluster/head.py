@@ -52,6 +52,7 @@ from llamaswitch._errors import (
 from llamaswitch._events import Event, EventBus
 from llamaswitch._gpu import GpuProbe
 from llamaswitch._settings import Settings
+from llamaswitch._tasks import BackgroundTasks
 from llamaswitch._wire import to_wire
 from llamaswitch.bench.config import BenchConfig
 from llamaswitch.bench.task import BenchTask
@@ -128,8 +129,7 @@ class ClusterGateway:
         self._hosts: dict[str, ClusterHost] = {}
         self._chosen: dict[str, str] = {}
         self._choosing: dict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._attaching: set[str] = set()
+        self._tasks = BackgroundTasks()
         # Nodes whose agent could not start: tried again after _ATTACH_RETRY_S, not at
         # every look at the nodes.
         self._retry_at: dict[str, float] = {}
@@ -142,31 +142,22 @@ class ClusterGateway:
         await asyncio.to_thread(self._connection.open)
         for node in await asyncio.to_thread(self._connection.nodes):
             await self._attach(node)
-        self._track(self._watch_nodes())
+        self._tasks.start(self._watch_nodes())
 
     async def close(self) -> None:
         """Stop watching; stop every host's servers and end its agent."""
         self._closed = True
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.cancel_all()
         ray = import_ray()
         for host in self._hosts.values():
             await host.gateway.close()
             if host.lost:
                 continue
-            with contextlib.suppress(LlamaSwitchError, Exception):
-                await call_agent(host.name, host.actor.shutdown)
+            with contextlib.suppress(Exception):
+                await host.servers.call("shutdown")
             with contextlib.suppress(Exception):
                 ray.kill(host.actor)
         await asyncio.to_thread(self._connection.close)
-
-    def _track(self, coro: Any) -> asyncio.Task[Any]:
-        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
 
     async def _attach(self, node: Node) -> None:
         ray = import_ray()
@@ -174,9 +165,6 @@ class ClusterGateway:
 
         from llamaswitch.cluster.agent import agent_class
 
-        if node.node_id in self._attaching:
-            return
-        self._attaching.add(node.node_id)
         # Named and detached, on its node only: a head that restarts finds it (and the
         # servers it runs) again; num_cpus=0 so it never takes a task's CPU.
         actor = agent_class().options(
@@ -208,7 +196,7 @@ class ClusterGateway:
         async def in_catalog(fn: Any, *args: Any) -> Any:
             # A rescan of the gateway's is a fresh listing by the host's agent.
             if not servers.lost:
-                catalog.models = tuple(await call_agent(name, actor.catalog))
+                catalog.models = tuple(await servers.call("catalog"))
             return fn(*args)
 
         async def binary(kind: BinaryKind) -> BinaryInfo:
@@ -229,7 +217,7 @@ class ClusterGateway:
         host = ClusterHost(name=name, node=node, actor=actor, report=report, servers=servers,
                            catalog=catalog, gateway=gateway)  # fmt: skip
         self._hosts[name] = host
-        self._track(self._watch(host, report.cursor))
+        self._tasks.start(self._watch(host, report.cursor))
         logger.info("host %s joined (node %s, %d models)", name, node.node_id,
                     len(report.models))  # fmt: skip
         self._events.emit("host", "joined", host=name, node_id=node.node_id,
@@ -239,11 +227,9 @@ class ClusterGateway:
         """The host's events and servers as they change; each call is a heartbeat."""
         while not self._closed and not host.lost:
             try:
-                changes = await call_agent(host.name, host.actor.watch, self._head_id, cursor,
-                                           _WATCH_S)  # fmt: skip
-            except HostLostError as exc:
-                self._host_lost(host.name, str(exc))
-                return
+                changes = await host.servers.call("watch", self._head_id, cursor, _WATCH_S)
+            except HostLostError:
+                return  # marked lost by the call
             except Exception as exc:
                 logger.warning("watching host %s failed: %s", host.name, exc)
                 await asyncio.sleep(_WATCH_S)
@@ -274,7 +260,6 @@ class ClusterGateway:
             now = time.monotonic()
             for node in nodes:
                 if node.node_id not in known and self._retry_at.get(node.node_id, 0) <= now:
-                    self._attaching.discard(node.node_id)
                     await self._attach(node)
 
     def _host_lost(self, name: str, reason: str) -> None:
@@ -313,8 +298,12 @@ class ClusterGateway:
 
     async def _choose(self, name: str, exclude: Iterable[str] = ()) -> tuple[ClusterHost, str]:
         """The host that is to serve ``name``, and the model's id there."""
-        candidates = await self._candidates(name, exclude)
-        holding = [(h, m) for h, m in candidates if h.gateway.holds(m.id)]
+        # The hot path: names the hosts know already, no rescan of a folder that lacks
+        # the model (a call to its agent) while another host serves it.
+        skip = set(exclude)
+        holding = [(h, m) for h in self._live() if h.name not in skip
+                   and (m := h.gateway.known(name)) is not None
+                   and h.gateway.holds(m.id)]  # fmt: skip
         if holding:
             host, model = min(holding, key=lambda c: c[0].gateway.in_flight().get(c[1].id, 0))
             return host, model.id
@@ -463,20 +452,13 @@ class ClusterGateway:
             raise HostLostError(name, host.lost_reason or "it left the cluster")
         return host
 
-    async def _act(self, host: ClusterHost, method: str, *args: Any) -> Any:
-        try:
-            return await call_agent(host.name, getattr(host.actor, method), *args)
-        except HostLostError as exc:
-            self._host_lost(host.name, str(exc))
-            raise
-
     async def host_start(
         self, name: str, model: str, config: ServerConfig | None, *, wait: bool = True
     ) -> ServerStatus:
         """Start ``model`` alongside the others on host ``name`` (the admin route)."""
         host = self.live_host(name)
         status: ServerStatus
-        status, snapshot = await self._act(host, "start", model, config, wait)
+        status, snapshot = await host.servers.call("start", model, config, wait)
         host.servers.take(snapshot)
         return attrs.evolve(status, host_name=name)
 
@@ -490,7 +472,7 @@ class ClusterGateway:
         port = config.port if config is not None and config.port is not None else None
         async with host.gateway.draining([port or host.report.default_model_port], force=force):
             status: ServerStatus
-            status, snapshot = await self._act(host, "switch", model, config, wait, force)
+            status, snapshot = await host.servers.call("switch", model, config, wait, force)
         host.servers.take(snapshot)
         return attrs.evolve(status, host_name=name)
 
@@ -500,9 +482,9 @@ class ClusterGateway:
         """Stop servers of host ``name`` (one, a model's, or all); the head's requests on
         them drain first (``force``: cut at once)."""
         host = self.live_host(name)
-        ports = await self._act(host, "ports_of", model, port)
+        ports = await host.servers.call("ports_of", model, port)
         async with host.gateway.draining(ports, force=force):
-            stopped, snapshot = await self._act(host, "stop", model, port)
+            stopped, snapshot = await host.servers.call("stop", model, port)
         host.servers.take(snapshot)
         return [attrs.evolve(s, host_name=name) for s in stopped]
 
@@ -525,7 +507,7 @@ class ClusterGateway:
         self, name: str, model: str | None, port: int | None, lines: int
     ) -> list[str]:
         """A server's last output lines, on host ``name``."""
-        logs: list[str] = await self._act(self.live_host(name), "logs", model, port, lines)
+        logs: list[str] = await self.live_host(name).servers.call("logs", model, port, lines)
         return logs
 
     def hosts_with(self, model: str) -> list[str]:
@@ -536,24 +518,24 @@ class ClusterGateway:
         self, name: str, model: str, config: BenchConfig | None, timeout_s: float | None
     ) -> BenchTask:
         """Queue a llama-bench run of ``model`` on host ``name``; the task as it starts."""
-        task: BenchTask = await self._act(self.live_host(name), "bench_submit", model, config,
+        task: BenchTask = await self.live_host(name).servers.call("bench_submit", model, config,
                                           timeout_s)  # fmt: skip
         return task
 
     async def host_benchmark_get(self, name: str, task_id: str) -> BenchTask:
         """A task of host ``name``."""
-        task: BenchTask = await self._act(self.live_host(name), "bench_get", task_id)
+        task: BenchTask = await self.live_host(name).servers.call("bench_get", task_id)
         return task
 
     async def host_benchmark_wait(self, name: str, task_id: str, timeout_s: float) -> BenchTask:
         """Wait for a task of host ``name`` (``TaskTimeoutError`` after ``timeout_s``)."""
-        task: BenchTask = await self._act(self.live_host(name), "bench_wait", task_id,
+        task: BenchTask = await self.live_host(name).servers.call("bench_wait", task_id,
                                           timeout_s)  # fmt: skip
         return task
 
     async def host_benchmark_cancel(self, name: str, task_id: str) -> BenchTask:
         """Cancel a task of host ``name``."""
-        task: BenchTask = await self._act(self.live_host(name), "bench_cancel", task_id)
+        task: BenchTask = await self.live_host(name).servers.call("bench_cancel", task_id)
         return task
 
     async def status_all(self) -> list[ServerStatus]:

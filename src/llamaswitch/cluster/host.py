@@ -87,7 +87,9 @@ class HostServers:
             for port, s in self._servers.items()
         }
 
-    async def _call(self, name: str, *args: Any) -> Any:
+    async def call(self, name: str, *args: Any) -> Any:
+        """Call the agent's method ``name``; a gone agent marks the host lost (through
+        the head) and raises :class:`~llamaswitch.HostLostError`."""
         if self.lost:
             raise HostLostError(self.host, "it left the cluster")
         try:
@@ -117,7 +119,7 @@ class HostServers:
             if found is None:
                 raise ServerNotFoundError(f"no server on port {port} of host {self.host}")
             return found
-        status: ServerStatus = await self._call("status_one", model, port)
+        status: ServerStatus = await self.call("status_one", model, port)
         self._servers[status.port] = self._named(status)
         return self._servers[status.port]
 
@@ -125,13 +127,13 @@ class HostServers:
         """Every server of the host, freshly sampled (as last known once it is lost)."""
         if self.lost:
             return self.snapshot()
-        _, snapshot = await self._call("status_all")
+        _, snapshot = await self.call("status_all")
         self.take(snapshot)
         return self.snapshot()
 
     async def start(self, info: ModelInfo, config: ServerConfig | None = None) -> ServerStatus:
         """Serve ``info`` on the host; returns once it is ready."""
-        status, snapshot = await self._call("start", info.relative_path, config, True, True)
+        status, snapshot = await self.call("start", info.relative_path, config, True, True)
         self.take(snapshot)
         return self._named(status)
 
@@ -141,13 +143,13 @@ class HostServers:
         """Stop servers of the host (nothing to stop on a lost one)."""
         if self.lost:
             return []
-        stopped, snapshot = await self._call("stop", model, port)
+        stopped, snapshot = await self.call("stop", model, port)
         self.take(snapshot)
         return [self._named(s) for s in stopped]
 
     async def forget_failed(self, model_path: Path) -> None:
         """Drop the host's failed records of ``model_path`` before a retry."""
-        self.take(await self._call("forget_failed", str(model_path)))
+        self.take(await self.call("forget_failed", str(model_path)))
 
     def started_for_a_gateway(self, port: int) -> bool:
         """Whether the host's server on ``port`` was started for a gateway (this head's

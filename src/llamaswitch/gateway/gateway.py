@@ -55,6 +55,7 @@ from llamaswitch._errors import (
 from llamaswitch._events import EventBus
 from llamaswitch._gpu import GpuDevice, GpuProbe
 from llamaswitch._settings import Settings
+from llamaswitch._tasks import BackgroundTasks
 from llamaswitch.gateway.admission import Lease, ModelRecord, ModelState, held
 from llamaswitch.gateway.measurements import MeasurementStore
 from llamaswitch.gateway.memory import MemoryNeed, estimate
@@ -196,7 +197,7 @@ class ModelGateway:
         self._resources = resources
         self._devices: list[GpuDevice] = []
         self.budget = Budget()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = BackgroundTasks()
         self._closed = False
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -214,29 +215,20 @@ class ModelGateway:
         presets = await asyncio.to_thread(self._read_presets)
         self._book = await self._in_catalog(self._build_book, presets)
         self._presets = presets
-        self._track(self._tick())
+        self._tasks.start(self._tick())
         for model in self._book.models:
             if model.preload:
-                self._track(self._preload(model.id))
+                self._tasks.start(self._preload(model.id))
 
     async def close(self) -> None:
         """Stop the background work; requests still waiting fail (the service closes)."""
         self._closed = True
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.cancel_all()
         for m in self._models.values():
             if m.load is not None:
                 m.load.cancel()
             m.wake_all()
         await asyncio.to_thread(self._store.close)
-
-    def _track(self, coro: Awaitable[None]) -> asyncio.Task[None]:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
 
     def _budget(self, devices: Sequence[GpuDevice]) -> Budget:
         return machine_budget(self.settings, devices)
@@ -291,6 +283,10 @@ class ModelGateway:
             with contextlib.suppress(PresetsError):
                 await asyncio.shield(self._rescan)
         return self._book.find(name)
+
+    def known(self, name: str) -> GatewayModel | None:
+        """The model ``name`` names among those known now (no rescan); None if none."""
+        return self._book.get(name)
 
     async def find(self, name: str) -> GatewayModel:
         """The model ``name`` names (rescanning the folder for a name not known yet);
@@ -526,7 +522,7 @@ class ModelGateway:
         logger.info("model %s ready on port %d after %.2f s", m.id, status.port, load_s)
         self._events.emit("gateway", "model_ready", model=m.id, port=status.port,
                           adopted=False, load_s=round(load_s, 4))  # fmt: skip
-        self._track(self._measure_soon(m, model, status.port))
+        self._tasks.start(self._measure_soon(m, model, status.port))
 
     def _failed(self, m: ModelRecord, exc: LlamaSwitchError) -> ModelLoadError:
         m.state = ModelState.FAILED

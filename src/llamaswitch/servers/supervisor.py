@@ -93,6 +93,7 @@ from llamaswitch._events import EventBus
 from llamaswitch._gpu import GpuProbe
 from llamaswitch._process import ChildProcess, ChildRegistry, OutputLog
 from llamaswitch._settings import Settings
+from llamaswitch._tasks import BackgroundTasks
 from llamaswitch._text import encodable
 from llamaswitch.servers.checks import (
     API_KEY_ENV,
@@ -293,7 +294,7 @@ class ServerSupervisor:
         self._tickets = TicketBook(on_idle=self._idle.set, on_busy=self._idle.clear)
         self._reserved: set[int] = set()
         self._next_port: int = settings.model_ports[0]
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = BackgroundTasks()
         self._registry = ChildRegistry(settings.state_dir / "children.json")
         # One worker, so registry writes happen in the order they were asked for (an
         # "add" is never overtaken by the "remove" of the same child).
@@ -343,10 +344,7 @@ class ServerSupervisor:
                 async with asyncio.timeout(_CLOSE_DRAIN_S):
                     await self._idle.wait()
         finally:
-            for task in list(self._tasks):
-                task.cancel()
-            if self._tasks:
-                await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._tasks.cancel_all()
             if self._registry_ops:
                 await asyncio.gather(*self._registry_ops, return_exceptions=True)
             self._registry_worker.shutdown(wait=True)
@@ -786,8 +784,8 @@ class ServerSupervisor:
         server.attempt.add_done_callback(_consume)
         self._set_state(server, ServerState.STARTING)
         self._registry_call(self._registry.add, proc.pid, port=server.port, argv=server.argv)
-        self._track(self._readiness(server, proc))
-        self._track(self._watch_exit(server, proc))
+        self._tasks.start(self._readiness(server, proc))
+        self._tasks.start(self._watch_exit(server, proc))
 
     async def _clear_failed(
         self, port: int, why: str = "could not bind; moved to another port"
@@ -858,8 +856,8 @@ class ServerSupervisor:
                 # Sampled in the background, and a little later: the requests that
                 # waited for ready run first, with the machine's cores to themselves
                 # (status() samples for itself in the meantime).
-                self._track(self._sample_soon(server, proc))
-                server.liveness_task = self._track(self._watch_liveness(server, proc))
+                self._tasks.start(self._sample_soon(server, proc))
+                server.liveness_task = self._tasks.start(self._watch_liveness(server, proc))
                 return
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -979,7 +977,7 @@ class ServerSupervisor:
         delay = min(backoff_s * 2**server.restart_streak, _RESTART_BACKOFF_MAX_S)
         server.restart_streak += 1
         generation = self._tickets.generation(server.port)
-        server.restart_task = self._track(self._restart(server, delay, generation))
+        server.restart_task = self._tasks.start(self._restart(server, delay, generation))
 
     async def _restart(self, server: _Server, delay_s: float, generation: int) -> None:
         await asyncio.sleep(delay_s)
@@ -1157,12 +1155,6 @@ class ServerSupervisor:
             pid=proc.pid if proc else None, exit_code=server.exit_code, error=server.error,
             restarts=server.restarts, ready_after_s=server.ready_after_s,
         )  # fmt: skip
-
-    def _track(self, coro: Awaitable[None]) -> asyncio.Task[None]:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
 
     def _registry_call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         loop = asyncio.get_running_loop()
