@@ -45,6 +45,7 @@ from bench_gateway import (
     free_port,
     ms,
     process,
+    service_ports,
     until_up,
     write_models,
 )
@@ -66,13 +67,12 @@ def node_env(root: Path, name: str, server: Path, models: list[str]) -> dict[str
 
 
 def serve_env(root: Path, name: str, server: Path, **extra: str) -> tuple[dict[str, str], str]:
-    port = free_port()
-    low = free_port()
+    port, (low, high) = service_ports(30)
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLAMASWITCH_")}
     env.update({
         "LLAMA_SERVER_PATH": str(server), "MODELS_DIR": str(root / name / "models"),
         "LLAMASWITCH_STATE_DIR": str(root / name / "serve-state"), "SERVER_PORT": str(port),
-        "LLAMASWITCH_MODEL_PORTS": f"{low}-{low + 30}", **extra,
+        "LLAMASWITCH_MODEL_PORTS": f"{low}-{high}", **extra,
     })  # fmt: skip
     return env, f"http://127.0.0.1:{port}"
 

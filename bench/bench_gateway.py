@@ -59,6 +59,17 @@ def free_port() -> int:
     return port
 
 
+def service_ports(size: int = 40) -> tuple[int, tuple[int, int]]:
+    """A free port for a service, and a range of model ports that does not hold it: the
+    settings refuse a range with the service's port in it, and the service would not
+    start (a run failed so)."""
+    low = free_port()
+    port = free_port()
+    while low <= port <= low + size:
+        port = free_port()
+    return port, (low, low + size)
+
+
 def write_models(folder: Path, names: Sequence[str], context: int = CONTEXT) -> None:
     """Tiny models, by a child process (numpy stays out of this one)."""
     code = ("import sys; from pathlib import Path; from llamaswitch.testing import "
@@ -162,10 +173,9 @@ def gateway_env(models: Path, state: Path, port: int, ports: tuple[int, int], se
 
 @contextlib.asynccontextmanager
 async def gateway(root: Path, server: Path, **settings: str) -> AsyncIterator[tuple[str, int]]:
-    port = free_port()
-    low = free_port()
+    port, ports = service_ports()
     state = Path(tempfile.mkdtemp(dir=root))
-    env = gateway_env(root / "models", state, port, (low, low + 40), server, **settings)
+    env = gateway_env(root / "models", state, port, ports, server, **settings)
     with process([sys.executable, "-m", "llamaswitch", "serve"], env) as proc:
         async with aiohttp.ClientSession() as session:
             await until_up(session, f"http://127.0.0.1:{port}/api/v1/health")
