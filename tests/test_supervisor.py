@@ -34,6 +34,7 @@ import pytest
 
 from llamaswitch import AsyncLlamaSwitch, LlamaSwitch, ServerConfig, Settings
 from llamaswitch._errors import (
+    ConfigValidationError,
     ModelNotFoundError,
     ModelPathError,
     ModelUnusableError,
@@ -606,6 +607,44 @@ def test_a_model_the_catalog_cannot_read_is_refused_before_anything_runs(
     run(scenario())
 
 
+def test_a_rehearsed_start_refuses_what_a_start_would_and_starts_nothing(
+    settings: Settings, models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ServerSupervisor.rehearse: the gateway runs it once at open, so that the first
+    # real start does not run its checks for the first time on a request's path.
+    (models_dir / "garbage.gguf").write_bytes(random.Random(3).randbytes(4096))
+
+    async def scenario() -> None:
+        async with AsyncLlamaSwitch(settings) as ls:
+            binary = await ls.binary("llama-server")
+            listed = {m.name: m for m in await ls.list_models()}
+            await ls.supervisor.rehearse(listed["tiny.gguf"], ServerConfig(**SMALL), binary)
+            with pytest.raises(ModelUnusableError, match="not a GGUF file"):
+                await ls.supervisor.rehearse(listed["garbage.gguf"], None, binary)
+            with pytest.raises(ConfigValidationError, match="not an address of this machine"):
+                await ls.supervisor.rehearse(listed["tiny.gguf"],
+                                             ServerConfig(host="192.0.2.1"), binary)  # fmt: skip
+            with pytest.raises(UnsupportedOptionError, match="--no-such-flag"):
+                await ls.supervisor.rehearse(
+                    listed["tiny.gguf"], ServerConfig(extra_args=("--no-such-flag",)), binary
+                )
+            # llama.cpp's own parse of extra arguments (a process) is left to the start.
+            parsed: list[object] = []
+
+            async def parse_check(*args: object) -> None:
+                parsed.append(args)
+
+            monkeypatch.setattr("llamaswitch.servers.supervisor.parse_check", parse_check)
+            await ls.supervisor.rehearse(
+                listed["tiny.gguf"], ServerConfig(extra_args=("--threads-http", "2")), binary
+            )
+            assert parsed == []
+            assert await ls.status() == []
+            assert psutil.Process().children(recursive=True) == []
+
+    run(scenario())
+
+
 def test_an_unloadable_model_fails_with_llama_cpps_complaint(
     settings: Settings, models_dir: Path
 ) -> None:
@@ -1121,6 +1160,21 @@ if "--version" in sys.argv:
     print("version: 1 (8733e0c)")
     sys.exit(0)
 mode = os.environ.get("GGML_FAKE_MODE", "")  # a name the env allow-list accepts
+if mode == "router-child":
+    # A build with router mode, started as a router's child: it says it is ready on
+    # stdout (and never answers /health), ignores SIGTERM and waits for the exit
+    # command on stdin, as llama-server's shutdown waits for its stdin reader.
+    print("env " + os.environ.get("LLAMA_SERVER_ROUTER_PORT", "unset"), flush=True)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    time.sleep(0.2)
+    print('cmd_child_to_router:state:{{"state":"loading","payload":{{}}}}', flush=True)
+    print('0.00.010.099 cmd_child_to_router:state:{{"state":"ready","payload":{{}}}}', flush=True)
+    for line in sys.stdin:
+        if line.strip() == "cmd_router_to_child:exit":
+            print("exit command received, exiting...", flush=True)
+            sys.exit(0)
+    print("EOF on stdin detected, forcing shutdown...", flush=True)
+    sys.exit(1)
 if mode == "term-twice":
     # llama-server's own rule: a second interrupt ends it at once.
     signal.signal(signal.SIGTERM, lambda *_: signal.signal(signal.SIGTERM, lambda *_: os._exit(1)))
@@ -1155,14 +1209,70 @@ def fake_mode(mode: str) -> dict[str, str]:
     return {"GGML_FAKE_MODE": mode}
 
 
-@pytest.fixture
-def fake_server(tmp_path: Path) -> Path:
-    path = tmp_path / "fake" / "llama-server"
+def write_fake_server(folder: Path, help_file: str = "legacy-server.txt") -> Path:
+    """The fake llama-server script, answering ``--help`` with a build's recorded help."""
+    path = folder / "llama-server"
     path.parent.mkdir()
-    path.write_text(FAKE_SERVER.format(python=sys.executable,
-                                       help=str(HELP / "legacy-server.txt")))  # fmt: skip
+    path.write_text(FAKE_SERVER.format(python=sys.executable, help=str(HELP / help_file)))
     path.chmod(0o755)
     return path
+
+
+@pytest.fixture
+def fake_server(tmp_path: Path) -> Path:
+    return write_fake_server(tmp_path / "fake")
+
+
+def router_child(
+    tmp_path: Path, models_dir: Path, help_file: str, **settings: Any
+) -> tuple[Settings, int, ServerConfig]:
+    """Settings on the fake with a build's help, a port, and the config that makes the
+    fake act as a router's child."""
+    server = write_fake_server(tmp_path / "fake", help_file)
+    port = free_port()
+    return (make_settings(tmp_path, models_dir, server, **settings), port,
+            config(port, env=fake_mode("router-child")))  # fmt: skip
+
+
+def test_a_build_with_router_mode_is_ready_on_its_ready_line_and_told_to_exit(
+    tmp_path: Path, models_dir: Path
+) -> None:
+    # servers/child_protocol.py: the fake answers no /health at all, so only its ready
+    # line can make it ready; it ignores SIGTERM, so only the exit command stops it
+    # before the grace period.
+    settings, port, child = router_child(tmp_path, models_dir, "current-server.txt",
+                                         stop_timeout_s=10.0)  # fmt: skip
+
+    async def scenario() -> None:
+        async with AsyncLlamaSwitch(settings) as ls:
+            status = await ls.switch("tiny.gguf", child)
+            assert status.state is ServerState.READY
+            log = ls.supervisor.log_path(port).read_text()
+            assert f"env {settings.server_port}" in log  # LLAMA_SERVER_ROUTER_PORT
+            started = time.monotonic()
+            stopped = await ls.stop(port=port)
+            assert time.monotonic() - started < 5  # not the 10 s grace, nor a SIGKILL
+            assert stopped[0].exit_code == 0
+            assert "exit command received" in ls.supervisor.log_path(port).read_text()
+
+    run(scenario())
+
+
+def test_a_build_without_router_mode_is_not_started_as_a_routers_child(
+    tmp_path: Path, models_dir: Path
+) -> None:
+    # The legacy help: no --models-dir, so no LLAMA_SERVER_ROUTER_PORT and no ready line
+    # to wait for; /health decides (which this fake never answers: the start times out).
+    settings, port, child = router_child(tmp_path, models_dir, "legacy-server.txt",
+                                         ready_timeout_s=2.0)  # fmt: skip
+
+    async def scenario() -> None:
+        async with AsyncLlamaSwitch(settings) as ls:
+            with pytest.raises(ReadinessTimeoutError):
+                await ls.switch("tiny.gguf", child)
+            assert "env unset" in ls.supervisor.log_path(port).read_text()
+
+    run(scenario())
 
 
 def test_readiness_timeout_kills_the_server(
@@ -1432,6 +1542,30 @@ def test_a_chatty_child_never_blocks_on_a_full_pipe(tmp_path: Path, spawn_path: 
         assert (tmp_path / "chatty.log").stat().st_size > 10_000_000 or (
             tmp_path / "chatty.log.1"
         ).exists()
+
+    run(scenario())
+
+
+def test_a_child_reads_what_it_is_told_on_its_stdin_which_stays_open(
+    spawn_path: str,
+) -> None:
+    # The pipe is held open (a router's child exits at its end of file) and written to
+    # only by tell(), on both spawn paths; a child that has gone is not told.
+    script = ("import sys\nprint(sys.stdin.readline().strip(), flush=True)\n"
+              "sys.stdin.read()\nprint('end of file', flush=True)\n")  # fmt: skip
+
+    async def scenario() -> None:
+        log = OutputLog(None)
+        proc = await ChildProcess.spawn([sys.executable, "-c", script], output=log)
+        proc.tell(b"cmd_router_to_child:exit\n")
+        await async_wait_until(lambda: asyncio.sleep(0, bool(log.tail(1))), 10)
+        assert log.tail(1) == ["cmd_router_to_child:exit"]
+        await asyncio.sleep(0.2)
+        assert proc.running  # the pipe stays open: no end of file
+        assert log.tail(1) == ["cmd_router_to_child:exit"]
+        proc.send_signal(signal.SIGTERM)
+        assert await proc.wait() == -signal.SIGTERM
+        proc.tell(b"nobody\n")  # gone: nothing written, nothing raised
 
     run(scenario())
 

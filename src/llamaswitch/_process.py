@@ -10,6 +10,9 @@
   when the *thread* that forked the child exits (see FIELD_NOTES), so children must be
   spawned from a thread that lives as long as the manager: the event-loop thread, which
   is where :meth:`ChildProcess.spawn` runs;
+- its **stdin is a pipe this process holds** open and never writes: the kernel closes it
+  when the manager dies, however it dies, on every OS, and a child that watches it (a
+  llama-server started as a router's child, see servers/child_protocol.py) exits then;
 - its output (stdout and stderr together) is **drained continuously** by the event loop
   into an :class:`OutputLog`: a bounded ring of recent lines plus a rotating log file;
 - it is **stopped** with SIGTERM to the group, a grace period, then SIGKILL, and always
@@ -324,6 +327,8 @@ class _ChildProtocol(asyncio.SubprocessProtocol):
         self.output.flush()
 
     def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if fd == 0:
+            return  # the child's stdin, ours to hold (see ChildProcess.spawn)
         if not self.drained.done():
             self.drained.set_result(None)
 
@@ -374,11 +379,12 @@ class _PidfdChild:
         # On the loop's thread, blocking: vfork and exec take a fraction of a millisecond,
         # and the parent-death signal follows the thread that forks (see child_spawn).
         popen = subprocess.Popen(  # noqa: ASYNC220
-            list(command), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            list(command), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, env=dict(env) if env is not None else None, cwd=cwd,
             **kwargs,
         )  # fmt: skip
         assert popen.stdout is not None  # noqa: S101 - PIPE
+        assert popen.stdin is not None  # noqa: S101 - PIPE
         try:
             child = cls(popen, os.pidfd_open(popen.pid), protocol, loop)
             child._pipe, _ = await loop.connect_read_pipe(
@@ -389,6 +395,7 @@ class _PidfdChild:
             signal_group(popen.pid, signal.SIGKILL)
             popen.wait()
             popen.stdout.close()
+            popen.stdin.close()
             raise
         return child
 
@@ -409,12 +416,26 @@ class _PidfdChild:
             self._popen.returncode = os.waitstatus_to_exitcode(status)
         except ChildProcessError:  # reaped elsewhere (a SIGCHLD handler of the host app)
             self._popen.returncode = 255
+        self._close_stdin()
         self._protocol.process_exited()
+
+    def tell(self, data: bytes) -> None:
+        """Write ``data`` to the child's stdin."""
+        if self._popen.stdin is not None and not self._popen.stdin.closed:
+            with contextlib.suppress(OSError, ValueError):  # gone: nobody to tell
+                self._popen.stdin.write(data)
+                self._popen.stdin.flush()
+
+    def _close_stdin(self) -> None:
+        if self._popen.stdin is not None:
+            with contextlib.suppress(OSError):
+                self._popen.stdin.close()
 
     def close(self) -> None:
         """Release the pipe; like asyncio's transport, kill a child still running."""
         if self._popen.returncode is None:
             signal_group(self._popen.pid, signal.SIGKILL)
+        self._close_stdin()
         if self._pipe is not None:
             self._pipe.close()
 
@@ -477,7 +498,7 @@ class ChildProcess:
         transport, _ = await loop.subprocess_exec(
             lambda: protocol,
             *command,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env=dict(env) if env is not None else None,
@@ -524,6 +545,21 @@ class ChildProcess:
             # Closing the transport releases the pipes; it would kill a running process,
             # but this is only reached after the exit.
             self._transport.close()
+
+    def tell(self, data: bytes) -> None:
+        """Write a few bytes to the child's stdin (a command it reads there).
+
+        Never blocks: the pipe's buffer (4 KiB at the least) takes them whole, as nothing
+        else is written to it. A child that has gone is not told.
+        """
+        if self.returncode is not None:
+            return
+        if isinstance(self._transport, _PidfdChild):
+            self._transport.tell(data)
+            return
+        pipe = self._transport.get_pipe_transport(0)
+        if isinstance(pipe, asyncio.WriteTransport) and not pipe.is_closing():
+            pipe.write(data)
 
     def send_signal(self, sig: int) -> None:
         """Send ``sig`` to the child's process group (to the child alone if that fails)."""

@@ -355,6 +355,12 @@ class Settings:
         "listening beyond loopback, or `always` (every one; a cluster host's always do).",
         Choice(("beyond-loopback", "always")), env="LLAMASWITCH_SERVER_KEYS",
         default_doc="`beyond-loopback`"))  # fmt: skip
+    event_loop: str = attrs.field(default="auto", metadata=spec(
+        "The service's event loop: `auto` (uvloop where it is installed, as it is with the "
+        "`http` extra on Linux and macOS; asyncio's elsewhere) or `asyncio` (always "
+        "asyncio's own).",
+        Choice(("auto", "asyncio")), env="LLAMASWITCH_EVENT_LOOP",
+        default_doc="`auto`"))  # fmt: skip
     # -- many hosts (docs/cluster.md) -----------------------------------------------------
     cluster: str | None = attrs.field(default=None, metadata=spec(
         "Serve as the head of a Ray cluster: `ray` (the cluster this machine belongs to, or "

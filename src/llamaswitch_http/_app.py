@@ -12,6 +12,7 @@ from aiohttp import web
 
 from llamaswitch._api import AsyncLlamaSwitch
 from llamaswitch._errors import LlamaSwitchError
+from llamaswitch._events import Event
 from llamaswitch._settings import Settings, is_loopback
 from llamaswitch._wire import dumps
 from llamaswitch_http import _gateway as gw
@@ -43,6 +44,8 @@ __all__ = ["MAX_BODY_BYTES", "ROUTES", "create_app"]
 
 #: Every event of the core, a line each (``serve --log-level info`` shows them).
 events_log = logging.getLogger("llamaswitch.events")
+#: How long the events' log lines wait, in batches, behind what the events announce.
+_EVENT_LOG_DELAY_S: Final = 0.05
 
 #: Largest request body accepted (413 above). Imported llama-bench output is the biggest
 #: thing a client sends; a 1,000-test sweep in JSON is well under this.
@@ -92,16 +95,34 @@ ROUTES: Final = (
 
 
 async def _follow_events(app: web.Application) -> None:
-    """Feed the core's events to what accumulates or caches them, until cancelled."""
+    """Feed the core's events to what accumulates or caches them, until cancelled.
+
+    The log lines follow a little later, a batch at a time: an event (a server ready)
+    often comes just before the request that waited for it goes on, and formatting and
+    writing its line (0.1-0.3 ms) would come first.
+    """
     metrics, cache = app[METRICS], app[STATUS_CACHE]
-    with app[CORE].subscribe() as subscription:
-        async for event in subscription:
-            if event.topic in ("server", "gateway"):
-                cache.invalidate()
-            metrics.observe(event)
-            if event.type != "progress":  # one line per event, not per progress tick
-                events_log.info("%s.%s %s", event.topic, event.type,
-                                dumps(event.data).decode())  # fmt: skip
+    loop = asyncio.get_running_loop()
+    unlogged: list[Event] = []
+
+    def write_log() -> None:
+        for event in unlogged:
+            events_log.info("%s.%s %s", event.topic, event.type, dumps(event.data).decode())
+        unlogged.clear()
+
+    try:
+        with app[CORE].subscribe() as subscription:
+            async for event in subscription:
+                if event.topic in ("server", "gateway"):
+                    cache.invalidate()
+                metrics.observe(event)
+                # One line per event, not per progress tick.
+                if event.type != "progress" and events_log.isEnabledFor(logging.INFO):
+                    if not unlogged:
+                        loop.call_later(_EVENT_LOG_DELAY_S, write_log)
+                    unlogged.append(event)
+    finally:
+        write_log()
 
 
 async def _core_lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -110,9 +131,10 @@ async def _core_lifecycle(app: web.Application) -> AsyncIterator[None]:
     core = app[CORE]
     await core.open()
     follower = asyncio.create_task(_follow_events(app), name="llamaswitch-events")
-    # Identifying llama-server (--version, --help: tens of ms) now keeps it off the
-    # first request that loads a model. Awaited, not cancelled, at the end: a cancel
-    # would leave its thread, and the process it runs, behind.
+    # Identifying llama-server (--version, --help: tens of ms), then preparing the
+    # gateway's loads, now keeps both off the first request that loads a model. Awaited,
+    # not cancelled, at the end: a cancel would leave its thread, and the process it
+    # runs, behind.
     identify = asyncio.create_task(_identify_server(core), name="llamaswitch-identify")
     try:
         async with gw.upstream_session() as session:
@@ -130,6 +152,7 @@ async def _identify_server(core: AsyncLlamaSwitch) -> None:
     # A binary that cannot be used is reported by the request that needs it.
     with contextlib.suppress(LlamaSwitchError):
         await core.binary("llama-server")
+        await core.gateway.prepare()
 
 
 async def _end_long_requests(app: web.Application) -> None:

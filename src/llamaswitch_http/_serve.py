@@ -16,8 +16,10 @@ from aiohttp import web
 
 from llamaswitch._errors import LlamaSwitchError, PortInUseError, SettingsError
 from llamaswitch._settings import Settings, is_loopback
+from llamaswitch.servers.probes import connect_host
 from llamaswitch_http._app import create_app
-from llamaswitch_http._state import CORE
+from llamaswitch_http._gateway import warm_up
+from llamaswitch_http._state import CORE, UPSTREAM
 
 __all__ = ["check_bind", "run_server"]
 
@@ -83,7 +85,21 @@ def run_server(
             settings, insecure=True, sources={**settings.sources, "insecure": "argument"}
         )
     check_bind(settings)
-    asyncio.run(_serve(settings, announce))
+    with asyncio.Runner(loop_factory=loop_factory(settings.event_loop)) as runner:
+        runner.run(_serve(settings, announce))
+
+
+def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop ``LLAMASWITCH_EVENT_LOOP`` picks: uvloop's for ``auto`` where it is
+    installed, else asyncio's (None)."""
+    if choice == "asyncio" or sys.platform == "win32":
+        return None
+    try:
+        import uvloop  # optional (the http extra, off Windows); only the service needs it
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 def _url(host: str, port: int) -> str:
@@ -141,6 +157,7 @@ async def _serve(settings: Settings, announce: Callable[[str], None]) -> None:
             raise SettingsError(key, value, source, allowed) from exc
         logger.info("listening on %s", _url(settings.server_host, settings.server_port))
         announce(_url(settings.server_host, settings.server_port))
+        await warm_up(app[UPSTREAM], _url(connect_host(settings.server_host), settings.server_port))
         await stop.wait()
     finally:
         # Stops listening, ends event streams, lets requests finish, then closes the

@@ -9,11 +9,20 @@ from pathlib import Path
 from typing import Any
 
 import openai
+import psutil
 import pytest
 
 from llamaswitch.servers.status import ServerState
+from llamaswitch.testing import write_tiny_model
 from tests.conftest import LlamaBuild
-from tests.gateway.conftest import MESSAGES, Gateway, gateway_settings, running, until
+from tests.gateway.conftest import (
+    MESSAGES,
+    Gateway,
+    gateway_settings,
+    running,
+    until,
+    write_models,
+)
 from tests.rest.conftest import run
 
 pytestmark = pytest.mark.real_binary
@@ -236,6 +245,32 @@ def test_the_plan_says_what_loading_would_unload_without_doing_it(
             assert ram["used_mib"] > 0
             assert ram["budget_mib"] > 0
             assert [s.model_name for s in await gw.core.status()] == ["alpha.gguf"]  # dry run
+            await client.close()
+
+    run(scenario())
+
+
+def test_preparing_plans_every_model_and_starts_nothing_even_beside_broken_ones(
+    llama_build: LlamaBuild, tmp_path: Path
+) -> None:
+    # serve prepares once it has identified llama-server (gateway.prepare): a plan for
+    # each model and a rehearsed start, neither of which may start a process, and a
+    # broken file beside the good ones must not stop it.
+    models = write_models(tmp_path / "models")
+    write_tiny_model(models / "broken.gguf", architecture="nosucharch")
+    (models / "garbage.gguf").write_bytes(b"GGUF" + b"\x00" * 64)
+    settings = gateway_settings(llama_build, tmp_path)
+
+    async def scenario() -> None:
+        async with running(settings) as gw:
+            await gw.core.gateway.prepare()
+            assert await gw.core.status() == []
+            assert await asyncio.to_thread(psutil.Process().children, recursive=True) == []
+            plan = await gw.core.gateway.plan("alpha")
+            assert (plan.action, plan.evict) == ("load", ())
+            # The rehearsal changed nothing a request sees: the model still loads.
+            client = gw.openai()
+            await client.completions.create(model="alpha", prompt="x", max_tokens=2)
             await client.close()
 
     run(scenario())

@@ -365,3 +365,24 @@ def test_a_long_catalog_scan_blocks_no_other_route_and_no_sigterm(
         assert service.stop() == 0, service.text()
         assert time.monotonic() - stopping < 2.0
         scan.join(10)
+
+
+def test_the_service_runs_on_uvloop_where_it_is_installed_unless_told_otherwise() -> None:
+    # LLAMASWITCH_EVENT_LOOP: uvloop halves the CPU time a streamed chunk costs the
+    # gateway (bench/bench_gateway.py); `asyncio` keeps asyncio's own loop.
+    from llamaswitch_http._serve import loop_factory
+
+    assert loop_factory("asyncio") is None
+    if sys.platform == "win32":
+        assert loop_factory("auto") is None
+        return
+    uvloop = pytest.importorskip("uvloop")  # the http extra installs it off Windows
+    factory = loop_factory("auto")
+    assert factory is uvloop.new_event_loop
+    loop = factory()
+    try:
+        assert isinstance(loop, uvloop.Loop)
+    finally:
+        loop.close()
+    settings = Settings.from_env(environ={"LLAMASWITCH_EVENT_LOOP": "asyncio"})
+    assert settings.event_loop == "asyncio"

@@ -337,6 +337,10 @@ class ClusterGateway:
         """Nothing to read (see :attr:`presets`)."""
         return Presets()
 
+    async def prepare(self) -> None:
+        """Nothing: a load runs on its host, past the Ray round trips that dwarf what
+        preparing would save."""
+
     async def acquire(self, name: str, *, record: RequestRecord | None = None) -> Lease:
         """Take a slot of ``name``'s server on the host chosen for it (see the module
         docstring), loading it there first if needed."""

@@ -23,6 +23,7 @@ from typing import Any
 
 import attrs
 
+from llamaswitch._binaries import BinaryInfo
 from llamaswitch._catalog import ModelInfo
 from llamaswitch._errors import HostLostError, ModelNotFoundError, ServerNotFoundError
 from llamaswitch.cluster.connection import import_ray
@@ -150,6 +151,11 @@ class HostServers:
     async def forget_failed(self, model_path: Path) -> None:
         """Drop the host's failed records of ``model_path`` before a retry."""
         self.take(await self.call("forget_failed", str(model_path)))
+
+    async def rehearse(
+        self, info: ModelInfo, config: ServerConfig | None, binary: BinaryInfo
+    ) -> None:
+        """Nothing: a start runs on the host, whose agent warms its own path."""
 
     def started_for_a_gateway(self, port: int) -> bool:
         """Whether the host's server on ``port`` was started for a gateway (this head's

@@ -759,6 +759,22 @@ class ModelGateway:
                             await self._unload(m, reason="idle",
                                                detail=f"idle for {ttl:g} s")  # fmt: skip
 
+    async def prepare(self) -> None:
+        """Work out every model's memory need, plan its placement and rehearse a start
+        (no process), now: a fresh service's first cold load paid 0.5 ms for doing them
+        the first time (bench/bench_gateway.py's cold figure). ``serve`` calls it once
+        it has identified llama-server; a request that comes meanwhile goes first."""
+        for model in self._book.models:
+            with contextlib.suppress(LlamaSwitchError):  # its request reports it
+                await self.plan(model.id)
+            await asyncio.sleep(0)  # a request that comes meanwhile goes first
+        usable = [m for m in self._book.models if m.info.error is None]
+        if usable:
+            with contextlib.suppress(LlamaSwitchError):  # its request reports it
+                binary = await self._binary("llama-server")
+                await self._supervisor.rehearse(usable[0].info, self._launch_config(usable[0]),
+                                                binary)  # fmt: skip
+
     async def _preload(self, model_id: str) -> None:
         try:
             await self.ensure(model_id)

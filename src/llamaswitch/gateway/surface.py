@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from llamaswitch._binaries import BinaryInfo
     from llamaswitch._catalog import ModelInfo
     from llamaswitch._errors import PresetsError
     from llamaswitch.gateway.gateway import Lease, ModelView
@@ -65,6 +66,15 @@ class Servers(Protocol):
         """Drop the failed and crashed records of ``model_path`` before a retry."""
         ...
 
+    async def rehearse(
+        self, info: ModelInfo, config: ServerConfig | None, binary: BinaryInfo
+    ) -> None:
+        """Run what a start of ``info`` with ``binary`` does before it acts (checks,
+        argv), acting on nothing and starting no process, so that the first real start
+        does not run that code for the first time on a request's path. Raises what that
+        start would."""
+        ...
+
     def started_for_a_gateway(self, port: int) -> bool:
         """Whether the server on ``port`` was started for a gateway rather than by an
         admin: a gateway that finds it serving takes it over as its own."""
@@ -107,6 +117,11 @@ class Gateway(Protocol):
 
     async def close(self) -> None:
         """Stop the background work; requests still waiting fail."""
+        ...
+
+    async def prepare(self) -> None:
+        """Do now what the first load of each model would do the first time (off the
+        requests' path); optional, for a service that has just started."""
         ...
 
     async def acquire(self, name: str, *, record: RequestRecord | None = None) -> Lease:

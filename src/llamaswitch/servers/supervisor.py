@@ -17,7 +17,11 @@ start, stop and report model servers. Its rules:
   honour) gives the port back to the request before it.
 - **Readiness** is ``GET /health`` == 200, polled from the first milliseconds: at once
   whenever the server prints something (its log lines are hints, ``/health`` is the
-  truth), else on a timer backing off from 5 ms to 250 ms. An exit before ready is a
+  truth), else on a timer backing off from 5 ms to 250 ms. A build with router mode is
+  started as a router's child instead (servers/child_protocol.py): its ready line, which
+  comes when ``/health`` turns 200, ends the wait, and ``/health`` is asked only every
+  250 ms as a fallback, so that no polls take CPU time from the load. An exit before
+  ready is a
   :class:`~llamaswitch._errors.ServerStartError` with the exit code and the last 40 log
   lines; no answer within ``ready_timeout_s`` kills it
   (:class:`~llamaswitch._errors.ReadinessTimeoutError`).
@@ -45,7 +49,8 @@ start, stop and report model servers. Its rules:
   (through ``LLAMA_API_KEY``, so no other user reads it in the process list);
   :meth:`ServerSupervisor.server_key` tells it to whoever asks the API.
 - **Never an orphan**: children are spawned from the event-loop thread with Linux's
-  parent-death signal and recorded in ``state_dir/children.json``; :meth:`open` stops the
+  parent-death signal (and a stdin that closes when this process dies, which a router's
+  child exits at) and recorded in ``state_dir/children.json``; :meth:`open` stops the
   survivors of a manager that died, :meth:`close` stops every server and supersedes the
   requests still in flight, so that nothing is spawned after it. A stop whose caller is
   cancelled still runs to the end (the process is reaped; the next operation on the port
@@ -102,6 +107,13 @@ from llamaswitch.servers.checks import (
     inherited_env,
     is_address,
     rpc_problems,
+)
+from llamaswitch.servers.child_protocol import (
+    EXIT_COMMAND,
+    ROUTER_PORT_ENV,
+    ReadyLine,
+    child_env,
+    speaks,
 )
 from llamaswitch.servers.config import ServerConfig, env_flag
 from llamaswitch.servers.probes import (
@@ -222,6 +234,9 @@ class _Server:
     restart_streak: int = 0
     attempt: asyncio.Future[None] | None = None
     wake: _Wakeup = attrs.field(factory=_Wakeup)
+    #: The current process's ready line (see servers/child_protocol.py); None for a
+    #: binary without the child protocol.
+    ready_line: ReadyLine | None = None
     sample: Sample | None = None
     sampled_at: float = 0.0
     restart_task: asyncio.Task[None] | None = None
@@ -241,8 +256,12 @@ class _Server:
                 and self.binary.path == binary.path)  # fmt: skip
 
     def hint(self, chunk: bytes) -> None:
-        """Wake the readiness poll when the output says the server may be ready."""
-        if any(word in chunk for word in _READY_HINTS):
+        """Wake the readiness poll when the output says the server is (or may be) ready."""
+        if self.ready_line is not None:
+            # The ready line is the news; log lines (hints) only cost the load polls.
+            if self.ready_line.feed(chunk):
+                self.wake.set()
+        elif any(word in chunk for word in _READY_HINTS):
             self.wake.set()
 
     def matches(self, reference: str) -> bool:
@@ -650,10 +669,12 @@ class ServerSupervisor:
         return self._status(server)
 
     async def _plan(
-        self, info: ModelInfo, config: ServerConfig, binary: BinaryInfo, host: str, port: int
-    ) -> _Plan:
+        self, info: ModelInfo, config: ServerConfig, binary: BinaryInfo, host: str, port: int,
+        *, parse: bool = True,
+    ) -> _Plan:  # fmt: skip
         """The argv and environment of a launch, after every check that needs the
-        machine, the settings or the binary (none of them acts)."""
+        machine, the settings or the binary (none of them acts); ``parse``: llama.cpp's
+        own parse of extra arguments and variables too (a process of its own)."""
         problems: list[tuple[str, str]] = []
         reason, loopback = await self._address(host)
         if reason is not None:
@@ -674,12 +695,14 @@ class ServerSupervisor:
             *config.to_argv(binary, info.path, host, port, projector=info.projector_path),
         ]
         env = {**inherited_env(os.environ), **config.env}
-        if config.extra_args or any(env_flag(key) for key in config.env):
+        if parse and (config.extra_args or any(env_flag(key) for key in config.env)):
             # Values only llama.cpp can judge (an extra flag's value, a LLAMA_ARG_*
             # variable's): let it parse them now, before anything is stopped.
             parse_refusal = await parse_check(argv, env)
             if parse_refusal is not None:
                 raise ConfigValidationError([parse_refusal])
+        # After the parse check: that run never reaches ready, whose line is all it is for.
+        env = {**child_env(binary.capabilities, self.settings.server_port), **env}
         api_key = None
         if not loopback or self.settings.server_keys == "always":
             # Through the environment: an argv is readable by every user of the machine.
@@ -753,6 +776,8 @@ class ServerSupervisor:
                 f"=== llamaswitch {datetime.now(UTC).isoformat(timespec='seconds')}: "
                 f"starting {shlex.join(server.argv)}"
             )
+            server.ready_line = (ReadyLine() if ROUTER_PORT_ENV in server.env
+                                 and speaks(server.binary.capabilities) else None)  # fmt: skip
             proc = await ChildProcess.spawn(
                 server.argv, output=server.output, env=server.env, on_output=server.hint
             )
@@ -796,6 +821,23 @@ class ServerSupervisor:
             if server is not None and server.state in (ServerState.FAILED, ServerState.CRASHED):
                 await self._stop_server(server, why=why)
 
+    async def rehearse(
+        self, info: ModelInfo, config: ServerConfig | None, binary: BinaryInfo
+    ) -> None:
+        """Run a start's checks and build its argv and environment, acting on nothing.
+
+        A fresh process runs that code about five times slower the first time (0.3 ms,
+        bench/bench_gateway.py's cold figure): the gateway rehearses once, off any
+        request's path (``ModelGateway.prepare``). No process is started: llama.cpp's own
+        check of extra arguments is left to the start. Raises what a start of ``info``
+        would before it acts.
+        """
+        config = self._effective(config)
+        if info.error is not None:
+            raise ModelUnusableError(info.relative_path, info.error)
+        low, _ = self.settings.model_ports
+        await self._plan(info, config, binary, config.host or _DEFAULT_HOST, low, parse=False)
+
     async def forget_failed(self, model_path: Path) -> None:
         """Drop the failed and crashed records of ``model_path`` (a retry follows)."""
         ports = [p for p, s in self._servers.items() if s.model.path == model_path
@@ -831,7 +873,11 @@ class ServerSupervisor:
     ) -> None:
         host = connect_host(server.host)
         deadline = proc.started_monotonic + self.settings.ready_timeout_s
-        delay = _POLL_FIRST_S
+        line = server.ready_line
+        # A child that tells when it is ready is asked only as a fallback, on the slow
+        # timer: a poll takes a core's time from the load (two cores: milliseconds).
+        delay = _POLL_FIRST_S if line is None else _POLL_MAX_S
+        poll = line is None
         last_poll = 0.0
         while True:
             if server.process is not proc or server.state is not ServerState.STARTING:
@@ -842,12 +888,18 @@ class ServerSupervisor:
             if proc.returncode is not None:
                 await self._start_failed(server, proc, attempt)
                 return
-            gap = _POLL_MIN_GAP_S - (time.monotonic() - last_poll)
-            if gap > 0:
-                await asyncio.sleep(gap)
-                continue
-            last_poll = time.monotonic()
-            code = await health(host, server.port)
+            if line is not None and line.seen:
+                code: int | None = 200
+            elif poll:
+                gap = _POLL_MIN_GAP_S - (time.monotonic() - last_poll)
+                if gap > 0:
+                    await asyncio.sleep(gap)
+                    continue
+                last_poll = time.monotonic()
+                code = await health(host, server.port)
+            else:
+                code = None
+            poll = True
             if code == 200 and server.process is proc and server.state is ServerState.STARTING:
                 server.ready_after_s = round(time.monotonic() - proc.started_monotonic, 4)
                 server.ready_since = time.monotonic()
@@ -865,7 +917,8 @@ class ServerSupervisor:
                 return
             woken = await server.wake.wait(min(delay, remaining))
             # After a readiness hint, poll fast again; slower and slower while quiet.
-            delay = _POLL_FIRST_S if woken else min(delay * _POLL_GROWTH, _POLL_MAX_S)
+            if line is None:
+                delay = _POLL_FIRST_S if woken else min(delay * _POLL_GROWTH, _POLL_MAX_S)
 
     async def _sample_soon(self, server: _Server, proc: ChildProcess) -> None:
         await asyncio.sleep(_FIRST_SAMPLE_AFTER_S)
@@ -1041,6 +1094,10 @@ class ServerSupervisor:
             server.stopping = None
         if server.state is ServerState.STOPPING and proc is not None:
             if server.stopping is None or server.stopping.cancelled():
+                if server.ready_line is not None:
+                    # A router's child waits for its stdin after SIGTERM: told to exit
+                    # there too, it is gone in milliseconds, not after a second SIGTERM.
+                    proc.tell(EXIT_COMMAND)
                 server.stopping = asyncio.ensure_future(
                     proc.stop(self.settings.stop_timeout_s, repeat_after_s=_SIGTERM_AGAIN_S)
                 )

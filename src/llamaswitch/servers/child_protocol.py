@@ -1,0 +1,103 @@
+"""What a llama-server run by a router tells it: llama.cpp's router-child protocol.
+
+llama.cpp's own router mode (``llama-server --models-dir``) starts one llama-server per
+model with ``LLAMA_SERVER_ROUTER_PORT`` in its environment. A binary that has router
+mode, started so, changes two things (tools/server, ``server_child``):
+
+- it writes **state lines** on its stdout, each flushed as it is written, while its log
+  goes through stderr and a log thread of its own, milliseconds behind:
+  ``cmd_child_to_router:state:{"state": "ready", ...}`` (earlier builds:
+  ``cmd_child_to_router:ready``) comes once the model is loaded and the HTTP server
+  answers, which is when ``GET /health`` turns 200;
+- once ready, it reads its stdin: the line ``cmd_router_to_child:exit`` stops it as
+  SIGTERM does, and **end of file makes it exit** at once, which the kernel causes when
+  the process that holds the pipe's other end dies, however it dies, on every OS. Its
+  shutdown waits for that reader: a SIGTERM alone leaves it waiting until a second one.
+
+The supervisor starts such a binary so (:func:`child_env`): the ready line ends a start
+without a ``/health`` round trip, and no readiness polls compete for the CPU with the
+model's load (bench/bench_gateway.py's cold figure). ``/health`` stays the fallback, on a
+slower timer, for a build that says nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Final
+
+from llamaswitch._capabilities import Capabilities
+
+__all__ = ["EXIT_COMMAND", "ROUTER_PORT_ENV", "ReadyLine", "child_env", "speaks"]
+
+#: The variable that makes a llama-server a router's child.
+ROUTER_PORT_ENV: Final = "LLAMA_SERVER_ROUTER_PORT"
+#: What a router writes to a child's stdin to stop it.
+EXIT_COMMAND: Final = b"cmd_router_to_child:exit\n"
+_PREFIX: Final = b"cmd_child_to_router:"
+_STATE: Final = b"cmd_child_to_router:state:"
+_READY_OLD: Final = b"cmd_child_to_router:ready"
+#: A partial line longer than this is not a state line's start (bounds the buffer).
+_MAX_PARTIAL: Final = 64 * 1024
+
+
+def speaks(capabilities: Capabilities) -> bool:
+    """Whether a binary has router mode, and so the child protocol: ``--models-dir``
+    came with it (the legacy build has neither)."""
+    return capabilities.has("--models-dir")
+
+
+def child_env(capabilities: Capabilities, service_port: int) -> dict[str, str]:
+    """The variables that start a binary as a router's child (none for a binary
+    without router mode). The port is only a marker to llama-server: ours."""
+    return {ROUTER_PORT_ENV: str(service_port)} if speaks(capabilities) else {}
+
+
+class ReadyLine:
+    """Finds the ready state line in a child's output, chunk by chunk (a line may be
+    split across two chunks). Cheap on the common chunk: one ``in`` test."""
+
+    def __init__(self) -> None:
+        self._partial = b""
+        #: Whether the ready line has been seen.
+        self.seen = False
+
+    def feed(self, chunk: bytes) -> bool:
+        """Scan one chunk; True when it completed the ready line."""
+        if self.seen:
+            return False
+        data = self._partial + chunk if self._partial else chunk
+        if _PREFIX not in data and not self._partial_prefix(data):
+            self._partial = b""
+            return False
+        lines = data.split(b"\n")
+        self._partial = lines.pop()
+        if len(self._partial) > _MAX_PARTIAL:
+            self._partial = b""
+        for line in lines:
+            if _is_ready(line.strip()):
+                self.seen = True
+                self._partial = b""
+                return True
+        return False
+
+    @staticmethod
+    def _partial_prefix(data: bytes) -> bool:
+        # The chunk ends with the first bytes of a state line's prefix.
+        tail = data[-len(_PREFIX) :]
+        return any(tail.endswith(_PREFIX[:n]) for n in range(1, len(_PREFIX)))
+
+
+def _is_ready(line: bytes) -> bool:
+    at = line.find(_PREFIX)
+    if at < 0:
+        return False
+    line = line[at:]
+    if line == _READY_OLD:
+        return True
+    if not line.startswith(_STATE):
+        return False
+    try:
+        state = json.loads(line[len(_STATE) :])
+    except ValueError:
+        return False
+    return isinstance(state, dict) and state.get("state") == "ready"
