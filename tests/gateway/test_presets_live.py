@@ -3,6 +3,7 @@ last good presets; memory measured once and kept across restarts; the gateway's 
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import subprocess
 import sys
@@ -144,6 +145,34 @@ def test_memory_measured_once_is_used_after_a_restart(
     assert again["measured"]["ram_mib"] == pytest.approx(ram)
     plan_need = again["measured_mib"]
     assert plan_need == pytest.approx(ram, abs=0.1)
+
+
+def test_a_model_unloaded_before_its_first_measurement_is_measured_as_it_goes(
+    llama_build: LlamaBuild, tmp_path: Path
+) -> None:
+    # Each model is measured 0.5 s after ready, and once more as it is unloaded: that
+    # last figure is stored in the background, so that a swap waits for no SQLite write.
+    settings = gateway_settings(llama_build, tmp_path, max_models=1)
+
+    async def scenario() -> None:
+        async with running(settings) as gw:
+            client = gw.openai()
+            await client.completions.create(model="alpha", prompt="x", max_tokens=2)
+            await client.completions.create(model="beta", prompt="x", max_tokens=2)  # evicts
+            await client.close()
+            assert [s.model_name for s in await gw.core.status()] == ["beta.gguf"]
+            deadline = time.monotonic() + 10
+            while True:
+                listed = await (await gw.client.get("/v1/models")).json()
+                alpha = next(e for e in listed["data"] if e["id"] == "alpha")
+                if alpha["measured"] is not None:
+                    break
+                assert time.monotonic() < deadline, alpha
+                await asyncio.sleep(0.05)
+            assert alpha["measured"]["source"] == "measured"
+            assert alpha["measured"]["ram_mib"] > 5
+
+    run(scenario())
 
 
 def test_the_gateway_s_metrics(llama_build: LlamaBuild, tmp_path: Path) -> None:

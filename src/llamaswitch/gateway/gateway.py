@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
@@ -683,7 +684,9 @@ class ModelGateway:
         m.notify()
         try:
             if port is not None:
-                await self._measure_now(m)
+                # The last sample before the process goes; its write waits for no one
+                # (a SQLite commit took 2 ms of each swap: bench/bench_gateway.py).
+                await self._measure_now(m, keep_later=True)
                 with contextlib.suppress(ServerNotFoundError):
                     await self._supervisor.stop(port=port)
         finally:
@@ -710,8 +713,11 @@ class ModelGateway:
             with contextlib.suppress(LlamaSwitchError):
                 await self._measure_now(m, model)
 
-    async def _measure_now(self, m: ModelRecord, model: GatewayModel | None = None) -> None:
-        """Sample the server's RSS and VRAM and keep the peak (best effort)."""
+    async def _measure_now(
+        self, m: ModelRecord, model: GatewayModel | None = None, *, keep_later: bool = False
+    ) -> None:
+        """Sample the server's RSS and VRAM and keep the peak (best effort); with
+        ``keep_later`` the peak is stored in the background, after this returns."""
         model = model or self._book.by_id().get(m.id)
         if m.port is None or model is None or not m.owned:
             return
@@ -722,14 +728,16 @@ class ModelGateway:
         live = _sampled(status)
         if live is None:
             return
-        m.measured = await asyncio.to_thread(
-            self._store.record,
-            model.info,
-            self._supervisor_config(model),
-            ram_mib=live.ram_mib,
-            vram_mib=live.vram_mib,
-            binary_version=status.binary_version,
-        )
+        keep = functools.partial(self._store.record, model.info, self._supervisor_config(model),
+                                 ram_mib=live.ram_mib, vram_mib=live.vram_mib,
+                                 binary_version=status.binary_version)  # fmt: skip
+        if keep_later:
+            self._tasks.start(self._keep(m, keep))
+        else:
+            await self._keep(m, keep)
+
+    async def _keep(self, m: ModelRecord, keep: Callable[[], MemoryNeed]) -> None:
+        m.measured = await asyncio.to_thread(keep)
 
     # -- background -----------------------------------------------------------------------
 
