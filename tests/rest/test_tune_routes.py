@@ -455,16 +455,23 @@ def test_a_tune_killed_with_serve_is_interrupted_and_resume_completes_it_keeping
     build = require_build("current")
     state = tmp_path / "state"
     space = {"threads": [1, 2], "batch_size": [16, 32, 64]}
+    # Trials of 100 repetitions: the moment awaited below (one trial measured, the next
+    # running) lasts a trial, and a loaded machine answered the polls too slowly to see
+    # one among trials of 20 (a full run).
     request = {"model_path": "tiny.gguf", "space": space, "objective": QUICK, "budget": 6,
-               "repetitions": 20, "max_repetitions": 20, "seed": 7}  # fmt: skip
+               "repetitions": 100, "max_repetitions": 100, "seed": 7}  # fmt: skip
     port = free_port()
     with serve(["serve"], _env(build, models_dir, state, port), tmp_path, port) as service:
         status, body = service.request("POST", "/api/v1/tune", request)
         assert status == 202, body
         tune_id = body["data"]["id"]
+
         # Once a trial is measured and the next one runs: its llama-bench is killed too.
-        running = _poll(service, tune_id, lambda d: d["progress"]["completed"] >= 1
-                        and d["progress"]["current_task_id"])  # fmt: skip
+        def next_one_runs(d: dict[str, Any]) -> bool:
+            assert d["state"] in ("queued", "running"), f"it ended before: {d}"
+            return bool(d["progress"]["completed"] >= 1 and d["progress"]["current_task_id"])
+
+        running = _poll(service, tune_id, next_one_runs)
         benches: list[psutil.Process] = []
         deadline = time.monotonic() + 30
         while not benches and time.monotonic() < deadline:
