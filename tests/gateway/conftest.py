@@ -67,6 +67,20 @@ class Gateway:
         options.setdefault("max_retries", 0)
         return openai.AsyncOpenAI(base_url=f"{self.url}/v1", **options)
 
+    async def complete(self, model: str) -> None:
+        """One short completion of ``model`` through the official client (it loads the
+        model if it is not served)."""
+        client = self.openai()
+        try:
+            await client.completions.create(model=model, prompt="x", max_tokens=2)
+        finally:
+            await client.close()
+
+    async def model_entry(self, model: str) -> dict[str, Any]:
+        """``model``'s entry in ``GET /v1/models``."""
+        listed = await (await self.client.get("/v1/models")).json()
+        return next(e for e in listed["data"] if e["id"] == model)
+
     def of(self, topic: str, type_: str | None = None) -> list[Event]:
         return [e for e in self.events if e.topic == topic and (type_ is None or e.type == type_)]
 

@@ -233,8 +233,7 @@ def test_the_plan_says_what_loading_would_unload_without_doing_it(
 
     async def scenario() -> None:
         async with running(settings) as gw:
-            client = gw.openai()
-            await client.completions.create(model="alpha", prompt="x", max_tokens=2)
+            await gw.complete("alpha")
             answer = await gw.client.get("/api/v1/gateway/plan?model=beta")
             data = (await answer.json())["data"]
             plan = data["plan"]
@@ -245,7 +244,6 @@ def test_the_plan_says_what_loading_would_unload_without_doing_it(
             assert ram["used_mib"] > 0
             assert ram["budget_mib"] > 0
             assert [s.model_name for s in await gw.core.status()] == ["alpha.gguf"]  # dry run
-            await client.close()
 
     run(scenario())
 
@@ -269,8 +267,6 @@ def test_preparing_plans_every_model_and_starts_nothing_even_beside_broken_ones(
             plan = await gw.core.gateway.plan("alpha")
             assert (plan.action, plan.evict) == ("load", ())
             # The rehearsal changed nothing a request sees: the model still loads.
-            client = gw.openai()
-            await client.completions.create(model="alpha", prompt="x", max_tokens=2)
-            await client.close()
+            await gw.complete("alpha")
 
     run(scenario())

@@ -118,25 +118,19 @@ def test_memory_measured_once_is_used_after_a_restart(
 ) -> None:
     settings = gateway_settings(llama_build, tmp_path)
 
-    async def entry(gw: Any, model: str) -> dict[str, Any]:
-        listed = await (await gw.client.get("/v1/models")).json()
-        return next(e for e in listed["data"] if e["id"] == model)
-
     async def first() -> float:
         async with running(settings) as gw:
-            assert (await entry(gw, "alpha"))["measured"] is None
-            client = gw.openai()
-            await client.completions.create(model="alpha", prompt="x", max_tokens=2)
-            await client.close()
+            assert (await gw.model_entry("alpha"))["measured"] is None
+            await gw.complete("alpha")
             deadline = time.monotonic() + 10
-            while (measured := (await entry(gw, "alpha"))["measured"]) is None:
+            while (measured := (await gw.model_entry("alpha"))["measured"]) is None:
                 assert time.monotonic() < deadline
             assert measured["source"] == "measured"
             return float(measured["ram_mib"])
 
     async def second() -> dict[str, Any]:
         async with running(settings) as gw:  # a new service on the same state folder
-            return await entry(gw, "alpha")
+            return await gw.model_entry("alpha")
 
     ram = run(first())
     assert ram > 5  # a llama-server's RSS, in MiB
@@ -156,17 +150,11 @@ def test_a_model_unloaded_before_its_first_measurement_is_measured_as_it_goes(
 
     async def scenario() -> None:
         async with running(settings) as gw:
-            client = gw.openai()
-            await client.completions.create(model="alpha", prompt="x", max_tokens=2)
-            await client.completions.create(model="beta", prompt="x", max_tokens=2)  # evicts
-            await client.close()
+            await gw.complete("alpha")
+            await gw.complete("beta")  # evicts alpha
             assert [s.model_name for s in await gw.core.status()] == ["beta.gguf"]
             deadline = time.monotonic() + 10
-            while True:
-                listed = await (await gw.client.get("/v1/models")).json()
-                alpha = next(e for e in listed["data"] if e["id"] == "alpha")
-                if alpha["measured"] is not None:
-                    break
+            while (alpha := await gw.model_entry("alpha"))["measured"] is None:
                 assert time.monotonic() < deadline, alpha
                 await asyncio.sleep(0.05)
             assert alpha["measured"]["source"] == "measured"

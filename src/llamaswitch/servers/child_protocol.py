@@ -23,11 +23,19 @@ slower timer, for a build that says nothing.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Final
 
 from llamaswitch._capabilities import Capabilities
 
-__all__ = ["EXIT_COMMAND", "ROUTER_PORT_ENV", "ReadyLine", "child_env", "speaks"]
+__all__ = [
+    "EXIT_COMMAND",
+    "ROUTER_PORT_ENV",
+    "ReadyLine",
+    "child_env",
+    "ready_line_for",
+    "speaks",
+]
 
 #: The variable that makes a llama-server a router's child.
 ROUTER_PORT_ENV: Final = "LLAMA_SERVER_ROUTER_PORT"
@@ -54,7 +62,7 @@ def child_env(capabilities: Capabilities, service_port: int) -> dict[str, str]:
 
 class ReadyLine:
     """Finds the ready state line in a child's output, chunk by chunk (a line may be
-    split across two chunks). Cheap on the common chunk: one ``in`` test."""
+    split across two chunks, and a log line without its newline yet may come first)."""
 
     def __init__(self) -> None:
         self._partial = b""
@@ -65,26 +73,18 @@ class ReadyLine:
         """Scan one chunk; True when it completed the ready line."""
         if self.seen:
             return False
-        data = self._partial + chunk if self._partial else chunk
-        if _PREFIX not in data and not self._partial_prefix(data):
+        *lines, partial = (self._partial + chunk).split(b"\n")
+        self._partial = partial if len(partial) <= _MAX_PARTIAL else b""
+        if any(_is_ready(line.strip()) for line in lines):
+            self.seen = True
             self._partial = b""
-            return False
-        lines = data.split(b"\n")
-        self._partial = lines.pop()
-        if len(self._partial) > _MAX_PARTIAL:
-            self._partial = b""
-        for line in lines:
-            if _is_ready(line.strip()):
-                self.seen = True
-                self._partial = b""
-                return True
-        return False
+        return self.seen
 
-    @staticmethod
-    def _partial_prefix(data: bytes) -> bool:
-        # The chunk ends with the first bytes of a state line's prefix.
-        tail = data[-len(_PREFIX) :]
-        return any(tail.endswith(_PREFIX[:n]) for n in range(1, len(_PREFIX)))
+
+def ready_line_for(capabilities: Capabilities, env: Mapping[str, str]) -> ReadyLine | None:
+    """The ready line to watch for in a child started with ``env``: None unless the
+    binary speaks the protocol and ``env`` makes it a router's child."""
+    return ReadyLine() if ROUTER_PORT_ENV in env and speaks(capabilities) else None
 
 
 def _is_ready(line: bytes) -> bool:

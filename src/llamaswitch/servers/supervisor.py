@@ -108,13 +108,7 @@ from llamaswitch.servers.checks import (
     is_address,
     rpc_problems,
 )
-from llamaswitch.servers.child_protocol import (
-    EXIT_COMMAND,
-    ROUTER_PORT_ENV,
-    ReadyLine,
-    child_env,
-    speaks,
-)
+from llamaswitch.servers.child_protocol import EXIT_COMMAND, ReadyLine, child_env, ready_line_for
 from llamaswitch.servers.config import ServerConfig, env_flag
 from llamaswitch.servers.probes import (
     HEALTH_TIMEOUT_S,
@@ -776,8 +770,7 @@ class ServerSupervisor:
                 f"=== llamaswitch {datetime.now(UTC).isoformat(timespec='seconds')}: "
                 f"starting {shlex.join(server.argv)}"
             )
-            server.ready_line = (ReadyLine() if ROUTER_PORT_ENV in server.env
-                                 and speaks(server.binary.capabilities) else None)  # fmt: skip
+            server.ready_line = ready_line_for(server.binary.capabilities, server.env)
             proc = await ChildProcess.spawn(
                 server.argv, output=server.output, env=server.env, on_output=server.hint
             )
