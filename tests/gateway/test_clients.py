@@ -172,7 +172,11 @@ def test_the_anthropic_client_on_messages(llama_build: LlamaBuild, tmp_path: Pat
                 model="alpha", max_tokens=6, messages=[{"role": "user", "content": "Hi"}]
             )
             assert message.role == "assistant"
-            assert message.usage.output_tokens == 6
+            # The random tiny model, sampled, may end its answer before max_tokens (it did
+            # once in a full run): usage and stop_reason say which (EOS is end_turn).
+            tokens = message.usage.output_tokens
+            assert 1 <= tokens <= 6
+            assert message.stop_reason == ("max_tokens" if tokens == 6 else "end_turn")
             counted = await client.messages.count_tokens(
                 model="alpha", messages=[{"role": "user", "content": "Hi"}]
             )
