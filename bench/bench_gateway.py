@@ -14,7 +14,9 @@ Figures (medians; goals from the issue):
   router's;
 - cold load to first token (a fresh service, the first streamed chunk): at most the
   router's;
-- 16 concurrent streams, chunks per second: at least 90 % of direct;
+- 16 concurrent streams, chunks per second: at least 90 % of direct (with reference
+  lines: the direct server under SCHED_BATCH too, as the gateway starts a server that
+  computes on the CPU; and the model server on one core fewer);
 - the gateway's own RSS with 4 models loaded and 64 streams open: under 100 MB.
 
     .venv/bin/python bench/bench_gateway.py [--warm 300] [--swaps 30] [--cold 9]
@@ -40,6 +42,7 @@ from typing import Any
 import aiohttp
 import psutil
 
+from llamaswitch._process import _batch_scheduled
 from llamaswitch._settings import Settings
 from llamaswitch._toolchain import find_cached_build
 
@@ -81,10 +84,12 @@ def write_models(folder: Path, names: Sequence[str], context: int = CONTEXT) -> 
 
 @contextlib.contextmanager
 def process(
-    argv: list[str], env: dict[str, str] | None = None
+    argv: list[str], env: dict[str, str] | None = None, *, batch: bool = False
 ) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=env, start_new_session=True)  # fmt: skip
+    """``argv`` running (``batch``: under SCHED_BATCH, as llamaswitch starts it)."""
+    with _batch_scheduled(batch):
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                env=env, start_new_session=True)  # fmt: skip
     try:
         yield proc
     finally:
@@ -194,29 +199,32 @@ async def router(root: Path, server: Path, models_max: int) -> AsyncIterator[str
 
 
 @contextlib.asynccontextmanager
-async def direct(root: Path, server: Path, model: str, slots: int = 4,
-                 threads: int | None = None) -> AsyncIterator[str]:  # fmt: skip
+async def direct(
+    root: Path, server: Path, model: str, *, slots: int = 4, threads: int | None = None,
+    batch: bool = False,
+) -> AsyncIterator[str]:  # fmt: skip
     port = free_port()
     argv = [str(server), "-m", str(root / "models" / f"{model}.gguf"), "--host", "127.0.0.1",
             "--port", str(port), "-c", str(CONTEXT * slots), "-np", str(slots)]  # fmt: skip
     if threads is not None:
         argv += ["-t", str(threads)]
-    with process(argv):
+    with process(argv, batch=batch):
         async with aiohttp.ClientSession() as session:
             await until_up(session, f"http://127.0.0.1:{port}/health")
         yield f"http://127.0.0.1:{port}"
 
 
-async def stream_rates(root: Path, server: Path, tokens: int,
-                       threads: int | None = None) -> tuple[float, float]:  # fmt: skip
+async def stream_rates(root: Path, server: Path, tokens: int, threads: int | None = None,
+                       batch: bool = False) -> tuple[float, float]:  # fmt: skip
     """Chunks per second of 16 streams, direct and through the gateway: the medians of
-    :data:`STREAM_ROUNDS` rounds each, the setups alternating."""
+    :data:`STREAM_ROUNDS` rounds each, the setups alternating. ``batch``: the direct
+    llama-server under SCHED_BATCH too, as the gateway starts its servers here."""
     preset = f"[defaults]\nctx_size = {CONTEXT * 16}\nparallel = 16\n"
     if threads is not None:
         preset += f"threads = {threads}\n"
     (root / "models" / "llamaswitch.toml").write_text(preset)
     unlimited = aiohttp.TCPConnector(limit=0)
-    async with direct(root, server, "alpha", slots=16, threads=threads) as d_url, \
+    async with direct(root, server, "alpha", slots=16, threads=threads, batch=batch) as d_url, \
             gateway(root, server) as (g_url, _), \
             aiohttp.ClientSession(connector=unlimited) as s:  # fmt: skip
         rates: dict[str, list[float]] = {d_url: [], g_url: []}
@@ -337,6 +345,17 @@ async def main(args: argparse.Namespace) -> None:
             f"{gateway_rate / direct_rate:.2f}  goal >= 0.90 -> "
             f"{verdict(gateway_rate >= 0.9 * direct_rate)}"
         )
+        # The gateway starts a server that computes on the CPU under SCHED_BATCH
+        # (ServerConfig.cpu_scheduling "auto"): its threads no longer preempt its compute
+        # threads, which is most of the figure above. With the direct server under the
+        # same policy, the ratio is the relay's own cost.
+        if hasattr(os, "SCHED_BATCH"):
+            direct_rate, gateway_rate = await stream_rates(root, server, args.tokens,
+                                                           batch=True)  # fmt: skip
+            print(f"  the same, the direct server under SCHED_BATCH too: direct "
+                  f"{direct_rate:.0f}, gateway {gateway_rate:.0f}, ratio "
+                  f"{gateway_rate / direct_rate:.2f} (the relay's own cost, for "
+                  "reference)")  # fmt: skip
         # The model server above computes on every core, so each chunk the gateway relays
         # takes its CPU time from the generation. With one core left to the clients and
         # the relay (as on a machine whose GPU computes), the ratio is the relay's own.

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import random
 import socket
+from pathlib import Path
 
+import psutil
+
+from llamaswitch._process import guardian_pid
 from llamaswitch.servers.probes import port_free as _port_free
 
-__all__ = ["free_port", "free_range"]
+__all__ = ["free_port", "free_range", "guardian_listed", "own_children", "thread_policies"]
 
 #: Linux hands out client (ephemeral) ports from 32768 up: model port ranges stay below,
 #: where no client socket of this machine can sit on a port a server is about to bind.
@@ -35,3 +40,29 @@ def free_range(size: int = 20) -> tuple[int, int]:
         if all(_port_free("127.0.0.1", p) for p in range(low - 1, low + size)):
             return low, low + size - 1
     raise RuntimeError(f"no {size} free ports in a row between {_RANGE_FLOOR} and {_RANGE_CEILING}")
+
+
+def own_children() -> list[psutil.Process]:
+    """This process's descendants, less its guardian of child processes (one for the
+    whole run, started by the first manager: see llamaswitch._guardian)."""
+    guardian = guardian_pid()
+    return [p for p in psutil.Process().children(recursive=True) if p.pid != guardian]
+
+
+def guardian_listed(guardian: int) -> set[int]:
+    """The pids a guardian process holds a pidfd of (Linux), read from /proc."""
+    pids = set()
+    for fdinfo in Path(f"/proc/{guardian}/fdinfo").iterdir():
+        try:
+            text = fdinfo.read_text()
+        except FileNotFoundError:  # closed while listed (its start-up opens files)
+            continue
+        for line in text.splitlines():
+            if line.startswith("Pid:"):
+                pids.add(int(line.split()[1]))
+    return pids
+
+
+def thread_policies(pid: int) -> set[int]:
+    """The scheduling policies (``os.SCHED_*``) of a process's threads (Linux)."""
+    return {os.sched_getscheduler(int(tid)) for tid in os.listdir(f"/proc/{pid}/task")}

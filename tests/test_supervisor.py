@@ -48,13 +48,13 @@ from llamaswitch._errors import (
 )
 from llamaswitch._events import Event, EventBus, Subscription
 from llamaswitch._gpu import GpuProbe
-from llamaswitch._process import ChildProcess, ChildRegistry, OutputLog
+from llamaswitch._process import ChildProcess, ChildRegistry, OutputLog, guardian_pid
 from llamaswitch._wire import to_wire
 from llamaswitch.servers.supervisor import ServerState, ServerStatus
 from llamaswitch.testing import write_tiny_model
 
 from .conftest import LlamaBuild, require_build
-from .helpers import free_port, free_range
+from .helpers import free_port, free_range, guardian_listed, own_children, thread_policies
 
 pytestmark = pytest.mark.real_binary
 
@@ -501,7 +501,7 @@ def test_port_held_by_another_process_is_refused_before_spawning(settings: Setti
             assert caught.value.port == port
             if caught.value.holder is not None:  # psutil can name it where /proc allows
                 assert f"pid {os.getpid()}" in caught.value.holder
-            assert psutil.Process().children(recursive=True) == []
+            assert own_children() == []
             assert await ls.status() == []
 
     run(scenario())
@@ -581,7 +581,7 @@ def test_bad_model_references_are_refused(settings: Settings, tmp_path: Path) ->
                 await ls.switch("../outside.gguf", config(free_port()))
             with pytest.raises(ModelPathError):
                 await ls.switch(str(outside), config(free_port()))
-            assert psutil.Process().children(recursive=True) == []
+            assert own_children() == []
 
     run(scenario())
 
@@ -640,7 +640,7 @@ def test_a_rehearsed_start_refuses_what_a_start_would_and_starts_nothing(
             )
             assert parsed == []
             assert await ls.status() == []
-            assert psutil.Process().children(recursive=True) == []
+            assert own_children() == []
 
     run(scenario())
 
@@ -700,7 +700,7 @@ def test_a_model_behind_a_symlink_out_of_the_folder_is_never_launched(
                 await ls.supervisor.switch(listed["link.gguf"], config(port))
             with pytest.raises(ModelPathError):
                 await ls.supervisor.start(listed["link.gguf"], ServerConfig(**SMALL))
-            assert psutil.Process().children(recursive=True) == []
+            assert own_children() == []
             assert await ls.status() == []
 
     run(scenario())
@@ -811,15 +811,14 @@ MANAGER_SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("spawn", ["setpriv", "preexec_fn"], ids=["via-setpriv", "via-preexec-fn"])
-def test_child_dies_with_a_manager_killed_by_sigkill(settings: Settings, spawn: str) -> None:
-    # Both ways of setting Linux's parent-death signal (llamaswitch._process.child_spawn):
-    # util-linux's setpriv when installed, else a preexec_fn.
-    if spawn == "setpriv" and shutil.which("setpriv") is None:
+@pytest.mark.parametrize("guard", ["guardian", "setpriv", "prctl"])
+def test_child_dies_with_a_manager_killed_by_sigkill(settings: Settings, guard: str) -> None:
+    # Every way a child is tied to its manager (llamaswitch._process.child_spawn): the
+    # guardian process, and Linux's parent-death signal set by util-linux's setpriv or
+    # by a preexec_fn.
+    if guard == "setpriv" and shutil.which("setpriv") is None:
         pytest.skip("setpriv is not installed")
-    env = dict(os.environ)
-    if spawn == "preexec_fn":
-        env["LLAMASWITCH_NO_SETPRIV"] = "1"
+    env = {**os.environ, "LLAMASWITCH_CHILD_GUARD": guard}
     port = free_port()
     arguments = {
         "settings": {"models_dir": str(settings.models_dir),
@@ -841,8 +840,9 @@ def test_child_dies_with_a_manager_killed_by_sigkill(settings: Settings, spawn: 
         assert readable, "the manager printed no pid within 60 s"
         pid = json.loads(manager.stdout.readline())["pid"]
         assert not gone(pid)
-        records = ChildRegistry(settings.state_dir / "children.json").records()
-        assert [r.pid for r in records] == [pid]
+        registry = ChildRegistry(settings.state_dir / "children.json")
+        # Where a guard covers the child, its record follows a moment later (_record).
+        assert wait_until(lambda: [r.pid for r in registry.records()] == [pid], 5.0) < 5.0
         manager.send_signal(signal.SIGKILL)
         manager.wait(5)
         assert wait_until(lambda: gone(pid), 2.0) < 2.0
@@ -857,6 +857,83 @@ def test_child_dies_with_a_manager_killed_by_sigkill(settings: Settings, spawn: 
 
     assert run(reopen()) == []
     assert ChildRegistry(settings.state_dir / "children.json").records() == []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="read from pidfds in /proc")
+def test_a_model_server_is_listed_with_the_guardian_while_it_runs(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LLAMASWITCH_CHILD_GUARD", "guardian")
+
+    async def scenario() -> None:
+        async with AsyncLlamaSwitch(settings) as ls:
+            status = await ls.switch("tiny.gguf", config(free_port()))
+            guardian = guardian_pid()
+            assert guardian is not None
+            assert status.process_id is not None
+            assert psutil.Process(status.process_id).cmdline()[0] == str(
+                settings.llama_server_path
+            )  # spawned bare: no setpriv in front
+            assert wait_until(lambda: status.process_id in guardian_listed(guardian), 5) < 5
+            await ls.stop(port=status.port)
+            # Reaped, so released: that pid may be given to another process now.
+            assert wait_until(lambda: status.process_id not in guardian_listed(guardian), 5) < 5
+
+    run(scenario())
+
+
+def test_a_guarded_childs_record_waits_and_one_reaped_first_is_never_written(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Written at once, the record takes CPU from the load's first milliseconds; the
+    # guardian covers the child meanwhile.
+    monkeypatch.setenv("LLAMASWITCH_CHILD_GUARD", "guardian")
+    monkeypatch.setattr("llamaswitch.servers.supervisor._RECORD_AFTER_S", 600.0)
+    written: list[tuple[list[int], set[int]]] = []
+    apply = ChildRegistry.apply
+
+    def spy(self: ChildRegistry, added: Any, removed: Any) -> None:
+        written.append(([a[0] for a in added], set(removed)))
+        apply(self, added, removed)
+
+    monkeypatch.setattr(ChildRegistry, "apply", spy)
+    registry = ChildRegistry(settings.state_dir / "children.json")
+
+    async def scenario() -> None:
+        async with AsyncLlamaSwitch(settings) as ls:
+            status = await ls.switch("tiny.gguf", config(free_port()))
+            assert status.state is ServerState.READY
+            assert registry.records() == []
+            assert written == []
+            await ls.stop(port=status.port)
+
+    run(scenario())
+    assert written == []  # spawned and reaped before the write was due: nothing to write
+    assert registry.records() == []
+
+
+@pytest.mark.parametrize("guard", ["guardian", "none"])
+def test_a_childs_record_is_written_while_it_runs_and_dropped_when_it_is_reaped(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, guard: str
+) -> None:
+    # "none": the registry is all that ties the child to this manager, so it is written
+    # as soon as the child is spawned; with a guard, a quarter of a second later.
+    monkeypatch.setenv("LLAMASWITCH_CHILD_GUARD", guard)
+    registry = ChildRegistry(settings.state_dir / "children.json")
+
+    async def scenario() -> None:
+        async with AsyncLlamaSwitch(settings) as ls:
+            status = await ls.switch("tiny.gguf", config(free_port()))
+            pid = status.process_id
+
+            def recorded() -> bool:
+                return [r.pid for r in registry.records()] == [pid]
+
+            assert await asyncio.to_thread(wait_until, recorded, 5.0) < 5.0
+            await ls.stop(port=status.port)
+        assert registry.records() == []  # the removal was written by close at the latest
+
+    run(scenario())
 
 
 def _dead_manager() -> tuple[int, float]:
@@ -1430,9 +1507,9 @@ def test_a_cancelled_stop_still_stops_and_reaps_the_server(
 def test_a_failed_spawn_closes_its_log_file(
     tmp_path: Path, models_dir: Path, fake_server: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Without setpriv in front, the exec error reaches the manager (with it, setpriv
-    # starts and exits 126, which is an ordinary start failure).
-    monkeypatch.setattr("llamaswitch._process._setpriv", lambda: None)
+    # With no program in front (the guardian's way), the exec error reaches the manager
+    # (setpriv in front would start and exit 126, an ordinary start failure).
+    monkeypatch.setenv("LLAMASWITCH_CHILD_GUARD", "guardian")
     # The record is dropped, so the garbage collector would close a leaked file sooner or
     # later: keep the logs to see whether the supervisor closed it.
     logs: list[OutputLog] = []
@@ -1587,5 +1664,70 @@ def test_children_get_their_own_process_group_and_parent_death_signal(
             assert ppid == os.getpid()
         finally:
             assert await proc.stop(5.0) == -signal.SIGTERM
+
+    run(scenario())
+
+
+# -- CPU scheduling (ServerConfig.cpu_scheduling) --------------------------------------------------
+
+
+def _binary(backends: tuple[str, ...]) -> Any:
+    from llamaswitch._binaries import BinaryInfo
+    from llamaswitch._capabilities import Capabilities
+
+    caps = Capabilities.from_help("llama-server", "-m, --model FNAME  model path\n", "test")
+    return BinaryInfo(kind="llama-server", path=Path("llama-server"), build_number=1,
+                      commit=None, compiler=None, release=None, backends=backends,
+                      capabilities=caps)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("scheduling", "n_gpu_layers", "backends", "policy"),
+    [
+        ("auto", None, ("CPU",), "dynamic"),  # computes on the CPU
+        ("auto", None, ("BLAS", "CPU"), "dynamic"),
+        ("auto", None, ("CPU", "CUDA"), "normal"),  # its CPU thread waits for the GPU
+        ("auto", 0, ("CPU", "CUDA"), "dynamic"),  # a GPU build keeping every layer on the CPU
+        ("auto", None, (), "normal"),  # backends unknown (a static build): the ordinary policy
+        ("batch", None, ("CUDA",), "batch"),
+        ("normal", None, ("CPU",), "normal"),
+    ],
+)
+def test_how_each_server_is_scheduled(
+    scheduling: str, n_gpu_layers: int | None, backends: tuple[str, ...], policy: str
+) -> None:
+    from llamaswitch.servers.supervisor import _cpu_policy
+
+    chosen = ServerConfig(cpu_scheduling=scheduling, n_gpu_layers=n_gpu_layers)  # type: ignore[arg-type]
+    assert _cpu_policy(chosen, _binary(backends)) == policy
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="SCHED_BATCH is Linux's")
+def test_sched_batch_from_the_spawn_or_while_more_than_one_request_runs(
+    settings: Settings,
+) -> None:
+    async def scenario() -> None:
+        async with AsyncLlamaSwitch(settings) as ls:
+            batch = await ls.switch("tiny.gguf", config(free_port(), cpu_scheduling="batch"))
+            auto = await ls.switch("other.gguf", config(free_port()))
+            assert batch.process_id is not None
+            assert auto.process_id is not None
+            # Every thread: the compute threads and one per connection were created by
+            # the process, and took its policy.
+            assert thread_policies(batch.process_id) == {os.SCHED_BATCH}
+            assert thread_policies(auto.process_id) == {os.SCHED_OTHER}  # no request yet
+            assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the spawning thread went back
+            supervisor = ls.supervisor
+            supervisor.in_flight(auto.port, 1)
+            assert thread_policies(auto.process_id) == {os.SCHED_OTHER}  # a lone request
+            supervisor.in_flight(auto.port, 2)
+            assert thread_policies(auto.process_id) == {os.SCHED_BATCH}
+            supervisor.in_flight(auto.port, 5)
+            supervisor.in_flight(auto.port, 1)
+            assert thread_policies(auto.process_id) == {os.SCHED_OTHER}
+            supervisor.in_flight(batch.port, 0)  # a fixed policy stays
+            assert thread_policies(batch.process_id) == {os.SCHED_BATCH}
+            log = await ls.logs(port=batch.port, lines=5000)
+            assert any("(CPU scheduling batch)" in line for line in log)
 
     run(scenario())

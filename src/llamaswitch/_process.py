@@ -5,11 +5,15 @@
 - it runs in its **own process group** (its own session on POSIX,
   ``CREATE_NEW_PROCESS_GROUP`` on Windows), so stopping it reaches anything it started and
   a Ctrl-C in the manager's terminal does not hit it twice;
-- on Linux it gets the **parent-death signal** (``prctl(PR_SET_PDEATHSIG, SIGKILL)``):
-  when the manager dies, even by SIGKILL, the kernel kills the child. The signal fires
-  when the *thread* that forked the child exits (see FIELD_NOTES), so children must be
-  spawned from a thread that lives as long as the manager: the event-loop thread, which
-  is where :meth:`ChildProcess.spawn` runs;
+- it **dies with the manager**, even one killed by SIGKILL: on POSIX the guardian
+  (:mod:`llamaswitch._guardian`, one helper process per manager) lists it and kills it
+  when the manager's pipe to it closes. Where no guardian can run, Linux's parent-death
+  signal (``prctl(PR_SET_PDEATHSIG, SIGKILL)``) does it; that signal fires when the
+  *thread* that forked the child exits (see FIELD_NOTES), so children are spawned from a
+  thread that lives as long as the manager: the event-loop thread, which is where
+  :meth:`ChildProcess.spawn` runs. ``LLAMASWITCH_CHILD_GUARD`` (``auto``, ``guardian``,
+  ``setpriv``, ``prctl``, ``none``) picks one of these ways, for tests and
+  troubleshooting;
 - its **stdin is a pipe this process holds** open and never writes: the kernel closes it
   when the manager dies, however it dies, on every OS, and a child that watches it (a
   llama-server started as a router's child, see servers/child_protocol.py) exits then;
@@ -21,7 +25,7 @@
 :class:`ChildRegistry` records every child (pid, create time, port, argv, and the manager
 that owns it) in ``state_dir/children.json``. On the next start a manager stops the
 children of managers that are gone (a crash, a SIGKILL, a power cut on platforms without
-a parent-death signal), after checking by create time that a recorded pid still is the
+a guardian), after checking by create time that a recorded pid still is the
 same process.
 """
 
@@ -42,13 +46,15 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 import attrs
 import psutil
 
+from llamaswitch._errors import SettingsError
+from llamaswitch._guardian import Guardian
 from llamaswitch._text import scrub
 from llamaswitch._wire import from_wire, to_wire
 
@@ -57,8 +63,13 @@ __all__ = [
     "ChildRecord",
     "ChildRegistry",
     "OutputLog",
+    "children_guarded",
+    "guardian_pid",
+    "release_child",
     "signal_group",
+    "spawn_exec",
     "stop_group",
+    "watch_child",
 ]
 
 logger = logging.getLogger(__name__)
@@ -235,40 +246,111 @@ _PRCTL = _load_prctl()
 def child_spawn(argv: Sequence[str]) -> tuple[list[str], dict[str, Any]]:
     """The argv to execute and the Popen options that tie a child to this process.
 
-    POSIX: a new session (so a stop signals the whole group) and, on Linux, the
-    parent-death signal. Windows: a new process group (stopped through psutil). Call it on
-    the thread that will fork the child: the parent-death signal follows that thread.
+    POSIX: a new session (so a stop signals the whole group). Then, so that the child
+    dies with this process: the guardian when it can run (the caller lists the child
+    with :func:`watch_child` once it is spawned); else, on Linux, the parent-death
+    signal. Windows: a new process group (stopped through psutil), and the registry.
 
-    On Linux the signal is set by util-linux's ``setpriv --pdeathsig`` when it is there:
-    a ``preexec_fn`` forces a full ``fork()`` of this process, which bench/bench_switch.py
-    measured at about 4-8 ms per start against about 1 ms for the ``vfork`` that
-    subprocess uses otherwise. ``setpriv`` cannot check that the parent is still alive
-    after setting the signal, as the ``preexec_fn`` does; a child orphaned in that window
-    of a millisecond is stopped by the child registry on the next start.
+    The parent-death signal is set by util-linux's ``setpriv --pdeathsig`` when it is
+    there: a ``preexec_fn`` forces a full ``fork()`` of this process, which
+    bench/bench_switch.py measured at about 4-8 ms per start against about 1 ms for the
+    ``vfork`` that subprocess uses otherwise. ``setpriv`` cannot check that the parent
+    is still alive after setting the signal, as the ``preexec_fn`` does; a child orphaned
+    in that window of a millisecond is stopped by the child registry on the next start.
+    Call it on the thread that will fork the child: the signal follows that thread.
     """
     kwargs: dict[str, Any] = {}
     if _IS_WINDOWS:
         kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined,unused-ignore]
         return list(argv), kwargs
     kwargs["start_new_session"] = True
-    setpriv = _setpriv()
-    if setpriv is not None:
+    guard = _guard_method()
+    if guard == "setpriv":
+        setpriv = _setpriv()
+        assert setpriv is not None  # noqa: S101 - chosen because it is there
         return [setpriv, "--pdeathsig", "KILL", "--", *argv], kwargs
-    preexec = _pdeathsig_preexec(os.getpid())
-    if preexec is not None:
-        kwargs["preexec_fn"] = preexec
+    if guard == "prctl":
+        preexec = _pdeathsig_preexec(os.getpid())
+        if preexec is not None:
+            kwargs["preexec_fn"] = preexec
     return list(argv), kwargs
 
 
+def watch_child(pid: int) -> None:
+    """List a child spawned with :func:`child_spawn` with the guardian, if it guards."""
+    if _guard_method() == "guardian" and not _GUARDIAN.watch(pid):
+        logger.warning("the guardian of child processes cannot run: child %d relies on "
+                       "the child registry", pid)  # fmt: skip
+
+
+def release_child(pid: int) -> None:
+    """Unlist a child that has been reaped (a no-op for one never listed)."""
+    _GUARDIAN.release(pid)
+
+
+def children_guarded() -> bool:
+    """Whether children die with this process (a guardian, or the parent-death signal):
+    where they do not, the child registry is all there is, and is written at once."""
+    return _guard_method() != "none"
+
+
+def guardian_pid() -> int | None:
+    """The pid of this process's guardian while one runs (tests tell it from children)."""
+    return _GUARDIAN.pid
+
+
+async def spawn_exec(argv: Sequence[str], **options: Any) -> asyncio.subprocess.Process:
+    """``asyncio.create_subprocess_exec`` of ``argv`` tied to this process as
+    :func:`child_spawn` ties it; released from the guardian once it has been reaped."""
+    command, kwargs = child_spawn(argv)
+    process = await asyncio.create_subprocess_exec(*command, **{**kwargs, **options})
+    watch_child(process.pid)
+    reaped = asyncio.ensure_future(process.wait())
+    _REAPING.add(reaped)
+    reaped.add_done_callback(functools.partial(_reaped, process.pid))
+    return process
+
+
+def _reaped(pid: int, future: asyncio.Future[int]) -> None:
+    _REAPING.discard(future)
+    release_child(pid)
+
+
+#: Waits for asyncio-spawned children, held here so that none is collected early.
+_REAPING: set[asyncio.Future[int]] = set()
+_GUARDIAN = Guardian()
+_GUARD_METHODS = ("auto", "guardian", "setpriv", "prctl", "none")
+
+
+def _guard_method() -> str:
+    """How children die with this process: ``guardian``, ``setpriv``, ``prctl``, or
+    ``none`` (Windows, or nothing usable: the child registry alone)."""
+    if _IS_WINDOWS:
+        return "none"
+    choice = os.environ.get("LLAMASWITCH_CHILD_GUARD", "auto")
+    if choice not in _GUARD_METHODS:
+        raise SettingsError("LLAMASWITCH_CHILD_GUARD", choice, "environment",
+                            "one of " + ", ".join(_GUARD_METHODS))  # fmt: skip
+    if choice == "none":
+        return "none"
+    if choice in ("auto", "guardian") and _GUARDIAN.start():
+        return "guardian"
+    if choice in ("auto", "setpriv") and _setpriv() is not None:
+        return "setpriv"
+    return "prctl" if _PRCTL is not None else "none"
+
+
 def prepare_spawn() -> None:
-    """Do the one-time probing :func:`child_spawn` needs (it blocks: call it off the loop)."""
-    _setpriv()
+    """Do the one-time work :func:`child_spawn` needs (it blocks: call it off the loop):
+    start the guardian, or probe for setpriv."""
+    if _guard_method() != "guardian":
+        _setpriv()
 
 
 @functools.cache
 def _setpriv() -> str | None:
     """util-linux's setpriv, if it is installed and knows ``--pdeathsig`` (2.33+)."""
-    if not sys.platform.startswith("linux") or os.environ.get("LLAMASWITCH_NO_SETPRIV"):
+    if not sys.platform.startswith("linux"):
         return None
     path = shutil.which("setpriv")
     if path is None:
@@ -296,6 +378,26 @@ def _pdeathsig_preexec(parent_pid: int) -> Callable[[], None] | None:
             os._exit(1)
 
     return preexec
+
+
+@contextlib.contextmanager
+def _batch_scheduled(batch: bool) -> Iterator[None]:
+    """Linux: the body forks its child under SCHED_BATCH. A child takes the policy of the
+    thread that forks it, so this thread takes that policy for the spawn (two system
+    calls) and then goes back. Only from the ordinary policy: a thread that runs under
+    another (set by whoever started this process) passes that on, as it is."""
+    switched = False
+    if batch and hasattr(os, "SCHED_BATCH"):
+        with contextlib.suppress(OSError):
+            if os.sched_getscheduler(0) == os.SCHED_OTHER:
+                os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+                switched = True
+    try:
+        yield
+    finally:
+        if switched:
+            with contextlib.suppress(OSError):
+                os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
 
 
 class _ChildProtocol(asyncio.SubprocessProtocol):
@@ -373,16 +475,18 @@ class _PidfdChild:
     @classmethod
     async def start(
         cls, command: Sequence[str], protocol: _ChildProtocol, *, env: Mapping[str, str] | None,
-        cwd: Path | None, kwargs: Mapping[str, Any],
+        cwd: Path | None, kwargs: Mapping[str, Any], batch: bool = False,
     ) -> _PidfdChild:  # fmt: skip
         loop = asyncio.get_running_loop()
         # On the loop's thread, blocking: vfork and exec take a fraction of a millisecond,
         # and the parent-death signal follows the thread that forks (see child_spawn).
-        popen = subprocess.Popen(  # noqa: ASYNC220
-            list(command), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, env=dict(env) if env is not None else None, cwd=cwd,
-            **kwargs,
-        )  # fmt: skip
+        with _batch_scheduled(batch):
+            popen = subprocess.Popen(  # noqa: ASYNC220
+                list(command), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, env=dict(env) if env is not None else None,
+                cwd=cwd, **kwargs,
+            )  # fmt: skip
+        watch_child(popen.pid)
         assert popen.stdout is not None  # noqa: S101 - PIPE
         assert popen.stdin is not None  # noqa: S101 - PIPE
         try:
@@ -394,6 +498,7 @@ class _PidfdChild:
             # Cancelled, or no pidfd after all: the child must not outlive the call.
             signal_group(popen.pid, signal.SIGKILL)
             popen.wait()
+            release_child(popen.pid)
             popen.stdout.close()
             popen.stdin.close()
             raise
@@ -472,6 +577,9 @@ class ChildProcess:
         #: ``time.monotonic()`` at the spawn.
         self.started_monotonic = time.monotonic()
         self._closed = False
+        # Reaped (exited is set after the wait): the guardian must forget the pid, which
+        # may now be given to another process.
+        protocol.exited.add_done_callback(lambda _: release_child(self.pid))
 
     @classmethod
     async def spawn(
@@ -482,29 +590,36 @@ class ChildProcess:
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
         on_output: Callable[[bytes], None] | None = None,
+        batch: bool = False,
     ) -> ChildProcess:
         """Start ``argv`` (a list, never a shell) in its own process group.
 
-        Must run on the event-loop thread, which must live as long as the child (Linux's
-        parent-death signal is tied to the forking thread). ``on_output`` is called on
-        the loop with each chunk of output (the supervisor looks for readiness hints).
+        Must run on the event-loop thread, which must live as long as the child (where
+        no guardian runs, Linux's parent-death signal is tied to the forking thread).
+        ``on_output`` is called on the loop with each chunk of output (the supervisor
+        looks for readiness hints). ``batch``: under Linux's SCHED_BATCH policy (see
+        ``ServerConfig.cpu_scheduling``; elsewhere it has no effect).
         """
         loop = asyncio.get_running_loop()
         protocol = _ChildProtocol(output, on_output, loop)
         command, kwargs = child_spawn(argv)
         if _pidfd_works():
-            child = await _PidfdChild.start(command, protocol, env=env, cwd=cwd, kwargs=kwargs)
+            child = await _PidfdChild.start(
+                command, protocol, env=env, cwd=cwd, kwargs=kwargs, batch=batch
+            )
             return cls(child, protocol, argv, output)
-        transport, _ = await loop.subprocess_exec(
-            lambda: protocol,
-            *command,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=dict(env) if env is not None else None,
-            cwd=cwd,
-            **kwargs,
-        )
+        with _batch_scheduled(batch):
+            transport, _ = await loop.subprocess_exec(
+                lambda: protocol,
+                *command,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=dict(env) if env is not None else None,
+                cwd=cwd,
+                **kwargs,
+            )
+        watch_child(transport.get_pid())
         return cls(transport, protocol, argv, output)
 
     @property
@@ -560,6 +675,21 @@ class ChildProcess:
         pipe = self._transport.get_pipe_transport(0)
         if isinstance(pipe, asyncio.WriteTransport) and not pipe.is_closing():
             pipe.write(data)
+
+    def set_batch(self, on: bool) -> None:
+        """Move every thread of the child to Linux's SCHED_BATCH (``on``) or back to the
+        ordinary policy; threads it starts later take their creator's. Elsewhere, and for
+        a child that has exited, nothing."""
+        if not hasattr(os, "SCHED_BATCH") or self.returncode is not None:
+            return  # reaped: the pid may belong to someone else by now
+        policy = os.SCHED_BATCH if on else os.SCHED_OTHER
+        try:
+            threads = os.listdir(f"/proc/{self.pid}/task")
+        except OSError:
+            return
+        for thread in threads:
+            with contextlib.suppress(OSError, ValueError):  # one that just ended
+                os.sched_setscheduler(int(thread), policy, os.sched_param(0))
 
     def send_signal(self, sig: int) -> None:
         """Send ``sig`` to the child's process group (to the child alone if that fails)."""
@@ -764,27 +894,23 @@ class ChildRegistry:
             return f"{type(exc).__name__}: {exc}"
         return None
 
-    def add(self, pid: int, *, port: int | None, argv: Sequence[str]) -> ChildRecord | None:
-        """Record a child of this manager (None if it already exited)."""
-        try:
-            create_time = psutil.Process(pid).create_time()
-        except psutil.Error:
-            return None
-        record = ChildRecord(pid, create_time, port, tuple(argv), self.manager_pid,
-                             self.manager_create_time)  # fmt: skip
-        with self._locked():
-            records = [r for r in self._read() if r.pid != pid]
-            records.append(record)
-            self._write(records)
-        return record
-
-    def remove(self, pid: int) -> None:
-        """Forget a child (reaped)."""
+    def apply(
+        self, added: Sequence[tuple[int, int | None, Sequence[str]]], removed: Collection[int]
+    ) -> None:
+        """Record ``added`` children (pid, port, argv; one that already exited is left
+        out) and forget the ``removed`` ones, in one write."""
+        new = []
+        for pid, port, argv in added:
+            with contextlib.suppress(psutil.Error):
+                new.append(ChildRecord(pid, psutil.Process(pid).create_time(), port,
+                                       tuple(argv), self.manager_pid,
+                                       self.manager_create_time))  # fmt: skip
         with self._locked():
             records = self._read()
-            kept = [r for r in records if r.pid != pid]
-            if len(kept) != len(records):
-                self._write(kept)
+            gone = {*removed, *(r.pid for r in new)}
+            kept = [r for r in records if r.pid not in gone]
+            if new or len(kept) != len(records):
+                self._write([*kept, *new])
 
     def _is_mine(self, record: ChildRecord) -> bool:
         return (record.manager_pid == self.manager_pid

@@ -5,11 +5,11 @@ and admin switches that drain."""
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import Any
 
 import openai
-import psutil
 import pytest
 
 from llamaswitch.servers.status import ServerState
@@ -23,6 +23,7 @@ from tests.gateway.conftest import (
     until,
     write_models,
 )
+from tests.helpers import own_children, thread_policies
 from tests.rest.conftest import run
 
 pytestmark = pytest.mark.real_binary
@@ -196,13 +197,16 @@ def test_a_full_queue_answers_429_with_retry_after(llama_build: LlamaBuild, tmp_
 def test_an_admin_stop_waits_for_the_requests_in_flight_unless_forced(
     llama_build: LlamaBuild, tmp_path: Path, force: bool
 ) -> None:
-    settings = gateway_settings(llama_build, tmp_path)
+    # One slot with the whole context, for a stream long enough (about a second) that a
+    # forced stop cuts it even on a loaded machine: with 300 tokens, one full run once
+    # saw the stream end before the stop reached the server.
+    settings = gateway_settings(llama_build, tmp_path, presets="parallel = 1\n")
 
     async def scenario() -> None:
         async with running(settings) as gw:
             client = gw.openai()
             stream = await client.chat.completions.create(
-                model="alpha", messages=MESSAGES, max_tokens=300, stream=True,
+                model="alpha", messages=MESSAGES, max_tokens=1800, stream=True,
                 extra_body=LONG)  # fmt: skip
             await anext(aiter(stream))
             response = await gw.client.post(
@@ -263,10 +267,42 @@ def test_preparing_plans_every_model_and_starts_nothing_even_beside_broken_ones(
         async with running(settings) as gw:
             await gw.core.gateway.prepare()
             assert await gw.core.status() == []
-            assert await asyncio.to_thread(psutil.Process().children, recursive=True) == []
+            assert await asyncio.to_thread(own_children) == []
             plan = await gw.core.gateway.plan("alpha")
             assert (plan.action, plan.evict) == ("load", ())
             # The rehearsal changed nothing a request sees: the model still loads.
             await gw.complete("alpha")
+
+    run(scenario())
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="SCHED_BATCH is Linux's")
+def test_a_cpu_server_runs_under_sched_batch_while_two_streams_run_and_not_alone(
+    llama_build: LlamaBuild, tmp_path: Path
+) -> None:
+    # ServerConfig.cpu_scheduling "auto" on a CPU build: many streams are computed
+    # faster under SCHED_BATCH, a lone request is answered sooner without it.
+    settings = gateway_settings(llama_build, tmp_path, presets="parallel = 2\n")
+
+    async def scenario() -> None:
+        async with running(settings) as gw:
+            client = gw.openai()
+            try:
+                await gw.complete("alpha")
+                (status,) = await gw.core.status()
+                pid = status.process_id
+                assert pid is not None
+                assert thread_policies(pid) == {os.SCHED_OTHER}
+                streams = [await client.completions.create(
+                    model="alpha", prompt="x", max_tokens=2000, stream=True, extra_body=LONG)
+                    for _ in range(2)]  # fmt: skip
+                firsts = [await anext(aiter(s)) for s in streams]
+                assert all(f.choices for f in firsts)
+                await until(lambda: thread_policies(pid) == {os.SCHED_BATCH}, what="SCHED_BATCH")
+                await streams[0].close()  # one left: the ordinary policy again
+                await until(lambda: thread_policies(pid) == {os.SCHED_OTHER}, what="SCHED_OTHER")
+                await streams[1].close()
+            finally:
+                await client.close()
 
     run(scenario())

@@ -53,7 +53,7 @@ from llamaswitch._errors import (
     TaskTimeoutError,
 )
 from llamaswitch._events import EventBus
-from llamaswitch._process import child_spawn, signal_group, stop_group
+from llamaswitch._process import signal_group, spawn_exec, stop_group
 from llamaswitch._text import text_problem
 from llamaswitch._time import format_time, parse_time
 from llamaswitch.bench.comparison import Comparison, ComparisonCell, ComparisonRow, compare
@@ -391,16 +391,15 @@ class BenchRunner:
             return [{"error": f"could not list running servers: {exc}"}]
 
     async def _spawn(self, argv: Sequence[str]) -> asyncio.subprocess.Process:
-        # Spawned from the event-loop thread: on Linux the parent-death signal is tied to
-        # the forking thread, and this one lives as long as the runner.
-        command, kwargs = child_spawn(argv)
-        return await asyncio.create_subprocess_exec(
-            *command,
+        # Spawned from the event-loop thread: where Linux's parent-death signal ties it
+        # to this process, the signal follows the forking thread, and this one lives as
+        # long as the runner.
+        return await spawn_exec(
+            argv,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             limit=_LINE_LIMIT,
-            **kwargs,
         )
 
     @staticmethod

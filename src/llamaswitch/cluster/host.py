@@ -157,6 +157,9 @@ class HostServers:
     ) -> None:
         """Nothing: a start runs on the host, whose agent warms its own path."""
 
+    def in_flight(self, port: int, count: int) -> None:
+        """Nothing: the host's scheduling is its agent's (its own gateway's counts)."""
+
     def started_for_a_gateway(self, port: int) -> bool:
         """Whether the host's server on ``port`` was started for a gateway (this head's
         or the one before it), not by an admin."""

@@ -372,6 +372,7 @@ class ModelGateway:
         # The hot path: serving, a slot free, nobody ahead. No await.
         if self._serving(m, model) and m.admit():
             m.in_flight += 1
+            self._tell_in_flight(m)
             return self._lease(m, 0.0, 0.0)
         if m.waiting >= self.settings.queue_max:
             raise QueueFullError(model.id, queued=m.waiting, limit=self.settings.queue_max,
@@ -391,6 +392,7 @@ class ModelGateway:
                     continue
                 if m.admit():
                     m.in_flight += 1
+                    self._tell_in_flight(m)
                     break
                 if not queued:
                     queued = True
@@ -409,7 +411,12 @@ class ModelGateway:
         """End a request's hold (see :meth:`acquire`)."""
         m = self._models.get(lease.model)
         if m is not None:
-            m.release()
+            m.release()  # hands the slot to the next in the queue, if any
+            self._tell_in_flight(m)
+
+    def _tell_in_flight(self, m: ModelRecord) -> None:
+        if m.port is not None:
+            self._supervisor.in_flight(m.port, m.in_flight)
 
     def _lease(self, m: ModelRecord, queue_wait: float, load_wait: float) -> Lease:
         assert m.port is not None  # noqa: S101 - serving

@@ -84,6 +84,12 @@ class Servers(Protocol):
         """The key the server on ``port`` requires, if it has one."""
         ...
 
+    def in_flight(self, port: int, count: int) -> None:
+        """Hear that ``count`` gateway requests now run on ``port``'s server (told at each
+        change): the machine may schedule a busy server differently (see
+        ``ServerConfig.cpu_scheduling``). The hot path: no await."""
+        ...
+
 
 class Catalog(Protocol):
     """The models of one machine, as the gateway's name book reads them (blocking calls,

@@ -3,9 +3,9 @@
 A ``ServerConfig`` carries the settings of the seed API's switch examples (``host``,
 ``port``, ``threads``, ``ctx_size``, ``n_gpu_layers``, ``flash_attn``, ``tensor_split``,
 ``mlock``...) plus what users need beyond them (``parallel``, ``alias``, ``no_mmap``,
-``extra_args``, ``env``, and the restart policy: ``restart``, ``restart_max``,
-``restart_backoff_s``). Every field is optional: ``None`` means "not passed",
-so llama.cpp's own default applies. Each field is declared once, with its
+``extra_args``, ``env``, the restart policy: ``restart``, ``restart_max``,
+``restart_backoff_s``, and ``cpu_scheduling``). Every field is optional: ``None`` means
+"not passed", so llama.cpp's own default applies. Each field is declared once, with its
 :class:`~llamaswitch._vocabulary.Spec`: validation, the JSON Schema, the CLI options,
 ``docs/model_params.md`` and the flags ``extra_args`` may not carry all derive from it.
 
@@ -66,6 +66,7 @@ __all__ = [
     "FORBIDDEN_FLAGS",
     "RPC_FLAGS",
     "SPLIT_MODES",
+    "CpuScheduling",
     "FlashAttn",
     "GpuLayers",
     "RestartPolicy",
@@ -79,6 +80,7 @@ __all__ = [
 FlashAttn: TypeAlias = bool | Literal["on", "off", "auto"]
 GpuLayers: TypeAlias = int | Literal["auto", "all"]
 RestartPolicy: TypeAlias = Literal["no", "on-failure"]
+CpuScheduling: TypeAlias = Literal["auto", "batch", "normal"]
 
 #: KV cache types llama.cpp knows; a binary may still refuse some (checked by its --help).
 CACHE_TYPES: tuple[str, ...] = (
@@ -92,6 +94,7 @@ FLOAT32_MAX = 3.4028234663852886e38
 POOLING_TYPES: tuple[str, ...] = ("none", "mean", "cls", "last", "rank")
 _FLASH_ATTN_WORDS = ("on", "off", "auto")
 _RESTART_POLICIES = ("no", "on-failure")
+_CPU_SCHEDULING = ("auto", "batch", "normal")
 _MAX_RESTARTS = 1000
 _MAX_BACKOFF_S = 3600.0
 
@@ -257,6 +260,10 @@ def _to_gpu_layers(value: object) -> object:
 
 def _to_restart(value: object) -> object:
     return "no" if value is None else value
+
+
+def _to_cpu_scheduling(value: object) -> object:
+    return "auto" if value is None else value
 
 
 # -- the kinds only a server config has --------------------------------------------------
@@ -741,6 +748,20 @@ class ServerConfig:
         "With on-failure: first wait before a restart, doubled each time, at most 30 s.",
         Number(0, _MAX_BACKOFF_S), passed=False, cli=("--restart-backoff",),
         default_doc="`0.5`"))  # fmt: skip
+
+    cpu_scheduling: CpuScheduling = attrs.field(
+        default="auto",
+        converter=_to_cpu_scheduling,
+        metadata=spec(
+            "Linux's CPU scheduling of the server: batch (SCHED_BATCH: its threads do not "
+            "preempt running ones on waking, so they stop interrupting its own compute "
+            "threads on a busy CPU), normal, or auto: batch while more than one gateway "
+            "request runs on a server that computes on the CPU (no GPU backend beside the "
+            "binary, or n_gpu_layers 0), normal otherwise. No effect elsewhere.",
+            Choice(_CPU_SCHEDULING),
+            passed=False,
+        ),
+    )
 
     def __attrs_post_init__(self) -> None:
         errors = problems(self)

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 
 import psutil
 
-from llamaswitch._process import child_spawn
+from llamaswitch._process import spawn_exec
 
 # encodings.idna, above: CPython encodes a host given as text with that codec on its
 # first socket call, importing it (and stringprep) then: about a millisecond on the first
@@ -79,11 +79,10 @@ async def parse_check(argv: Sequence[str], env: Mapping[str, str]) -> tuple[str,
     exits at once. Returns ``(field, reason)`` for a refusal, None when accepted (or when
     the check itself could not run: the launch then reports what happens).
     """
-    command, kwargs = child_spawn([*argv, "--version"])
     try:
-        process = await asyncio.create_subprocess_exec(
-            *command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, env=dict(env), **kwargs,
+        process = await spawn_exec(
+            [*argv, "--version"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, env=dict(env),
         )  # fmt: skip
     except (OSError, ValueError):
         return None

@@ -74,7 +74,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeAlias
 
 import attrs
 import psutil
@@ -96,7 +96,7 @@ from llamaswitch._errors import (
 )
 from llamaswitch._events import EventBus
 from llamaswitch._gpu import GpuProbe
-from llamaswitch._process import ChildProcess, ChildRegistry, OutputLog
+from llamaswitch._process import ChildProcess, ChildRegistry, OutputLog, children_guarded
 from llamaswitch._settings import Settings
 from llamaswitch._tasks import BackgroundTasks
 from llamaswitch._text import encodable
@@ -135,6 +135,11 @@ _LOG_TAIL_LINES = 40
 _POLL_FIRST_S = 0.005
 _POLL_MAX_S = 0.25
 _POLL_GROWTH = 1.5
+CpuPolicy: TypeAlias = Literal["batch", "normal", "dynamic"]
+# The backends that compute on the CPU (BinaryInfo.backends).
+_CPU_BACKENDS = {"CPU", "BLAS"}
+# Changes to children.json wait this long where children are guarded (see _record).
+_RECORD_AFTER_S = 0.25
 # A server's first psutil and NVML sample waits this long after ready (_sample_soon).
 _FIRST_SAMPLE_AFTER_S = 0.5
 # Output-triggered polls closer together than this are merged: a loading server prints
@@ -195,6 +200,29 @@ def _resolve(future: asyncio.Future[bool], value: bool) -> None:
         future.set_result(value)
 
 
+def _cpu_policy(config: ServerConfig, binary: BinaryInfo) -> CpuPolicy:
+    """How the server is scheduled (``ServerConfig.cpu_scheduling``): ``batch`` (spawned
+    under SCHED_BATCH), ``normal``, or ``dynamic``: under SCHED_BATCH only while more than
+    one gateway request runs on it (:meth:`ServerSupervisor.in_flight`).
+
+    ``auto`` is ``dynamic`` for a server that computes on the CPU. On two cores, 16
+    streams through the gateway rose from 0.69-0.81 of a direct llama-server's chunks per
+    second to above it under SCHED_BATCH (bench/bench_gateway.py): llama-server's thread
+    for each connection, and the relay, woke for each token and preempted its compute
+    threads, which then held the others at their barrier. A lone request is better off
+    under the ordinary policy: a thread woken to take it must not wait for the compute
+    threads' polling to end (its first chunk came 1.8 ms later under SCHED_BATCH, its
+    start 1.5 ms later). A server that computes on a GPU keeps the ordinary policy: its
+    CPU thread waits for the GPU, and must run the moment it wakes.
+    """
+    if config.cpu_scheduling != "auto":
+        return config.cpu_scheduling
+    on_cpu = config.n_gpu_layers == 0 or (
+        bool(binary.backends) and set(binary.backends) <= _CPU_BACKENDS
+    )
+    return "dynamic" if on_cpu else "normal"
+
+
 @attrs.frozen
 class _Plan:
     """What a checked launch will run."""
@@ -202,6 +230,8 @@ class _Plan:
     argv: list[str]
     env: dict[str, str]
     api_key: str | None
+    #: How it is scheduled (see _cpu_policy).
+    cpu_policy: CpuPolicy = "normal"
 
 
 @attrs.define(eq=False)
@@ -236,6 +266,9 @@ class _Server:
     restart_task: asyncio.Task[None] | None = None
     #: The key llama-server requires (servers beyond loopback only), known to nobody else.
     api_key: str | None = None
+    #: How it is scheduled (see _cpu_policy), and whether it is under SCHED_BATCH now.
+    cpu_policy: CpuPolicy = "normal"
+    batched: bool = False
     liveness_task: asyncio.Task[None] | None = None
     #: The stop of ``process`` (SIGTERM, grace, SIGKILL, reap), kept so that a stop whose
     #: caller was cancelled is finished, not forgotten, by the next one.
@@ -315,6 +348,10 @@ class ServerSupervisor:
             max_workers=1, thread_name_prefix="llamaswitch-registry"
         )
         self._registry_ops: set[asyncio.Future[Any]] = set()
+        # Changes not written yet (see _record): pid -> (port, argv), and pids reaped.
+        self._registry_adds: dict[int, tuple[int | None, tuple[str, ...]]] = {}
+        self._registry_removes: set[int] = set()
+        self._registry_flush: asyncio.TimerHandle | None = None
         self._sampling: asyncio.Future[None] | None = None
         self._closed = False
         #: The last failure to write ``children.json`` (None while every write worked).
@@ -358,6 +395,7 @@ class ServerSupervisor:
                     await self._idle.wait()
         finally:
             await self._tasks.cancel_all()
+            self._flush_registry()
             if self._registry_ops:
                 await asyncio.gather(*self._registry_ops, return_exceptions=True)
             self._registry_worker.shutdown(wait=True)
@@ -703,11 +741,13 @@ class ServerSupervisor:
             api_key = secrets.token_urlsafe(_API_KEY_BYTES)
             env[API_KEY_ENV] = api_key
         # The checks above refuse what cannot be encoded; this is the last line before a
-        # child's argv, a log file and the registry.
-        bad = [a for a in (*argv, *env, *env.values()) if not encodable(a)]
+        # child's argv, a log file and the registry. The inherited environment came
+        # decoded from the OS (it encodes back as it was), and reaches no file.
+        bad = [a for a in (*argv, *config.env, *config.env.values()) if not encodable(a)]
         if bad:
             raise ConfigValidationError([("config", f"{bad[0]!r} is not valid Unicode text")])
-        return _Plan(argv=argv, env=env, api_key=api_key)
+        return _Plan(argv=argv, env=env, api_key=api_key,
+                     cpu_policy=_cpu_policy(config, binary))  # fmt: skip
 
     async def _address(self, host: str) -> tuple[str | None, bool]:
         """:func:`address_problem`, on the loop for an address literal (no DNS)."""
@@ -756,7 +796,7 @@ class ServerSupervisor:
             raise PortInUseError(port, host, holder)
         server = _Server(
             port=port, host=host, model=info, config=config, binary=binary, argv=plan.argv,
-            env=plan.env, api_key=plan.api_key,
+            env=plan.env, api_key=plan.api_key, cpu_policy=plan.cpu_policy,
             output=OutputLog(self.log_path(port), max_lines=self._log_lines),
         )  # fmt: skip
         self._servers[port] = server
@@ -765,16 +805,18 @@ class ServerSupervisor:
 
     async def _spawn(self, server: _Server) -> None:
         """Start the server's process (state ``starting``); readiness runs as a task."""
+        starting = (
+            f"=== llamaswitch {datetime.now(UTC).isoformat(timespec='seconds')}: "
+            f"starting {shlex.join(server.argv)} (CPU scheduling {server.cpu_policy})"
+        )
         try:
-            server.output.note(
-                f"=== llamaswitch {datetime.now(UTC).isoformat(timespec='seconds')}: "
-                f"starting {shlex.join(server.argv)}"
-            )
             server.ready_line = ready_line_for(server.binary.capabilities, server.env)
             proc = await ChildProcess.spawn(
-                server.argv, output=server.output, env=server.env, on_output=server.hint
-            )
+                server.argv, output=server.output, env=server.env, on_output=server.hint,
+                batch=server.cpu_policy == "batch",
+            )  # fmt: skip
         except (OSError, ValueError) as exc:  # ValueError: what Popen refuses (a NUL...)
+            server.output.note(starting)
             server.output.note(f"=== spawn failed: {exc}")
             if server.state is None:
                 self._forget(server)
@@ -789,7 +831,12 @@ class ServerSupervisor:
             if server.state is None:
                 self._forget(server)
             raise
+        # Noted once spawned: a log file's first write creates it (0.1-0.3 ms), which is
+        # then done while the child loads, not before. The child prints nothing for
+        # milliseconds, so the note still comes first.
+        server.output.note(starting)
         server.process = proc
+        server.batched = server.cpu_policy == "batch"
         server.ps_process = None
         server.sample = None
         server.ready_after_s = server.ready_since = None
@@ -801,7 +848,7 @@ class ServerSupervisor:
         # the status and an event, so the future's exception counts as seen.
         server.attempt.add_done_callback(_consume)
         self._set_state(server, ServerState.STARTING)
-        self._registry_call(self._registry.add, proc.pid, port=server.port, argv=server.argv)
+        self._record(proc.pid, port=server.port, argv=server.argv)
         self._tasks.start(self._readiness(server, proc))
         self._tasks.start(self._watch_exit(server, proc))
 
@@ -813,6 +860,18 @@ class ServerSupervisor:
             server = self._servers.get(port)
             if server is not None and server.state in (ServerState.FAILED, ServerState.CRASHED):
                 await self._stop_server(server, why=why)
+
+    def in_flight(self, port: int, count: int) -> None:
+        """Hear that ``count`` gateway requests run on ``port``'s server now: one whose
+        CPU scheduling is dynamic (see :func:`_cpu_policy`) moves to SCHED_BATCH when a
+        second one starts, and back when one is left (a system call per thread)."""
+        server = self._servers.get(port)
+        if server is None or server.cpu_policy != "dynamic" or server.process is None:
+            return
+        busy = count > 1
+        if busy != server.batched:
+            server.batched = busy
+            server.process.set_batch(busy)
 
     async def rehearse(
         self, info: ModelInfo, config: ServerConfig | None, binary: BinaryInfo
@@ -896,8 +955,10 @@ class ServerSupervisor:
             if code == 200 and server.process is proc and server.state is ServerState.STARTING:
                 server.ready_after_s = round(time.monotonic() - proc.started_monotonic, 4)
                 server.ready_since = time.monotonic()
-                self._set_state(server, ServerState.READY)
+                # The waiting requests are woken before the state's event is delivered:
+                # they run first (the state is READY by then).
                 attempt.set_result(None)
+                self._set_state(server, ServerState.READY)
                 # Sampled in the background, and a little later: the requests that
                 # waited for ready run first, with the machine's cores to themselves
                 # (status() samples for itself in the meantime).
@@ -990,7 +1051,7 @@ class ServerSupervisor:
     async def _watch_exit(self, server: _Server, proc: ChildProcess) -> None:
         """Reap the process when it exits; an exit after ready is a crash."""
         code = await proc.wait()
-        self._registry_call(self._registry.remove, proc.pid)
+        self._record(proc.pid, reaped=True)
         server.wake.set()  # the readiness poll notices at once
         if server.process is not proc or server.state not in SERVING:
             return
@@ -1205,6 +1266,40 @@ class ServerSupervisor:
             pid=proc.pid if proc else None, exit_code=server.exit_code, error=server.error,
             restarts=server.restarts, ready_after_s=server.ready_after_s,
         )  # fmt: skip
+
+    def _record(
+        self, pid: int, *, port: int | None = None, argv: Sequence[str] = (), reaped: bool = False
+    ) -> None:
+        """Note a child spawned (or ``reaped``) in ``children.json``.
+
+        Where children die with this process anyway (the guardian, or the parent-death
+        signal), the registry is a second line, and changes are written together
+        :data:`_RECORD_AFTER_S` later. Written at once, a record took 0.5-1.2 ms of CPU
+        in the first 20 ms of a load, which on two cores is time taken from the load
+        (bench/bench_gateway.py's cold figure), and from the next load in a swap. A
+        child reaped before its record was written is never written at all.
+        """
+        if not reaped:
+            self._registry_adds[pid] = (port, tuple(argv))
+        elif self._registry_adds.pop(pid, None) is None:
+            self._registry_removes.add(pid)
+        if not children_guarded():
+            self._flush_registry()
+        elif self._registry_flush is None:
+            loop = asyncio.get_running_loop()
+            self._registry_flush = loop.call_later(_RECORD_AFTER_S, self._flush_registry)
+
+    def _flush_registry(self) -> None:
+        """Write the changes :meth:`_record` holds (in order, on the registry's worker)."""
+        if self._registry_flush is not None:
+            self._registry_flush.cancel()
+            self._registry_flush = None
+        added = [(pid, port, argv) for pid, (port, argv) in self._registry_adds.items()]
+        removed = set(self._registry_removes)
+        self._registry_adds.clear()
+        self._registry_removes.clear()
+        if added or removed:
+            self._registry_call(self._registry.apply, added, removed)
 
     def _registry_call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         loop = asyncio.get_running_loop()
