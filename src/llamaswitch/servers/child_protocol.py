@@ -73,8 +73,12 @@ class ReadyLine:
         """Scan one chunk; True when it completed the ready line."""
         if self.seen:
             return False
-        *lines, partial = (self._partial + chunk).split(b"\n")
+        data = self._partial + chunk
+        partial = data[data.rfind(b"\n") + 1 :]
         self._partial = partial if len(partial) <= _MAX_PARTIAL else b""
+        if _PREFIX not in data:  # most chunks: log lines only, nothing to parse
+            return False
+        *lines, _ = data.split(b"\n")
         if any(_is_ready(line.strip()) for line in lines):
             self.seen = True
             self._partial = b""
@@ -94,7 +98,7 @@ def _is_ready(line: bytes) -> bool:
     line = line[at:]
     if line == _READY_OLD:
         return True
-    if not line.startswith(_STATE):
+    if not line.startswith(_STATE) or b'"ready"' not in line:
         return False
     try:
         state = json.loads(line[len(_STATE) :])
