@@ -141,11 +141,15 @@ async def _core_lifecycle(app: web.Application) -> AsyncIterator[None]:
             app[UPSTREAM] = session
             yield
     finally:
-        follower.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await follower
         await asyncio.gather(identify, return_exceptions=True)
-        await core.close()
+        try:
+            await core.close()
+        finally:
+            # Cancelled after the close: the servers it stops are logged (and counted)
+            # as they go, like any other.
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
 
 
 async def _identify_server(core: AsyncLlamaSwitch) -> None:

@@ -117,6 +117,18 @@ def test_at_info_each_state_change_is_one_line_on_stderr(
     assert " INFO " in lines[0]
 
 
+def test_the_servers_a_shutdown_stops_are_logged_as_they_go(
+    llama_build: LlamaBuild, models_dir: Path, tmp_path: Path
+) -> None:
+    with serving("info", llama_build, models_dir, tmp_path) as served:
+        port = free_port()
+        _post(f"{served.url}/api/v1/model/switch?wait=true",
+              {"model_path": "tiny.gguf", "config": {"port": port, "ctx_size": 256}})  # fmt: skip
+    # Left to serve's SIGTERM, which stops it on the way out.
+    states = [e["state"] for e in _events(served.stderr) if e.get("port") == port]
+    assert states == ["starting", "ready", "stopping", "stopped"]
+
+
 def test_at_warning_no_event_is_logged(
     llama_build: LlamaBuild, models_dir: Path, tmp_path: Path
 ) -> None:
