@@ -277,8 +277,10 @@ class AsyncLlamaSwitch:
             # Refused before it did anything: it must not supersede the switch before it.
             supervisor.withdraw(ticket)
             raise
-        async with self.gateway.draining([ticket.port] if ticket.port else [], force=force):
-            return await supervisor.switch(info, config, wait=wait, ticket=ticket)
+        ports = [ticket.port] if ticket.port else []
+        async with self.gateway.draining(ports, force=force):
+            with supervisor.cutting(ports if force else ()):
+                return await supervisor.switch(info, config, wait=wait, ticket=ticket)
 
     async def start(
         self,
@@ -325,7 +327,8 @@ class AsyncLlamaSwitch:
             return await cluster.host_stop(host, model, port, force=force)
         ports = self.supervisor.ports_of(model, port=port)
         async with self.gateway.draining(ports, force=force):
-            return await self.supervisor.stop(model, port=port)
+            with self.supervisor.cutting(ports if force else ()):
+                return await self.supervisor.stop(model, port=port)
 
     @overload
     async def status(self, *, host: str | None = None) -> list[ServerStatus]: ...

@@ -213,6 +213,12 @@ def test_an_admin_stop_waits_for_the_requests_in_flight_unless_forced(
                 f"/api/v1/model/stop?force={str(force).lower()}", json={"model_name": "alpha.gguf"}
             )
             assert response.status == 200
+            (stopped,) = (await response.json())["data"]
+            # Forced: cut at once, ended by a signal: SIGKILL 50 ms after the SIGTERM (a
+            # current build would finish its streams first), or the legacy build's own
+            # abort at the SIGTERM. Otherwise the stream had finished: a clean exit.
+            code = stopped["exit_code"]
+            assert code < 0 if force else code == 0, stopped
             finish = None
             try:
                 async for chunk in stream:
@@ -225,6 +231,43 @@ def test_an_admin_stop_waits_for_the_requests_in_flight_unless_forced(
             assert await gw.core.status() == []
             # The next request loads it again.
             await client.completions.create(model="alpha", prompt="x", max_tokens=2)
+            await client.close()
+
+    run(scenario())
+
+
+def test_a_forced_switch_cuts_the_stream_of_the_server_it_replaces(
+    llama_build: LlamaBuild, tmp_path: Path
+) -> None:
+    settings = gateway_settings(llama_build, tmp_path, presets="parallel = 1\n")
+
+    async def scenario() -> None:
+        async with running(settings) as gw:
+            client = gw.openai()
+            stream = await client.chat.completions.create(
+                model="alpha", messages=MESSAGES, max_tokens=1800, stream=True,
+                extra_body=LONG)  # fmt: skip
+            await anext(aiter(stream))
+            (alpha,) = await gw.core.status()
+            response = await gw.client.post(
+                "/api/v1/model/switch?wait=true&force=true",
+                json={"model_path": "beta.gguf", "config": {"port": alpha.port, "ctx_size": 512}},
+            )
+            assert response.status == 200, await response.text()
+            finish = None
+            try:
+                async for chunk in stream:
+                    if chunk.choices and chunk.choices[0].finish_reason:
+                        finish = chunk.choices[0].finish_reason
+            except openai.APIError:
+                finish = "cut"
+            assert finish == "cut"
+            ends = [e.data for e in gw.of("server", "state")
+                    if e.data["port"] == alpha.port and e.data["state"] == "stopped"]  # fmt: skip
+            assert ends, "the replaced server's stop was not seen"
+            assert ends[0]["exit_code"] < 0  # ended by a signal, not after its stream
+            (beta,) = await gw.core.status()
+            assert (beta.model_name, beta.port) == ("beta.gguf", alpha.port)
             await client.close()
 
     run(scenario())

@@ -71,7 +71,8 @@ import os
 import secrets
 import shlex
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
@@ -145,6 +146,8 @@ _FIRST_SAMPLE_AFTER_S = 0.5
 # Output-triggered polls closer together than this are merged: a loading server prints
 # dozens of lines in a burst.
 _POLL_MIN_GAP_S = 0.001
+# A cut server (ServerSupervisor.cutting) gets this long after SIGTERM, then SIGKILL.
+_CUT_GRACE_S = 0.05
 # A llama-server that ignored SIGTERM this long gets a second one (see ChildProcess.stop).
 _SIGTERM_AGAIN_S = 1.0
 # Log lines after which /health is likely 200 (legacy: "model loaded" after the state is
@@ -352,6 +355,8 @@ class ServerSupervisor:
         self._registry_adds: dict[int, tuple[int | None, tuple[str, ...]]] = {}
         self._registry_removes: set[int] = set()
         self._registry_flush: asyncio.TimerHandle | None = None
+        # Ports whose servers a stop cuts (see cutting), counted: stops may overlap.
+        self._cutting: Counter[int] = Counter()
         self._sampling: asyncio.Future[None] | None = None
         self._closed = False
         #: The last failure to write ``children.json`` (None while every write worked).
@@ -861,6 +866,21 @@ class ServerSupervisor:
             if server is not None and server.state in (ServerState.FAILED, ServerState.CRASHED):
                 await self._stop_server(server, why=why)
 
+    @contextlib.contextmanager
+    def cutting(self, ports: Iterable[int]) -> Iterator[None]:
+        """Within: a stop of the servers on ``ports`` (by a stop, or a switch replacing
+        them) cuts what they are doing: SIGTERM, then SIGKILL after
+        :data:`_CUT_GRACE_S`. Otherwise a llama-server with streams in flight finishes
+        them first, and a current build stops only at the second SIGTERM, a second
+        later. For ``force=true``, which cuts the gateway's requests at once."""
+        chosen = list(ports)
+        self._cutting.update(chosen)
+        try:
+            yield
+        finally:
+            self._cutting.subtract(chosen)
+            self._cutting += Counter()  # drops the ports no longer cut
+
     def in_flight(self, port: int, count: int) -> None:
         """Hear that ``count`` gateway requests run on ``port``'s server now: one whose
         CPU scheduling is dynamic (see :func:`_cpu_policy`) moves to SCHED_BATCH when a
@@ -1152,9 +1172,11 @@ class ServerSupervisor:
                     # A router's child waits for its stdin after SIGTERM: told to exit
                     # there too, it is gone in milliseconds, not after a second SIGTERM.
                     proc.tell(EXIT_COMMAND)
-                server.stopping = asyncio.ensure_future(
-                    proc.stop(self.settings.stop_timeout_s, repeat_after_s=_SIGTERM_AGAIN_S)
-                )
+                if self._cutting[server.port]:
+                    stop = proc.stop(_CUT_GRACE_S)
+                else:
+                    stop = proc.stop(self.settings.stop_timeout_s, repeat_after_s=_SIGTERM_AGAIN_S)
+                server.stopping = asyncio.ensure_future(stop)
                 server.stopping.add_done_callback(_consume)
             code = await asyncio.shield(server.stopping)
             if server.state is ServerState.STOPPING:  # not already done by another stop
