@@ -193,22 +193,43 @@ def test_a_full_queue_answers_429_with_retry_after(llama_build: LlamaBuild, tmp_
     run(scenario())
 
 
+async def long_stream(client: openai.AsyncOpenAI) -> Any:
+    """A chat stream of alpha, about a second long (with the ``ONE_SLOT`` preset), its
+    first chunk read: long enough that a forced stop cuts it even on a loaded machine.
+    With 300 tokens, one full run once saw the stream end before the stop reached it."""
+    stream = await client.chat.completions.create(
+        model="alpha", messages=MESSAGES, max_tokens=1800, stream=True, extra_body=LONG
+    )
+    await anext(aiter(stream))
+    return stream
+
+
+async def how_it_ends(stream: Any) -> str:
+    """The rest of a stream read: its finish reason, or ``cut`` if it broke off."""
+    finish = "none"
+    try:
+        async for chunk in stream:
+            if chunk.choices and chunk.choices[0].finish_reason:
+                finish = chunk.choices[0].finish_reason
+    except openai.APIError:
+        return "cut"
+    return finish
+
+
+#: One slot with the whole context, for :func:`long_stream`.
+ONE_SLOT = "parallel = 1\n"
+
+
 @pytest.mark.parametrize("force", [False, True])
 def test_an_admin_stop_waits_for_the_requests_in_flight_unless_forced(
     llama_build: LlamaBuild, tmp_path: Path, force: bool
 ) -> None:
-    # One slot with the whole context, for a stream long enough (about a second) that a
-    # forced stop cuts it even on a loaded machine: with 300 tokens, one full run once
-    # saw the stream end before the stop reached the server.
-    settings = gateway_settings(llama_build, tmp_path, presets="parallel = 1\n")
+    settings = gateway_settings(llama_build, tmp_path, presets=ONE_SLOT)
 
     async def scenario() -> None:
         async with running(settings) as gw:
             client = gw.openai()
-            stream = await client.chat.completions.create(
-                model="alpha", messages=MESSAGES, max_tokens=1800, stream=True,
-                extra_body=LONG)  # fmt: skip
-            await anext(aiter(stream))
+            stream = await long_stream(client)
             response = await gw.client.post(
                 f"/api/v1/model/stop?force={str(force).lower()}", json={"model_name": "alpha.gguf"}
             )
@@ -219,15 +240,8 @@ def test_an_admin_stop_waits_for_the_requests_in_flight_unless_forced(
             # abort at the SIGTERM. Otherwise the stream had finished: a clean exit.
             code = stopped["exit_code"]
             assert code < 0 if force else code == 0, stopped
-            finish = None
-            try:
-                async for chunk in stream:
-                    if chunk.choices and chunk.choices[0].finish_reason:
-                        finish = chunk.choices[0].finish_reason
-            except openai.APIError:
-                finish = "cut"
             # Without force the stop waited: the stream had ended when it answered.
-            assert finish == ("cut" if force else "length"), finish
+            assert await how_it_ends(stream) == ("cut" if force else "length")
             assert await gw.core.status() == []
             # The next request loads it again.
             await client.completions.create(model="alpha", prompt="x", max_tokens=2)
@@ -239,29 +253,19 @@ def test_an_admin_stop_waits_for_the_requests_in_flight_unless_forced(
 def test_a_forced_switch_cuts_the_stream_of_the_server_it_replaces(
     llama_build: LlamaBuild, tmp_path: Path
 ) -> None:
-    settings = gateway_settings(llama_build, tmp_path, presets="parallel = 1\n")
+    settings = gateway_settings(llama_build, tmp_path, presets=ONE_SLOT)
 
     async def scenario() -> None:
         async with running(settings) as gw:
             client = gw.openai()
-            stream = await client.chat.completions.create(
-                model="alpha", messages=MESSAGES, max_tokens=1800, stream=True,
-                extra_body=LONG)  # fmt: skip
-            await anext(aiter(stream))
+            stream = await long_stream(client)
             (alpha,) = await gw.core.status()
             response = await gw.client.post(
                 "/api/v1/model/switch?wait=true&force=true",
                 json={"model_path": "beta.gguf", "config": {"port": alpha.port, "ctx_size": 512}},
             )
             assert response.status == 200, await response.text()
-            finish = None
-            try:
-                async for chunk in stream:
-                    if chunk.choices and chunk.choices[0].finish_reason:
-                        finish = chunk.choices[0].finish_reason
-            except openai.APIError:
-                finish = "cut"
-            assert finish == "cut"
+            assert await how_it_ends(stream) == "cut"
             ends = [e.data for e in gw.of("server", "state")
                     if e.data["port"] == alpha.port and e.data["state"] == "stopped"]  # fmt: skip
             assert ends, "the replaced server's stop was not seen"
