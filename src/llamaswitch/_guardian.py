@@ -17,9 +17,11 @@ normally has reaped and released every child by then, so its guardian exits doin
 nothing. On Linux the guardian holds each child by a pidfd, and skips one that has
 already exited: a pid reused since is never signalled.
 
-A child spawned in the moment between its ``Popen`` and the write (microseconds) is not
-listed: the child registry (``children.json``) stops it on the next start, as it does
-after a power cut. POSIX only; on Windows children are left to the registry.
+A manager killed in the microseconds between a child's ``Popen`` and that write leaves
+the child unlisted. A llama-server started as a router's child still exits once loaded,
+when its stdin (the dead manager's pipe) closes; the child registry (``children.json``)
+stops the others on the next start, once their record is written. POSIX only; on
+Windows children are left to the registry and to their stdin.
 
 The guardian itself is ``_guardian_process.py``, run by path (``python -I -S``): it starts
 with no site packages, none of llamaswitch's imports, and only ``os``, ``select`` and
