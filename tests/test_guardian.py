@@ -180,3 +180,28 @@ def test_an_unknown_way_to_guard_children_is_refused_naming_the_variable(
     assert caught.value.key == "LLAMASWITCH_CHILD_GUARD"
     assert "guardian" in caught.value.allowed
     assert "hope" in str(caught.value)
+
+
+@pytest.mark.parametrize("pidfds", [True, False], ids=["with-pidfds", "without-pidfds"])
+def test_the_guardian_kills_what_is_listed_at_the_pipes_end(
+    sleeper, monkeypatch: pytest.MonkeyPatch, pidfds: bool
+) -> None:  # type: ignore[no-untyped-def]
+    # The guardian's loop in this process: "without pidfds" is macOS's way (and Linux
+    # before 5.3), by process group alone.
+    from llamaswitch._guardian_process import serve
+
+    if not pidfds:
+        monkeypatch.delattr(os, "pidfd_open", raising=False)
+    elif not hasattr(os, "pidfd_open"):
+        pytest.skip("no pidfds here")
+    kept, released, gone = sleeper(), sleeper(), subprocess.Popen(["true"])
+    gone.wait(10)  # reaped: its pid is nobody's to signal
+    read_end, write_end = os.pipe()
+    os.write(write_end, b"+%d\n+%d\n+%d\n-%d\n" % (kept.pid, released.pid, gone.pid, released.pid))
+    os.close(write_end)  # the manager is gone
+    try:
+        serve(read_end)
+    finally:
+        os.close(read_end)
+    assert kept.wait(5) == -signal.SIGKILL
+    assert released.poll() is None
