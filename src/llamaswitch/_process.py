@@ -65,11 +65,9 @@ __all__ = [
     "OutputLog",
     "children_guarded",
     "guardian_pid",
-    "release_child",
     "signal_group",
     "spawn_exec",
     "stop_group",
-    "watch_child",
 ]
 
 logger = logging.getLogger(__name__)
@@ -248,7 +246,7 @@ def child_spawn(argv: Sequence[str]) -> tuple[list[str], dict[str, Any]]:
 
     POSIX: a new session (so a stop signals the whole group). Then, so that the child
     dies with this process: the guardian when it can run (the caller lists the child
-    with :func:`watch_child` once it is spawned); else, on Linux, the parent-death
+    with :func:`_watch_child` once it is spawned); else, on Linux, the parent-death
     signal. Windows: a new process group (stopped through psutil), and the registry.
 
     The parent-death signal is set by util-linux's ``setpriv --pdeathsig`` when it is
@@ -276,14 +274,14 @@ def child_spawn(argv: Sequence[str]) -> tuple[list[str], dict[str, Any]]:
     return list(argv), kwargs
 
 
-def watch_child(pid: int) -> None:
+def _watch_child(pid: int) -> None:
     """List a child spawned with :func:`child_spawn` with the guardian, if it guards."""
     if _guard_method() == "guardian" and not _GUARDIAN.watch(pid):
         logger.warning("the guardian of child processes cannot run: child %d relies on "
                        "the child registry", pid)  # fmt: skip
 
 
-def release_child(pid: int) -> None:
+def _release_child(pid: int) -> None:
     """Unlist a child that has been reaped (a no-op for one never listed)."""
     _GUARDIAN.release(pid)
 
@@ -304,7 +302,7 @@ async def spawn_exec(argv: Sequence[str], **options: Any) -> asyncio.subprocess.
     :func:`child_spawn` ties it; released from the guardian once it has been reaped."""
     command, kwargs = child_spawn(argv)
     process = await asyncio.create_subprocess_exec(*command, **{**kwargs, **options})
-    watch_child(process.pid)
+    _watch_child(process.pid)
     reaped = asyncio.ensure_future(process.wait())
     _REAPING.add(reaped)
     reaped.add_done_callback(functools.partial(_reaped, process.pid))
@@ -313,7 +311,7 @@ async def spawn_exec(argv: Sequence[str], **options: Any) -> asyncio.subprocess.
 
 def _reaped(pid: int, future: asyncio.Future[int]) -> None:
     _REAPING.discard(future)
-    release_child(pid)
+    _release_child(pid)
 
 
 #: Waits for asyncio-spawned children, held here so that none is collected early.
@@ -342,9 +340,8 @@ def _guard_method() -> str:
 
 def prepare_spawn() -> None:
     """Do the one-time work :func:`child_spawn` needs (it blocks: call it off the loop):
-    start the guardian, or probe for setpriv."""
-    if _guard_method() != "guardian":
-        _setpriv()
+    start the guardian, or else probe for setpriv (cached)."""
+    _guard_method()
 
 
 @functools.cache
@@ -486,7 +483,7 @@ class _PidfdChild:
                 stderr=subprocess.STDOUT, env=dict(env) if env is not None else None,
                 cwd=cwd, **kwargs,
             )  # fmt: skip
-        watch_child(popen.pid)
+        _watch_child(popen.pid)
         assert popen.stdout is not None  # noqa: S101 - PIPE
         assert popen.stdin is not None  # noqa: S101 - PIPE
         try:
@@ -498,7 +495,7 @@ class _PidfdChild:
             # Cancelled, or no pidfd after all: the child must not outlive the call.
             signal_group(popen.pid, signal.SIGKILL)
             popen.wait()
-            release_child(popen.pid)
+            _release_child(popen.pid)
             popen.stdout.close()
             popen.stdin.close()
             raise
@@ -579,7 +576,7 @@ class ChildProcess:
         self._closed = False
         # Reaped (exited is set after the wait): the guardian must forget the pid, which
         # may now be given to another process.
-        protocol.exited.add_done_callback(lambda _: release_child(self.pid))
+        protocol.exited.add_done_callback(lambda _: _release_child(self.pid))
 
     @classmethod
     async def spawn(
@@ -619,7 +616,7 @@ class ChildProcess:
                 cwd=cwd,
                 **kwargs,
             )
-        watch_child(transport.get_pid())
+        _watch_child(transport.get_pid())
         return cls(transport, protocol, argv, output)
 
     @property

@@ -48,9 +48,10 @@ start, stop and report model servers. Its rules:
   with ``LLAMASWITCH_SERVER_KEYS=always``) is started with a fresh random ``--api-key``
   (through ``LLAMA_API_KEY``, so no other user reads it in the process list);
   :meth:`ServerSupervisor.server_key` tells it to whoever asks the API.
-- **Never an orphan**: children are spawned from the event-loop thread with Linux's
-  parent-death signal (and a stdin that closes when this process dies, which a router's
-  child exits at) and recorded in ``state_dir/children.json``; :meth:`open` stops the
+- **Never an orphan**: children die with this process (the guardian, or Linux's
+  parent-death signal, see llamaswitch._process; and a stdin that closes when this
+  process dies, which a router's child exits at) and are recorded in
+  ``state_dir/children.json``; :meth:`open` stops the
   survivors of a manager that died, :meth:`close` stops every server and supersedes the
   requests still in flight, so that nothing is spawned after it. A stop whose caller is
   cancelled still runs to the end (the process is reaped; the next operation on the port
