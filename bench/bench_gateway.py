@@ -13,13 +13,14 @@ Figures (medians; goals from the issue):
 - A/B alternating requests with one model slot (every request a swap): at most the
   router's;
 - cold load to first token (a fresh service, the first streamed chunk): at most the
-  router's;
+  router's (with a reference line: bench/minimal_relay.py, the load's steps in Python
+  and nothing else);
 - 16 concurrent streams, chunks per second: at least 90 % of direct (with reference
   lines: the direct server under SCHED_BATCH too, as the gateway starts a server that
   computes on the CPU; and the model server on one core fewer);
 - the gateway's own RSS with 4 models loaded and 64 streams open: under 100 MB.
 
-    .venv/bin/python bench/bench_gateway.py [--warm 300] [--swaps 30] [--cold 9]
+    .venv/bin/python bench/bench_gateway.py [--warm 300] [--swaps 30] [--cold 15]
 """
 
 from __future__ import annotations
@@ -199,6 +200,19 @@ async def router(root: Path, server: Path, models_max: int) -> AsyncIterator[str
 
 
 @contextlib.asynccontextmanager
+async def minimal_relay(root: Path, server: Path) -> AsyncIterator[str]:
+    """bench/minimal_relay.py serving alpha: the load's steps in Python, nothing else."""
+    port, child_port = free_port(), free_port()
+    script = Path(__file__).with_name("minimal_relay.py")
+    argv = [sys.executable, str(script), str(server), str(root / "models" / "alpha.gguf"),
+            str(port), str(child_port)]  # fmt: skip
+    with process(argv):
+        async with aiohttp.ClientSession() as session:
+            await until_up(session, f"http://127.0.0.1:{port}/api/v1/health")
+        yield f"http://127.0.0.1:{port}"
+
+
+@contextlib.asynccontextmanager
 async def direct(
     root: Path, server: Path, model: str, *, slots: int = 4, threads: int | None = None,
     batch: bool = False,
@@ -316,6 +330,7 @@ async def main(args: argparse.Namespace) -> None:
         # -- cold load to first token -------------------------------------------------
         gateway_cold: list[float] = []
         router_cold: list[float] = []
+        relay_cold: list[float] = []
 
         async def gateway_once() -> None:
             async with gateway(root, server) as (url, _), aiohttp.ClientSession() as s:
@@ -325,15 +340,23 @@ async def main(args: argparse.Namespace) -> None:
             async with router(root, server, 1) as url, aiohttp.ClientSession() as s:
                 router_cold.append(await first_chunk(s, url, "alpha"))
 
-        for i in range(args.cold):  # the order alternates: neither goes always first
-            for once in (gateway_once, router_once) if i % 2 == 0 else (router_once, gateway_once):
+        async def relay_once() -> None:
+            async with minimal_relay(root, server) as url, aiohttp.ClientSession() as s:
+                relay_cold.append(await first_chunk(s, url, "alpha"))
+
+        setups = [gateway_once, router_once, relay_once]
+        for i in range(args.cold):  # the order rotates: none goes always first
+            for once in setups[i % 3 :] + setups[: i % 3]:
                 await once()
         g, r = statistics.median(gateway_cold), statistics.median(router_cold)
+        relay = statistics.median(relay_cold)
         print(f"\ncold load to first streamed token, median of {args.cold} fresh services "
-              "each, in alternating order")  # fmt: skip
+              "each, in rotating order")  # fmt: skip
         print(
             f"  gateway {ms(g)}\n  router  {ms(r)}  ratio {g / r:.2f}  goal <= 1 -> "
-            f"{'met' if g <= r else 'NOT met'}"
+            f"{'met' if g <= r else 'NOT met'}\n"
+            f"  reference: a bare aiohttp relay of the load's steps (bench/minimal_relay.py) "
+            f"{ms(relay)}, ratio to the router {relay / r:.2f}"
         )
 
         # -- 16 concurrent streams, the two setups in alternating rounds ---------------
@@ -392,6 +415,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--warm", type=int, default=300)
     parser.add_argument("--swaps", type=int, default=30)
-    parser.add_argument("--cold", type=int, default=9)
+    parser.add_argument("--cold", type=int, default=15)
     parser.add_argument("--tokens", type=int, default=400)
     asyncio.run(main(parser.parse_args()))

@@ -4,6 +4,7 @@ llama-server's output, however the pipe splits it, and which binaries speak it."
 from __future__ import annotations
 
 import itertools
+import json
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -81,3 +82,43 @@ def test_binaries_with_router_mode_speak_it_and_get_the_variable() -> None:
     assert not speaks(legacy)
     assert child_env(current, 8080) == {ROUTER_PORT_ENV: "8080"}
     assert child_env(legacy, 8080) == {}
+
+
+def _loading(stages: list[str], current: str, value: float) -> bytes:
+    payload = {"stages": stages, "current": current, "value": value}
+    return (
+        b"cmd_child_to_router:state:"
+        + json.dumps({"state": "loading", "payload": payload}).encode()
+        + b"\n"
+    )
+
+
+def test_the_weights_are_loaded_at_the_last_stages_full_progress() -> None:
+    line = ReadyLine()
+    assert not line.feed(_loading(["text_model", "mmproj_model"], "text_model", 0.0))
+    assert not line.feed(_loading(["text_model", "mmproj_model"], "text_model", 1.0))
+    assert not line.loaded  # the projector is still to come
+    assert not line.feed(LOG + _loading(["text_model", "mmproj_model"], "mmproj_model", 0.5))
+    assert not line.loaded
+    assert not line.feed(_loading(["text_model", "mmproj_model"], "mmproj_model", 1.0))
+    assert line.loaded
+    assert not line.seen
+    assert line.feed(READY)
+
+
+def test_malformed_loading_lines_say_nothing() -> None:
+    line = ReadyLine()
+    for bad in (b'cmd_child_to_router:state:{"state":"loading","payload":{"value":1.0}}\n',
+                b'cmd_child_to_router:state:{"state":"loading","payload":[1]}\n',
+                b'cmd_child_to_router:state:{"state":"loading","payload":{"stages":[],'
+                b'"current":"text_model","value":1.0}}\n',
+                b'cmd_child_to_router:state:{"state":"loading","payload":{"stages":["a"],'
+                b'"current":"a","value":"1"}}\n', LOADING):  # fmt: skip
+        assert not line.feed(bad)
+    assert not line.loaded
+
+
+def test_a_ready_line_in_the_same_chunk_as_the_loaded_one_is_ready() -> None:
+    line = ReadyLine()
+    assert line.feed(_loading(["text_model"], "text_model", 1.0) + READY)
+    assert line.seen

@@ -1245,6 +1245,9 @@ if mode == "router-child":
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     time.sleep(0.2)
     print('cmd_child_to_router:state:{{"state":"loading","payload":{{}}}}', flush=True)
+    print('cmd_child_to_router:state:{{"state":"loading","payload":{{"stages":["text_model"],'
+          '"current":"text_model","value":1.0}}}}', flush=True)
+    time.sleep(0.2)
     print('0.00.010.099 cmd_child_to_router:state:{{"state":"ready","payload":{{}}}}', flush=True)
     for line in sys.stdin:
         if line.strip() == "cmd_router_to_child:exit":
@@ -1331,6 +1334,38 @@ def test_a_build_with_router_mode_is_ready_on_its_ready_line_and_told_to_exit(
             assert time.monotonic() - started < 5  # not the 10 s grace, nor a SIGKILL
             assert stopped[0].exit_code == 0
             assert "exit command received" in ls.supervisor.log_path(port).read_text()
+
+    run(scenario())
+
+
+def test_the_hooks_hear_of_loaded_weights_before_ready_once_and_until_removed(
+    tmp_path: Path, models_dir: Path
+) -> None:
+    # ServerSupervisor.when_loaded: the last loading line (the weights in) calls each
+    # hook with the server's URL while it is still starting; a hook that fails is
+    # logged, and neither the start nor the other hooks suffer.
+    settings, port, child = router_child(tmp_path, models_dir, "current-server.txt")
+    heard: list[tuple[str, ServerState]] = []
+
+    async def scenario() -> None:
+        async with AsyncLlamaSwitch(settings) as ls:
+
+            def hook(url: str) -> None:
+                (status,) = ls.supervisor.snapshot()
+                heard.append((url, status.state))
+
+            def broken(url: str) -> None:
+                raise RuntimeError("a hook's own fault")
+
+            ls.supervisor.when_loaded(broken)
+            remove = ls.supervisor.when_loaded(hook)
+            status = await ls.switch("tiny.gguf", child)
+            assert status.state is ServerState.READY
+            assert heard == [(f"http://127.0.0.1:{port}", ServerState.STARTING)]
+            remove()
+            await ls.stop(port=port)
+            await ls.switch("tiny.gguf", child)
+            assert len(heard) == 1  # removed: not called again
 
     run(scenario())
 
@@ -1568,18 +1603,80 @@ def test_output_log_never_reopens_its_file_after_close(tmp_path: Path) -> None:
     assert str(path) not in [f.path for f in psutil.Process().open_files()]
 
 
-@pytest.fixture(params=["pidfd", "asyncio-transport"])
+@pytest.fixture(params=["pidfd", "pidfd-popen", "asyncio-transport"])
 def spawn_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Both ways ChildProcess starts a child: a pidfd on the loop (Linux 5.3+), and
-    asyncio's subprocess transport (elsewhere)."""
+    """Every way ChildProcess starts a child: on Linux 5.3+ with a pidfd on the loop,
+    spawned by posix_spawn (``pidfd``) or, where the descriptors cannot be listed, by
+    Popen (``pidfd-popen``); elsewhere asyncio's subprocess transport."""
     import llamaswitch._process as process_module
 
-    if request.param == "pidfd":
+    if request.param.startswith("pidfd"):
         if not process_module._pidfd_works():
             pytest.skip("no pidfd_open here")
+        if request.param == "pidfd-popen":
+            monkeypatch.setattr(process_module, "_inheritable_fds", lambda: None)
     else:
         monkeypatch.setattr(process_module, "_pidfd_works", lambda: False)
     return str(request.param)
+
+
+#: What a child reports of what it inherited: its ignored signals (SigIgn, a hex mask)
+#: and its descriptors (those of ``ls``, which lists them: 0-2 and its own listing's).
+_INHERITED = "grep SigIgn /proc/self/status; ls /proc/self/fd | tr '\\n' ' '"
+
+
+def test_a_child_inherits_no_descriptor_and_no_ignored_signal_on_every_spawn_path(
+    spawn_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Python ignores SIGPIPE (a child must not), and an inheritable descriptor (the
+    # shell's, an embedding program's) must not reach llama-server: Popen's close_fds
+    # closes it, and so does the posix_spawn path.
+    if not sys.platform.startswith("linux"):
+        pytest.skip("read from /proc")
+    import llamaswitch._process as process_module
+
+    spawned: list[object] = []
+    real = process_module._Spawned.start
+    monkeypatch.setattr(process_module._Spawned, "start",
+                        lambda *a, **k: spawned.append(a) or real(*a, **k))  # fmt: skip
+    read_end, write_end = os.pipe()
+    os.set_inheritable(write_end, True)
+
+    async def scenario() -> None:
+        log = OutputLog(None)
+        proc = await ChildProcess.spawn(["/bin/sh", "-c", _INHERITED], output=log)
+        assert bool(spawned) == (spawn_path == "pidfd")  # posix_spawn there, Popen elsewhere
+        async with asyncio.timeout(30):
+            assert await proc.wait() == 0
+        ignored_line, fds_line = log.tail(2)
+        ignored = int(ignored_line.split()[1], 16)
+        assert not ignored & (1 << (signal.SIGPIPE - 1)), ignored_line
+        assert sorted(int(fd) for fd in fds_line.split()) == [0, 1, 2, 3], fds_line
+
+    try:
+        run(scenario())
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+def test_the_descriptors_a_child_would_inherit_are_listed() -> None:
+    from llamaswitch._process import _inheritable_fds
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("read from /proc")
+    before = _inheritable_fds()
+    assert before is not None
+    read_end, write_end = os.pipe()  # Python's own: not inheritable
+    try:
+        assert _inheritable_fds() == before
+        os.set_inheritable(read_end, True)
+        after = _inheritable_fds()
+        assert after is not None
+        assert set(after) - set(before) == {read_end}
+    finally:
+        os.close(read_end)
+        os.close(write_end)
 
 
 def test_exit_codes_and_output_reach_the_caller_on_both_spawn_paths(

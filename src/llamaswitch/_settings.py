@@ -11,6 +11,7 @@ derive from it (a test keeps the page in step).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 from collections.abc import Mapping
@@ -565,8 +566,11 @@ def _read_env_file(path: Path) -> dict[str, str | None]:
     return dict(dotenv_values(path, encoding="utf-8"))
 
 
+@functools.lru_cache(maxsize=256)
 def is_loopback(host: str) -> bool:
-    """Whether ``host`` names this machine only (used to refuse open binds without a key)."""
+    """Whether ``host`` names this machine only (used to refuse open binds without a key).
+
+    Cached (a pure function of the text): the service asks it of every request's Host."""
     if host == "localhost":
         return True
     try:

@@ -139,7 +139,13 @@ async def _core_lifecycle(app: web.Application) -> AsyncIterator[None]:
     try:
         async with gw.upstream_session() as session:
             app[UPSTREAM] = session
-            yield
+            preconnect = gw.Preconnect(session)
+            unhook = core.supervisor.when_loaded(preconnect)
+            try:
+                yield
+            finally:
+                unhook()
+                await preconnect.close()
     finally:
         await asyncio.gather(identify, return_exceptions=True)
         try:

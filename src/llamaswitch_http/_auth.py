@@ -16,6 +16,7 @@ anything but this machine: that is how DNS rebinding reaches a loopback service 
 
 from __future__ import annotations
 
+import functools
 import hmac
 import logging
 from typing import Final, TypeVar
@@ -62,6 +63,13 @@ def _foreign_host(request: web.Request) -> bool:
     host = request.headers.get("Host")
     if not host:
         return False  # HTTP/1.0 clients send none; no browser does that
+    return _foreign(host)
+
+
+@functools.lru_cache(maxsize=256)
+def _foreign(host: str) -> bool:
+    # Cached: every request asks, with the same few Host values (bounded: a client that
+    # sends many different ones only evicts).
     name = urlsplit(f"//{host}").hostname or ""
     return not (is_loopback(name) or name.endswith(".localhost"))
 

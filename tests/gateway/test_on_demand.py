@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import openai
 import pytest
 
@@ -220,6 +221,20 @@ async def how_it_ends(stream: Any) -> str:
 ONE_SLOT = "parallel = 1\n"
 
 
+def assert_cut_at_once(gw: Any, port: int) -> None:
+    """The forced stop of ``port``'s server did not wait for its stream: it was killed by
+    a signal after the cut's grace (50 ms), or, when the gateway's cut of the stream
+    reached it first, it exited on its own within that grace. A stop that waits (no
+    force, or a cut that does not work) ends in a clean exit after the second SIGTERM, a
+    second later, on a current build."""
+    events = [e for e in gw.of("server", "state") if e.data["port"] == port]
+    stopping = next(e for e in events if e.data["state"] == "stopping")
+    stopped = next(e for e in events if e.data["state"] == "stopped")
+    took_s = (stopped.time - stopping.time).total_seconds()
+    code = stopped.data["exit_code"]
+    assert code < 0 or (code == 0 and took_s < 0.5), (code, took_s)
+
+
 @pytest.mark.parametrize("force", [False, True])
 def test_an_admin_stop_waits_for_the_requests_in_flight_unless_forced(
     llama_build: LlamaBuild, tmp_path: Path, force: bool
@@ -235,11 +250,13 @@ def test_an_admin_stop_waits_for_the_requests_in_flight_unless_forced(
             )
             assert response.status == 200
             (stopped,) = (await response.json())["data"]
-            # Forced: cut at once, ended by a signal: SIGKILL 50 ms after the SIGTERM (a
-            # current build would finish its streams first), or the legacy build's own
-            # abort at the SIGTERM. Otherwise the stream had finished: a clean exit.
-            code = stopped["exit_code"]
-            assert code < 0 if force else code == 0, stopped
+            # Forced: cut at once (a current build would finish its streams first; the
+            # legacy build aborts at the SIGTERM). Otherwise the stream had finished: a
+            # clean exit.
+            if force:
+                assert_cut_at_once(gw, stopped["port"])
+            else:
+                assert stopped["exit_code"] == 0, stopped
             # Without force the stop waited: the stream had ended when it answered.
             assert await how_it_ends(stream) == ("cut" if force else "length")
             assert await gw.core.status() == []
@@ -266,10 +283,7 @@ def test_a_forced_switch_cuts_the_stream_of_the_server_it_replaces(
             )
             assert response.status == 200, await response.text()
             assert await how_it_ends(stream) == "cut"
-            ends = [e.data for e in gw.of("server", "state")
-                    if e.data["port"] == alpha.port and e.data["state"] == "stopped"]  # fmt: skip
-            assert ends, "the replaced server's stop was not seen"
-            assert ends[0]["exit_code"] < 0  # ended by a signal, not after its stream
+            assert_cut_at_once(gw, alpha.port)
             (beta,) = await gw.core.status()
             assert (beta.model_name, beta.port) == ("beta.gguf", alpha.port)
             await client.close()
@@ -351,5 +365,78 @@ def test_a_cpu_server_runs_under_sched_batch_while_two_streams_run_and_not_alone
                 await streams[1].close()
             finally:
                 await client.close()
+
+    run(scenario())
+
+
+def test_the_connection_opened_while_the_weights_load_carries_the_first_request(
+    llama_build: LlamaBuild, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A binary with the child protocol says when its weights are in: the gateway opens
+    # its connection then (an OPTIONS, which llama-server answers 200 while it loads and
+    # keeps alive), and the request that waited for ready goes out on it. The legacy
+    # build says nothing: its first request opens its own connection.
+    import llamaswitch_http._gateway as gateway_module
+
+    seen: list[str] = []
+
+    async def on_request(_s: Any, _c: Any, params: aiohttp.TraceRequestStartParams) -> None:
+        seen.append(f"{params.method} {params.url.path}")
+
+    async def on_new(_s: Any, _c: Any, _p: Any) -> None:
+        seen.append("new connection")
+
+    async def on_reuse(_s: Any, _c: Any, _p: Any) -> None:
+        seen.append("reused")
+
+    tracing = aiohttp.TraceConfig()
+    tracing.on_request_start.append(on_request)
+    tracing.on_connection_create_end.append(on_new)
+    tracing.on_connection_reuseconn.append(on_reuse)
+    real = gateway_module.upstream_session
+    monkeypatch.setattr(gateway_module, "upstream_session",
+                        lambda: real(trace_configs=[tracing]))  # fmt: skip
+    settings = gateway_settings(llama_build, tmp_path)
+
+    async def scenario() -> None:
+        async with running(settings) as gw:
+            await gw.complete("alpha")
+            if llama_build.generation == "current":
+                assert seen == ["OPTIONS /health", "new connection", "POST /v1/completions",
+                                "reused"]  # fmt: skip
+            else:
+                assert seen == ["POST /v1/completions", "new connection"]
+
+    run(scenario())
+
+
+def test_the_requests_that_waited_for_a_load_run_before_it_is_announced(
+    llama_build: LlamaBuild, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The ready server wakes the waiting requests first: its model_ready event, its log
+    # line and its measurement come after them, not on their way to their first token.
+    from llamaswitch._events import Event, EventBus
+
+    published: list[tuple[str, str]] = []
+    real = EventBus.publish
+
+    def publish(self: EventBus, event: Event) -> None:
+        published.append((event.topic, event.type))
+        real(self, event)
+
+    monkeypatch.setattr(EventBus, "publish", publish)
+    settings = gateway_settings(llama_build, tmp_path)
+
+    async def scenario() -> None:
+        async with running(settings) as gw:
+            lease = await gw.core.gateway.acquire("alpha")
+            try:
+                assert ("gateway", "model_loading") in published
+                assert ("gateway", "model_ready") not in published  # not yet: we ran first
+                (status,) = await gw.core.status()
+                assert status.state is ServerState.READY
+            finally:
+                gw.core.gateway.release(lease)
+            await until(lambda: ("gateway", "model_ready") in published, what="model_ready")
 
     run(scenario())

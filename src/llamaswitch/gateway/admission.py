@@ -98,7 +98,9 @@ class ModelRecord:
     waiting: int = 0
     slot_waiters: deque[asyncio.Future[bool]] = attrs.field(factory=deque)
     _change: asyncio.Future[None] | None = None
+    #: The load under way (a task), and the requests that wait for it to end.
     load: asyncio.Future[None] | None = None
+    load_waiters: list[asyncio.Future[None]] = attrs.field(factory=list)
     failures: int = 0
     retry_at: float = 0.0
     error: ModelLoadError | None = None
@@ -128,6 +130,33 @@ class ModelRecord:
         change, self._change = self._change, None
         if change is not None and not change.done():
             change.set_result(None)
+
+    async def wait_load(self) -> None:
+        """Wait for the load under way to end (:meth:`load_ended`): raises what it failed
+        with. Each waiter has a future of its own, so that a request that leaves cancels
+        only its own wait, and the end of the load wakes each of them directly."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.load_waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            if not waiter.done() or waiter.cancelled():
+                with contextlib.suppress(ValueError):
+                    self.load_waiters.remove(waiter)
+
+    def load_ended(self, error: BaseException | None = None) -> None:
+        """Wake the requests waiting for the load: done, or failed with ``error`` (a
+        cancelled load cancels their waits)."""
+        waiters, self.load_waiters = self.load_waiters, []
+        for waiter in waiters:
+            if waiter.done():
+                continue
+            if error is None:
+                waiter.set_result(None)
+            elif isinstance(error, asyncio.CancelledError):
+                waiter.cancel()
+            else:
+                waiter.set_exception(error)
 
     @property
     def busy(self) -> bool:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Final
+from typing import Final, Literal
 
 from llamaswitch._capabilities import Capabilities
 
@@ -62,12 +62,19 @@ def child_env(capabilities: Capabilities, service_port: int) -> dict[str, str]:
 
 class ReadyLine:
     """Finds the ready state line in a child's output, chunk by chunk (a line may be
-    split across two chunks, and a log line without its newline yet may come first)."""
+    split across two chunks, and a log line without its newline yet may come first).
+
+    It also notes the loading line that ends the last stage of the weights (``{"state":
+    "loading", "payload": {"stages": [...], "current": <the last>, "value": 1.0}}``):
+    the child's HTTP server listens by then (it starts before the load), and what is
+    left is its context, milliseconds to seconds before ready."""
 
     def __init__(self) -> None:
         self._partial = b""
         #: Whether the ready line has been seen.
         self.seen = False
+        #: Whether the weights are loaded (the last stage's loading line at 1.0).
+        self.loaded = False
 
     def feed(self, chunk: bytes) -> bool:
         """Scan one chunk; True when it completed the ready line."""
@@ -79,10 +86,15 @@ class ReadyLine:
         if _PREFIX not in data:  # most chunks: log lines only, nothing to parse
             return False
         *lines, _ = data.split(b"\n")
-        if any(_is_ready(line.strip()) for line in lines):
-            self.seen = True
-            self._partial = b""
-        return self.seen
+        for line in lines:
+            state = _state_of(line.strip())
+            if state == "ready":
+                self.seen = True
+                self._partial = b""
+                return True
+            if state == "loaded":
+                self.loaded = True
+        return False
 
 
 def ready_line_for(capabilities: Capabilities, env: Mapping[str, str]) -> ReadyLine | None:
@@ -91,17 +103,28 @@ def ready_line_for(capabilities: Capabilities, env: Mapping[str, str]) -> ReadyL
     return ReadyLine() if ROUTER_PORT_ENV in env and speaks(capabilities) else None
 
 
-def _is_ready(line: bytes) -> bool:
+def _state_of(line: bytes) -> Literal["ready", "loaded"] | None:
+    """What a line of output says: ready, the weights loaded, or nothing of that."""
     at = line.find(_PREFIX)
     if at < 0:
-        return False
+        return None
     line = line[at:]
     if line == _READY_OLD:
-        return True
-    if not line.startswith(_STATE) or b'"ready"' not in line:
-        return False
+        return "ready"
+    if not line.startswith(_STATE) or not (b'"ready"' in line or b'"loading"' in line):
+        return None
     try:
         state = json.loads(line[len(_STATE) :])
     except ValueError:
-        return False
-    return isinstance(state, dict) and state.get("state") == "ready"
+        return None
+    if not isinstance(state, dict):
+        return None
+    if state.get("state") == "ready":
+        return "ready"
+    payload = state.get("payload")
+    if state.get("state") != "loading" or not isinstance(payload, dict):
+        return None
+    stages, value = payload.get("stages"), payload.get("value")
+    last = stages[-1] if isinstance(stages, list) and stages else None
+    done = isinstance(value, int | float) and value >= 1
+    return "loaded" if done and last is not None and payload.get("current") == last else None

@@ -20,6 +20,7 @@ import struct
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import psutil
 
@@ -144,12 +145,7 @@ async def health(host: str, port: int, *, timeout_s: float = HEALTH_TIMEOUT_S) -
 
 def bind_free(host: str, port: int) -> bool:
     """Whether a listening socket can bind ``host:port`` now (False: address in use)."""
-    try:
-        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
-                                   flags=socket.AI_PASSIVE)  # fmt: skip
-    except OSError:
-        infos = [(socket.AF_INET, socket.SOCK_STREAM, 0, "", (host, port))]
-    family, kind, proto, _, address = infos[0]
+    family, kind, proto, address = _bind_address(host, port)
     with socket.socket(family, kind, proto) as sock:
         if sys.platform == "win32":
             # Windows' SO_REUSEADDR lets a bind steal a port in use; this option is the
@@ -164,6 +160,20 @@ def bind_free(host: str, port: int) -> bool:
                 raise
             return False
     return True
+
+
+def _bind_address(host: str, port: int) -> tuple[int, int, int, Any]:
+    """Family, type, protocol and address to bind ``host:port``: an IPv4 literal needs
+    no lookup (every start tests a port so); anything else asks getaddrinfo."""
+    if host.count(".") == 3 and host.replace(".", "").isdigit():
+        return socket.AF_INET, socket.SOCK_STREAM, 0, (host, port)
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)  # fmt: skip
+    except OSError:
+        infos = [(socket.AF_INET, socket.SOCK_STREAM, 0, "", (host, port))]
+    family, kind, proto, _, address = infos[0]
+    return family, kind, proto, address
 
 
 def port_free(host: str, port: int) -> bool:

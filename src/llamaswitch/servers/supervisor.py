@@ -67,6 +67,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import logging
 import os
 import secrets
@@ -265,6 +266,11 @@ class _Server:
     #: The current process's ready line (see servers/child_protocol.py); None for a
     #: binary without the child protocol.
     ready_line: ReadyLine | None = None
+    #: Called when the ready line is read: the start completes in that callback, with
+    #: no task switch between the line and the requests that wait for it.
+    on_ready: Callable[[], None] | None = None
+    #: Called once when the output says the weights are loaded (see ReadyLine).
+    on_loaded: Callable[[], None] | None = None
     sample: Sample | None = None
     sampled_at: float = 0.0
     restart_task: asyncio.Task[None] | None = None
@@ -287,11 +293,17 @@ class _Server:
                 and self.binary.path == binary.path)  # fmt: skip
 
     def hint(self, chunk: bytes) -> None:
-        """Wake the readiness poll when the output says the server is (or may be) ready."""
+        """Act on what the output says: the ready line makes the server ready here and
+        now (:attr:`on_ready`); for a binary without one, a readiness hint wakes the poll."""
         if self.ready_line is not None:
             # The ready line is the news; log lines (hints) only cost the load polls.
             if self.ready_line.feed(chunk):
+                if self.on_ready is not None:
+                    self.on_ready()
                 self.wake.set()
+            elif self.ready_line.loaded and self.on_loaded is not None:
+                told, self.on_loaded = self.on_loaded, None
+                told()
         elif any(word in chunk for word in _READY_HINTS):
             self.wake.set()
 
@@ -339,6 +351,8 @@ class ServerSupervisor:
         self._log_lines = log_lines
         self._servers: dict[int, _Server] = {}
         self._locks: dict[int, asyncio.Lock] = {}
+        self._good_loopback: dict[str, tuple[str | None, bool]] = {}
+        self._loaded_hooks: list[Callable[[str], None]] = []
         self._idle = asyncio.Event()
         self._idle.set()
         self._tickets = TicketBook(on_idle=self._idle.set, on_busy=self._idle.clear)
@@ -489,7 +503,8 @@ class ServerSupervisor:
                 self.withdraw(ticket)
                 raise
             try:
-                return await self._launch(info, config, ticket, wait=wait, replace=False)
+                return await self._launch(info, config, ticket, wait=wait, replace=False,
+                                          port_checked=picked)  # fmt: skip
             except ServerStartError as exc:
                 # A port it picked itself that llama-server could not bind after all (a
                 # client socket of this machine holding it, say): another port will do.
@@ -668,8 +683,10 @@ class ServerSupervisor:
         *,
         wait: bool,
         replace: bool,
+        port_checked: bool = False,
     ) -> ServerStatus:
-        """Serve ``info`` on the ticket's port; the ticket is ended here, on every path."""
+        """Serve ``info`` on the ticket's port; the ticket is ended here, on every path.
+        ``port_checked``: the port was found free just now (picked by :meth:`_pick_port`)."""
         port = ticket.port
         assert port is not None  # noqa: S101 - placed by switch/start
         acted = False
@@ -698,8 +715,9 @@ class ServerSupervisor:
             plan = await self._plan(info, config, binary, host, port)
             async with self._lock(port):
                 acted = True
-                server = await self._launch_locked(info, config, ticket, binary, plan,
-                                                   replace=replace)  # fmt: skip
+                server = await self._launch_locked(
+                    info, config, ticket, binary, plan, replace=replace, port_checked=port_checked
+                )
         finally:
             self._tickets.end(ticket, acted=acted)
         if wait:
@@ -756,9 +774,16 @@ class ServerSupervisor:
                      cpu_policy=_cpu_policy(config, binary))  # fmt: skip
 
     async def _address(self, host: str) -> tuple[str | None, bool]:
-        """:func:`address_problem`, on the loop for an address literal (no DNS)."""
+        """:func:`address_problem`, on the loop for an address literal (no DNS). A
+        loopback literal found good stays so: it is not asked again at each start."""
+        known = self._good_loopback.get(host)
+        if known is not None:
+            return known
         if is_address(host):
-            return address_problem(host)
+            found = address_problem(host)
+            if found == (None, True):
+                self._good_loopback[host] = found
+            return found
         try:
             async with asyncio.timeout(_RESOLVE_TIMEOUT_S):
                 return await asyncio.to_thread(address_problem, host)
@@ -774,6 +799,7 @@ class ServerSupervisor:
         plan: _Plan,
         *,
         replace: bool,
+        port_checked: bool = False,
     ) -> _Server:
         """Replace (or keep) the port's server and spawn; the port's lock is held."""
         port = ticket.port
@@ -797,7 +823,9 @@ class ServerSupervisor:
             await self._stop_server(current, why="replaced by a later request")
             if self._closed or self._tickets.superseded(ticket):
                 raise SupersededError(overtaken)
-        if not await self._port_free(host, port):
+        # A port picked a moment ago was found free then (and one taken since by another
+        # process fails the bind: start() moves to another port); any other is tested.
+        if not (port_checked and current is None) and not await self._port_free(host, port):
             holder = await asyncio.to_thread(port_holder, port)
             raise PortInUseError(port, host, holder)
         server = _Server(
@@ -811,10 +839,12 @@ class ServerSupervisor:
 
     async def _spawn(self, server: _Server) -> None:
         """Start the server's process (state ``starting``); readiness runs as a task."""
-        starting = (
-            f"=== llamaswitch {datetime.now(UTC).isoformat(timespec='seconds')}: "
-            f"starting {shlex.join(server.argv)} (CPU scheduling {server.cpu_policy})"
-        )
+        began = datetime.now(UTC)
+
+        def starting() -> str:  # the log's note, written once the child runs
+            return (f"=== llamaswitch {began.isoformat(timespec='seconds')}: starting "
+                    f"{shlex.join(server.argv)} (CPU scheduling {server.cpu_policy})")  # fmt: skip
+
         try:
             server.ready_line = ready_line_for(server.binary.capabilities, server.env)
             proc = await ChildProcess.spawn(
@@ -822,7 +852,7 @@ class ServerSupervisor:
                 batch=server.cpu_policy == "batch",
             )  # fmt: skip
         except (OSError, ValueError) as exc:  # ValueError: what Popen refuses (a NUL...)
-            server.output.note(starting)
+            server.output.note(starting())
             server.output.note(f"=== spawn failed: {exc}")
             if server.state is None:
                 self._forget(server)
@@ -840,7 +870,7 @@ class ServerSupervisor:
         # Noted once spawned: a log file's first write creates it (0.1-0.3 ms), which is
         # then done while the child loads, not before. The child prints nothing for
         # milliseconds, so the note still comes first.
-        server.output.note(starting)
+        server.output.note(starting())
         server.process = proc
         server.batched = server.cpu_policy == "batch"
         server.ps_process = None
@@ -853,6 +883,8 @@ class ServerSupervisor:
         # Nobody may await a background start (wait=False); its failure is recorded in
         # the status and an event, so the future's exception counts as seen.
         server.attempt.add_done_callback(_consume)
+        server.on_ready = functools.partial(self._became_ready, server, proc)
+        server.on_loaded = functools.partial(self._weights_loaded, server, proc)
         self._set_state(server, ServerState.STARTING)
         self._record(proc.pid, port=server.port, argv=server.argv)
         self._tasks.start(self._readiness(server, proc))
@@ -953,6 +985,8 @@ class ServerSupervisor:
         poll = line is None
         last_poll = 0.0
         while True:
+            if attempt.done():
+                return  # ready: the ready line said so (_became_ready)
             if server.process is not proc or server.state is not ServerState.STARTING:
                 attempt.set_exception(SupersededError(
                     f"the server for {server.model.name} on port {server.port} was stopped "
@@ -974,17 +1008,7 @@ class ServerSupervisor:
                 code = None
             poll = True
             if code == 200 and server.process is proc and server.state is ServerState.STARTING:
-                server.ready_after_s = round(time.monotonic() - proc.started_monotonic, 4)
-                server.ready_since = time.monotonic()
-                # The waiting requests are woken before the state's event is delivered:
-                # they run first (the state is READY by then).
-                attempt.set_result(None)
-                self._set_state(server, ServerState.READY)
-                # Sampled in the background, and a little later: the requests that
-                # waited for ready run first, with the machine's cores to themselves
-                # (status() samples for itself in the meantime).
-                self._tasks.start(self._sample_soon(server, proc))
-                server.liveness_task = self._tasks.start(self._watch_liveness(server, proc))
+                self._became_ready(server, proc)
                 return
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -994,6 +1018,53 @@ class ServerSupervisor:
             # After a readiness hint, poll fast again; slower and slower while quiet.
             if line is None:
                 delay = _POLL_FIRST_S if woken else min(delay * _POLL_GROWTH, _POLL_MAX_S)
+
+    def when_loaded(self, hook: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``hook(url)`` on the loop when a starting server's weights are loaded,
+        shortly before it is ready (binaries with the child protocol only). By then its
+        HTTP server listens: a client opens its connection, and the requests waiting for
+        ready find it open (the HTTP adapter does; bench/bench_gateway.py's cold
+        figure). Returns the function that removes the hook."""
+        self._loaded_hooks.append(hook)
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                self._loaded_hooks.remove(hook)
+
+        return remove
+
+    def _weights_loaded(self, server: _Server, proc: ChildProcess) -> None:
+        if server.process is not proc or server.state is not ServerState.STARTING:
+            return
+        url = url_of(server.host, server.port)
+        for hook in list(self._loaded_hooks):
+            try:
+                hook(url)
+            except Exception:  # a hook's fault must not break the output's reading
+                logger.exception("a hook for loaded weights failed (%s)", url)
+
+    def _became_ready(self, server: _Server, proc: ChildProcess) -> None:
+        """The start of ``proc`` is done: its state is READY and its waiters are woken.
+
+        Called by the readiness poll on a 200 from ``/health``, or by the output's
+        callback on the ready line (:meth:`_Server.hint`): then the waiting requests are
+        the next thing the loop runs (bench/bench_gateway.py's cold figure)."""
+        attempt = server.attempt
+        if (attempt is None or attempt.done() or server.process is not proc
+                or server.state is not ServerState.STARTING):  # fmt: skip
+            return
+        server.on_ready = None
+        server.ready_after_s = round(time.monotonic() - proc.started_monotonic, 4)
+        server.ready_since = time.monotonic()
+        # The waiting requests are woken before the state's event is delivered: they run
+        # first (the state is READY by then).
+        attempt.set_result(None)
+        self._set_state(server, ServerState.READY)
+        # Sampled in the background, and a little later: the requests that waited for
+        # ready run first, with the machine's cores to themselves (status() samples for
+        # itself in the meantime).
+        self._tasks.start(self._sample_soon(server, proc))
+        server.liveness_task = self._tasks.start(self._watch_liveness(server, proc))
 
     async def _sample_soon(self, server: _Server, proc: ChildProcess) -> None:
         await asyncio.sleep(_FIRST_SAMPLE_AFTER_S)
