@@ -39,6 +39,7 @@ from llamaswitch._errors import (
     ModelNotFoundError,
     RequestError,
 )
+from llamaswitch._tasks import BackgroundTasks
 from llamaswitch._wire import dumps, to_wire
 from llamaswitch.gateway.gateway import Lease
 from llamaswitch.gateway.requests import RequestRecord
@@ -130,9 +131,16 @@ async def warm_up(session: aiohttp.ClientSession, url: str) -> None:
     by the first request that loads a model. Any answer will do: the path has no route,
     so it is a quick 404 (or 401 with an API key), which waits for nothing.
     """
+    await _answered(session, "GET", f"{url}/api/v1/warm-up", timeout_s=2.0)
+
+
+async def _answered(
+    session: aiohttp.ClientSession, method: str, url: str, *, timeout_s: float
+) -> None:
+    """One request whose answer, whatever it is, is read and dropped (a failure too)."""
     with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
-        timeout = aiohttp.ClientTimeout(total=2)
-        async with session.get(f"{url}/api/v1/warm-up", timeout=timeout) as answer:
+        timeout = aiohttp.ClientTimeout(total=timeout_s)
+        async with session.request(method, url, timeout=timeout) as answer:
             await answer.read()
 
 
@@ -148,25 +156,16 @@ class Preconnect:
 
     def __init__(self, session: aiohttp.ClientSession) -> None:
         self._session = session
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = BackgroundTasks()
 
     def __call__(self, url: str) -> None:
         """Open a connection to ``url`` in the background."""
-        task = asyncio.get_running_loop().create_task(self._open(url))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _open(self, url: str) -> None:
-        with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
-            timeout = aiohttp.ClientTimeout(total=_PRECONNECT_TIMEOUT_S)
-            async with self._session.options(f"{url}/health", timeout=timeout) as answer:
-                await answer.read()
+        self._tasks.start(_answered(self._session, "OPTIONS", f"{url}/health",
+                                    timeout_s=_PRECONNECT_TIMEOUT_S))  # fmt: skip
 
     async def close(self) -> None:
         """Cancel the openings still under way."""
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.cancel_all()
 
 
 def _is_event_stream(content_type: str) -> bool:

@@ -25,6 +25,7 @@ from typing import Any
 import psutil
 
 from llamaswitch._process import spawn_exec
+from llamaswitch.servers.checks import is_address
 
 # encodings.idna, above: CPython encodes a host given as text with that codec on its
 # first socket call, importing it (and stringprep) then: about a millisecond on the first
@@ -163,10 +164,12 @@ def bind_free(host: str, port: int) -> bool:
 
 
 def _bind_address(host: str, port: int) -> tuple[int, int, int, Any]:
-    """Family, type, protocol and address to bind ``host:port``: an IPv4 literal needs
-    no lookup (every start tests a port so); anything else asks getaddrinfo."""
-    if host.count(".") == 3 and host.replace(".", "").isdigit():
-        return socket.AF_INET, socket.SOCK_STREAM, 0, (host, port)
+    """Family, type, protocol and address to bind ``host:port``: an address literal
+    needs no lookup (every start tests a port so); a name, or an IPv6 address with a
+    scope, asks getaddrinfo."""
+    if is_address(host) and "%" not in host:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        return family, socket.SOCK_STREAM, 0, (host, port)
     try:
         infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
                                    flags=socket.AI_PASSIVE)  # fmt: skip

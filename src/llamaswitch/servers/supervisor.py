@@ -351,7 +351,7 @@ class ServerSupervisor:
         self._log_lines = log_lines
         self._servers: dict[int, _Server] = {}
         self._locks: dict[int, asyncio.Lock] = {}
-        self._good_loopback: dict[str, tuple[str | None, bool]] = {}
+        self._good_loopback: set[str] = set()
         self._loaded_hooks: list[Callable[[str], None]] = []
         self._idle = asyncio.Event()
         self._idle.set()
@@ -776,13 +776,12 @@ class ServerSupervisor:
     async def _address(self, host: str) -> tuple[str | None, bool]:
         """:func:`address_problem`, on the loop for an address literal (no DNS). A
         loopback literal found good stays so: it is not asked again at each start."""
-        known = self._good_loopback.get(host)
-        if known is not None:
-            return known
+        if host in self._good_loopback:
+            return None, True
         if is_address(host):
             found = address_problem(host)
             if found == (None, True):
-                self._good_loopback[host] = found
+                self._good_loopback.add(host)
             return found
         try:
             async with asyncio.timeout(_RESOLVE_TIMEOUT_S):
