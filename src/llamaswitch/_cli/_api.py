@@ -15,14 +15,13 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import signal
 import sys
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from llamaswitch._cli._common import load_settings
+from llamaswitch._cli._interrupts import sigterm_as_ctrl_c
 from llamaswitch._errors import (
     EXIT_INTERRUPTED,
     EXIT_MISSING,
@@ -156,7 +155,7 @@ def guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
     @functools.wraps(handler)
     def run(args: argparse.Namespace) -> int:
         try:
-            with _sigterm_raises_interrupt():
+            with sigterm_as_ctrl_c():
                 return handler(args)
         except CommandError as exc:
             _report(exc.message, exc.details)
@@ -175,25 +174,6 @@ def guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
             return 1
 
     return run
-
-
-@contextmanager
-def _sigterm_raises_interrupt() -> Iterator[None]:
-    """Treat SIGTERM like Ctrl-C, so that ``kill`` also stops what the command started
-    (servers, benchmarks) through the same clean-up path, instead of leaving a benchmark
-    recorded as running."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _silence_stdout() -> None:

@@ -28,7 +28,6 @@ import argparse
 import datetime as dt
 import re
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -53,6 +52,7 @@ from llamaswitch._cli._common import (
     positive_int,
     positive_seconds,
 )
+from llamaswitch._cli._interrupts import Watch, watching
 from llamaswitch._cli._render import console, err_console, progress_columns, speed, text
 from llamaswitch._cli._servers import load_config_json
 from llamaswitch._time import format_time
@@ -251,9 +251,10 @@ def _run_bench(args: argparse.Namespace) -> int:
             else:
                 print(task_id)
             return EXIT_OK
-        err_console().print(f"[dim]benchmark task {task_id}[/]", highlight=False)
-        try:
-            final = follow_task(api, task_id, show_progress=not args.no_progress)
+        try:  # from the line on: a Ctrl-C that follows it stops (or cancels) this task
+            with watching():
+                err_console().print(f"[dim]benchmark task {task_id}[/]", highlight=False)
+                final = follow_task(api, task_id, show_progress=not args.no_progress)
         except KeyboardInterrupt:
             return _interrupted(api, task_id)
     return _finish(final, args, verbatim=bool(args.output))
@@ -280,12 +281,18 @@ def _current(task: BenchTask) -> str:
 
 
 def follow_task(api: API, task_id: str, *, show_progress: bool) -> BenchTask:
-    """Poll the task until it ends, with a progress bar on stderr (a terminal only)."""
+    """Poll the task until it ends, with a progress bar on stderr (a terminal only).
+    Ctrl-C raises ``KeyboardInterrupt`` between polls."""
+    with watching() as watch:
+        return _follow_task(api, task_id, watch, show_progress=show_progress)
+
+
+def _follow_task(api: API, task_id: str, watch: Watch, *, show_progress: bool) -> BenchTask:
     notes = err_console()
     task = api.benchmark_status(task_id)
     if not show_progress or not notes.is_terminal:
         while not task.finished:
-            time.sleep(_POLL_S)
+            watch.sleep(_POLL_S)
             task = api.benchmark_status(task_id)
         return task
     with Progress(*progress_columns(), console=notes, transient=True) as bar:
@@ -295,7 +302,7 @@ def follow_task(api: API, task_id: str, *, show_progress: bool) -> BenchTask:
                        state=task.state, current=escape(_current(task)))  # fmt: skip
             if task.finished:
                 return task
-            time.sleep(_POLL_S)
+            watch.sleep(_POLL_S)
             task = api.benchmark_status(task_id)
 
 

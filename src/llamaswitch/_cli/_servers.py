@@ -27,11 +27,9 @@ import argparse
 import contextlib
 import json
 import os
-import signal
 import sys
-import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
@@ -48,6 +46,7 @@ from llamaswitch._cli._api import (
     where,
 )
 from llamaswitch._cli._common import EXIT_FAILED, EXIT_OK, port_number, positive_int
+from llamaswitch._cli._interrupts import ctrl_c_ignored, watching
 from llamaswitch._cli._render import console, err_console, text
 from llamaswitch._errors import LlamaSwitchError
 from llamaswitch._vocabulary import add_options, options_to_data
@@ -251,18 +250,19 @@ def _serve_foreground(api: LlamaSwitch, status: ServerStatus, *, follow: bool,
     restarts = status.config.restart == "on-failure"
     down_since: float | None = None
     try:
-        while True:
-            if follower is not None:
-                for line in follower.new_lines():
-                    print(line, file=log_out, flush=True)
-            time.sleep(_WATCH_INTERVAL_S)
-            now = api.status(port=port)
-            if now.state not in _FINAL_STATES:
-                down_since = None
-                continue
-            down_since = down_since if down_since is not None else time.monotonic()
-            if not restarts or _restarts_over(now, down_since):
-                return _report_ended(api, now, port)
+        with watching() as watch:
+            while True:
+                if follower is not None:
+                    for line in follower.new_lines():
+                        print(line, file=log_out, flush=True)
+                watch.sleep(_WATCH_INTERVAL_S)
+                now = api.status(port=port)
+                if now.state not in _FINAL_STATES:
+                    down_since = None
+                    continue
+                down_since = down_since if down_since is not None else time.monotonic()
+                if not restarts or _restarts_over(now, down_since):
+                    return _report_ended(api, now, port)
     except KeyboardInterrupt:
         pass
     finally:
@@ -270,7 +270,7 @@ def _serve_foreground(api: LlamaSwitch, status: ServerStatus, *, follow: bool,
             follower.close()
     # Stop here, not in close(), so the user sees it happen; a second Ctrl-C must not
     # cut the stop short and leave the child to the parent-death signal.
-    with _ignore_sigint():
+    with ctrl_c_ignored():
         notes.print("[dim]stopping the server...[/]")
         api.stop(port=port)
         api.close()
@@ -364,18 +364,6 @@ class _LogFollower:
         if self._file is not None:
             self._file.close()
             self._file = None
-
-
-@contextlib.contextmanager
-def _ignore_sigint() -> Iterator[None]:
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 # -- stop / status / logs -----------------------------------------------------------------

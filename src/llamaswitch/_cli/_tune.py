@@ -29,7 +29,6 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
@@ -49,6 +48,7 @@ from llamaswitch._cli._api import (
     usage_error,
 )
 from llamaswitch._cli._common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, positive_int
+from llamaswitch._cli._interrupts import Watch, watching
 from llamaswitch._cli._render import console, err_console, progress_columns, speed, text
 from llamaswitch._cli._servers import json_object_arg
 from llamaswitch._time import format_time
@@ -278,8 +278,9 @@ def _attached(api: API, tune: Tune, args: argparse.Namespace) -> int:
             print(tune.id)
         return EXIT_OK
     try:  # from the line on: a Ctrl-C that follows it stops (or cancels) this tune
-        err_console().print(f"[dim]tune {tune.id}[/]", highlight=False)
-        final = follow_tune(api, tune.id, show_progress=not args.no_progress)
+        with watching():
+            err_console().print(f"[dim]tune {tune.id}[/]", highlight=False)
+            final = follow_tune(api, tune.id, show_progress=not args.no_progress)
     except KeyboardInterrupt:
         return _interrupted(api, tune.id)
     return _finish(final, args)
@@ -303,7 +304,12 @@ def _interrupted(api: API, tune_id: str) -> int:
 
 def follow_tune(api: API, tune_id: str, *, show_progress: bool) -> Tune:
     """Poll the tune until it stops: a live view on a terminal (stderr), else one line
-    per finished trial."""
+    per finished trial. Ctrl-C raises ``KeyboardInterrupt`` between polls."""
+    with watching() as watch:
+        return _follow_tune(api, tune_id, watch, show_progress=show_progress)
+
+
+def _follow_tune(api: API, tune_id: str, watch: Watch, *, show_progress: bool) -> Tune:
     notes = err_console()
     tune = api.tune_status(tune_id)
     if not show_progress or not notes.is_terminal:
@@ -315,7 +321,7 @@ def follow_tune(api: API, tune_id: str, *, show_progress: bool) -> Tune:
                     notes.print(escape(_trial_line(tune, trial)), highlight=False, soft_wrap=True)
             if tune.finished:
                 return tune
-            time.sleep(_POLL_S)
+            watch.sleep(_POLL_S)
             tune = api.tune_status(tune_id)
     bar = Progress(*progress_columns(), console=notes)
     row = bar.add_task("tune", total=None, state="", current="")
@@ -326,7 +332,7 @@ def follow_tune(api: API, tune_id: str, *, show_progress: bool) -> Tune:
             live.update(Group(bar, trials_table(tune, best_only=True)))
             if tune.finished:
                 return tune
-            time.sleep(_POLL_S)
+            watch.sleep(_POLL_S)
             tune = api.tune_status(tune_id)
 
 
