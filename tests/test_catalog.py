@@ -642,7 +642,7 @@ def test_a_file_over_the_header_budget_is_listed_with_an_error_quickly(
     os.truncate(folder / "evil.gguf", 2**28)
     started = time.thread_time()
 
-    models = by_path(ModelCatalog(folder))
+    models = by_path(ModelCatalog(folder, header_budget_s=0.05))
 
     assert time.thread_time() - started < 0.25  # seconds without the budget
     assert models["good.gguf"].error is None
@@ -654,14 +654,14 @@ def test_a_catalog_can_give_headers_more_cpu_time(
     folder: Path, model_bytes: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     place(model_bytes, folder / "m.gguf")
-    clock = itertools.count(step=0.1)  # every reading of the clock: 100 ms later
+    clock = itertools.count(step=1)  # every reading of the clock: 1 s later
     monkeypatch.setattr(_gguf, "_cpu_time", lambda: next(clock))
 
     [default] = ModelCatalog(folder).list_models()
     [patient] = ModelCatalog(folder, header_budget_s=3600).list_models()
 
     assert default.error is not None
-    assert "exceeds the 50 ms CPU budget" in default.error
+    assert "exceeds the 500 ms CPU budget" in default.error
     assert patient.error is None
 
 

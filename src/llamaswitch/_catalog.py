@@ -24,7 +24,7 @@ and U+FFFD in place of those bytes, and is never resolved: its name could not be
 to a JSON answer, SQLite, a log or llama-server's command line.
 
 A listing reads the header of every new or changed file, each within the GGUF reader's
-CPU budget (50 ms), so one crafted file costs little; :meth:`ModelCatalog.close` abandons
+CPU budget (0.5 s), so one crafted file costs little; :meth:`ModelCatalog.close` abandons
 a long scan (thousands of new files) at the next file.
 
 >>> import tempfile
@@ -236,9 +236,9 @@ class ModelCatalog:
     calls it through ``asyncio.to_thread``): one scan runs at a time, and a listing asked
     for meanwhile waits for it, then scans again (cheaply, the headers being cached).
 
-    A header that takes more than ``header_budget_s`` of CPU time to read (50 ms by
-    default; a real 150k-token vocabulary takes about 17 ms) is listed with an ``error``,
-    so one file cannot hold the catalog for long. A folder of thousands of new files still
+    A header that takes more than ``header_budget_s`` of CPU time to read (0.5 s by
+    default, ten times what Llama 3's vocabulary takes) is listed with an ``error``, so
+    one file cannot hold the catalog for long. A folder of thousands of new files still
     takes a while to list the first time: :meth:`close` abandons that scan.
 
     ``allow_outside=True`` accepts model paths and symlinks that resolve outside

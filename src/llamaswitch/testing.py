@@ -18,6 +18,7 @@ True
 from __future__ import annotations
 
 import os
+import struct
 from pathlib import Path
 
 import attrs
@@ -25,7 +26,9 @@ import attrs
 __all__ = [
     "DEMO_MODELS",
     "HEADLESS_CHROMIUM_ARGS",
+    "LLAMA3_VOCABULARY",
     "TinyModelSpec",
+    "vocabulary_header",
     "write_demo_models",
     "write_tiny_model",
 ]
@@ -78,6 +81,34 @@ class TinyModelSpec:
         kv = e // self.head_count * self.head_count_kv
         per_block = e + e * e + 2 * e * kv + e * e + e + 3 * e * f
         return 2 * v * e + e + self.block_count * per_block
+
+
+#: The vocabulary of Llama 3 (tokens, merges): of the common models, the one whose header
+#: takes the longest to read, 408k strings to skip.
+LLAMA3_VOCABULARY: tuple[int, int] = (128_256, 280_147)
+
+_GGUF_STRING, _GGUF_ARRAY = 8, 9
+
+
+def vocabulary_header(tokens: int, merges: int, *, name: str = "big") -> bytes:
+    """A GGUF header (version 3, no tensors) with a vocabulary of ``tokens`` tokens and
+    ``merges`` merges, then ``general.name``: what reading a large real vocabulary costs,
+    without its weights. ``parse_header`` reads it."""
+
+    def text(value: str) -> bytes:
+        raw = value.encode()
+        return struct.pack("<Q", len(raw)) + raw
+
+    def strings(key: str, values: list[str]) -> bytes:
+        packed = b"".join(text(value) for value in values)
+        return text(key) + struct.pack("<IIQ", _GGUF_ARRAY, _GGUF_STRING, len(values)) + packed
+
+    kvs = (
+        strings("tokenizer.ggml.tokens", [f"tok{i}_{'x' * (i % 7)}" for i in range(tokens)]),
+        strings("tokenizer.ggml.merges", [f"a{i} b{i}" for i in range(merges)]),
+        text("general.name") + struct.pack("<I", _GGUF_STRING) + text(name),
+    )
+    return b"GGUF" + struct.pack("<IQQ", 3, 0, len(kvs)) + b"".join(kvs)
 
 
 def write_tiny_model(
