@@ -1720,6 +1720,73 @@ def test_a_chatty_child_never_blocks_on_a_full_pipe(tmp_path: Path, spawn_path: 
     run(scenario())
 
 
+# A child that says what it does on stdout and logs on stderr, as a router's child does:
+# two log lines, its "ready" line, then a line every 5 ms, and "done" on stdout.
+_LOGS_APART = """
+import sys, time
+sys.stderr.write("loading\\n"); sys.stderr.flush()
+time.sleep(0.005)
+sys.stderr.write("loaded\\n"); sys.stderr.flush()
+time.sleep(0.02)
+print("ready", flush=True)
+for i in range(20):
+    sys.stderr.write(f"log {i}\\n"); sys.stderr.flush()
+    time.sleep(0.005)
+print("done", flush=True)
+"""
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_child_whose_log_is_apart_is_read_in_batches_and_caught_up_on_demand(
+    spawn_path: str, loop: str
+) -> None:
+    # A router's child: what on_output looks for comes on stdout at once; its log lines
+    # are read a batch at a time (each one read as it came woke the loop, on the cold
+    # path of bench/bench_gateway.py), and a reader of the ring catches up first.
+    runner: Callable[[Coroutine[Any, Any, None]], None] = asyncio.run
+    if loop == "uvloop":
+        runner = pytest.importorskip("uvloop").run
+
+    class CountingLog(OutputLog):
+        def __init__(self) -> None:
+            super().__init__(None)
+            self.reads: dict[int, int] = {}
+
+        def feed(self, data: bytes, stream: int = 1) -> None:
+            self.reads[stream] = self.reads.get(stream, 0) + 1
+            super().feed(data, stream)
+
+    async def scenario() -> None:
+        log = CountingLog()
+        said: list[bytes] = []
+        at_ready: list[list[str]] = []
+
+        def on_output(chunk: bytes) -> None:
+            said.append(chunk)
+            if chunk.startswith(b"ready"):
+                at_ready.append(log.tail(10))
+
+        proc = await ChildProcess.spawn([sys.executable, "-c", _LOGS_APART], output=log,
+                                        on_output=on_output, logs_apart=True)  # fmt: skip
+        async with asyncio.timeout(30):
+            assert await proc.wait() == 0
+        logged = ["loading", "loaded", *(f"log {i}" for i in range(20))]
+        assert sorted(log.tail(100)) == sorted(["ready", "done", *logged])
+        if spawn_path == "asyncio-transport":
+            # One pipe for both there (no pidfd: not Linux 5.3+), as without logs_apart.
+            assert b"".join(said).count(b"\n") == 2 + len(logged)
+            return
+        assert b"".join(said) == b"ready\ndone\n"  # stdout only
+        # "loaded" came while the log pipe was left unread after "loading": the ring's
+        # reader got it all the same, not 50 ms later.
+        [seen] = at_ready
+        assert {"loading", "loaded"} <= set(seen), seen
+        # 20 lines over 100 ms or more: one read each, unless read in batches.
+        assert log.reads[2] <= 10, log.reads
+
+    runner(scenario())
+
+
 def test_a_child_reads_what_it_is_told_on_its_stdin_which_stays_open(
     spawn_path: str,
 ) -> None:

@@ -17,8 +17,12 @@
 - its **stdin is a pipe this process holds** open and never writes: the kernel closes it
   when the manager dies, however it dies, on every OS, and a child that watches it (a
   llama-server started as a router's child, see servers/child_protocol.py) exits then;
-- its output (stdout and stderr together) is **drained continuously** by the event loop
-  into an :class:`OutputLog`: a bounded ring of recent lines plus a rotating log file;
+- its output is **drained continuously** by the event loop into an :class:`OutputLog`: a
+  bounded ring of recent lines plus a rotating log file. stdout and stderr share one pipe,
+  except for a child that prints its commands on stdout and its log on stderr (a
+  llama-server started as a router's child, ``logs_apart``): its log pipe is read at most
+  every :data:`LOG_READ_PAUSE_S`, so that its log lines do not wake this process one by
+  one while the child loads or computes;
 - it is **stopped** with SIGTERM to the group, a grace period, then SIGKILL, and always
   reaped (on Windows: the process tree is terminated through psutil).
 
@@ -48,7 +52,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import attrs
 import psutil
@@ -85,6 +89,15 @@ _DRAIN_TIMEOUT_S = 1.0
 _CREATE_TIME_TOLERANCE_S = 0.05
 # Output reaches the log file at most this long after it was printed.
 _FLUSH_DELAY_S = 0.1
+#: After each read of a ``logs_apart`` child's log pipe, how long it is left unread. On
+#: two cores, each log line read as it came took the loop 20-40 us and the child its core
+#: back: a load printed some twenty lines, a completion eight, and the cold figure of
+#: bench/bench_gateway.py was 2 ms slower (the child's own clock put its load 1.2 ms
+#: later under the gateway than under llama.cpp's router). The pipe holds 64 KiB, a
+#: second of even a verbose log.
+LOG_READ_PAUSE_S = 0.05
+# The child's stdout and its stderr, as _ChildProtocol numbers them.
+_STDOUT, _STDERR = 1, 2
 
 
 # -- output --------------------------------------------------------------------------------
@@ -109,13 +122,17 @@ class OutputLog:
     ) -> None:
         self.path = path
         self._lines: deque[str] = deque(maxlen=max_lines)
-        self._partial = bytearray()
+        # The unfinished last line of each stream (two for a child whose log is apart).
+        self._partials: dict[int, bytearray] = {}
         self._max_bytes = max_bytes
         self._backups = backups
         self._file: IO[bytes] | None = None
         self._size = 0
         self._closed = False
         self.file_error: str | None = None
+        #: Called before the ring is read: reads what a paused log pipe holds (see
+        #: LOG_READ_PAUSE_S), so that a reader sees all the child printed.
+        self.catch_up: Callable[[], None] | None = None
 
     @property
     def closed(self) -> bool:
@@ -169,19 +186,21 @@ class OutputLog:
         if self._size >= self._max_bytes and self._backups > 0:
             self._rotate()
 
-    def feed(self, data: bytes) -> None:
-        """Take a chunk of output."""
+    def feed(self, data: bytes, stream: int = _STDOUT) -> None:
+        """Take a chunk of output; ``stream`` tells two streams' unfinished lines apart
+        (the file, like a terminal, has the bytes in the order they came)."""
         self._write(data)
-        self._partial += data
-        if b"\n" not in data and len(self._partial) < _MAX_LINE_BYTES:
+        partial = self._partials.setdefault(stream, bytearray())
+        partial += data
+        if b"\n" not in data and len(partial) < _MAX_LINE_BYTES:
             return
-        *complete, rest = bytes(self._partial).split(b"\n")
+        *complete, rest = bytes(partial).split(b"\n")
         for raw in complete:
             self._lines.append(raw.rstrip(b"\r").decode("utf-8", errors="replace"))
         if len(rest) >= _MAX_LINE_BYTES:
             self._lines.append(rest.decode("utf-8", errors="replace"))
             rest = b""
-        self._partial = bytearray(rest)
+        self._partials[stream] = bytearray(rest)
 
     def note(self, text: str) -> None:
         """Add a line of llamaswitch's own (``=== started ...``) to the file and the ring."""
@@ -201,12 +220,15 @@ class OutputLog:
 
     def flush_partial(self) -> None:
         """Move an unfinished last line into the ring (at exit)."""
-        if self._partial:
-            self._lines.append(bytes(self._partial).decode("utf-8", errors="replace"))
-            self._partial.clear()
+        for partial in self._partials.values():
+            if partial:
+                self._lines.append(bytes(partial).decode("utf-8", errors="replace"))
+                partial.clear()
 
     def tail(self, lines: int) -> list[str]:
         """The last ``lines`` lines (all kept when ``lines`` exceeds them)."""
+        if self.catch_up is not None:
+            self.catch_up()
         if lines <= 0:
             return []
         kept = len(self._lines)
@@ -405,20 +427,24 @@ class _ChildProtocol(asyncio.SubprocessProtocol):
         output: OutputLog,
         on_output: Callable[[bytes], None] | None,
         loop: asyncio.AbstractEventLoop,
+        *,
+        pipes: int = 1,
     ) -> None:
         self.output = output
         self.on_output = on_output
         self._loop = loop
         self._flush_handle: asyncio.TimerHandle | None = None
+        self._open_pipes = pipes
         self.exited: asyncio.Future[None] = loop.create_future()
         self.drained: asyncio.Future[None] = loop.create_future()
 
     def pipe_data_received(self, fd: int, data: bytes | str) -> None:
         chunk = data if isinstance(data, bytes) else data.encode()
-        self.output.feed(chunk)
+        self.output.feed(chunk, fd)
         if self._flush_handle is None:
             self._flush_handle = self._loop.call_later(_FLUSH_DELAY_S, self._flush)
-        if self.on_output is not None:
+        # stdout only: a child whose log is apart says there what on_output looks for.
+        if self.on_output is not None and fd == _STDOUT:
             self.on_output(chunk)
 
     def _flush(self) -> None:
@@ -428,7 +454,8 @@ class _ChildProtocol(asyncio.SubprocessProtocol):
     def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
         if fd == 0:
             return  # the child's stdin, ours to hold (see ChildProcess.spawn)
-        if not self.drained.done():
+        self._open_pipes -= 1
+        if self._open_pipes <= 0 and not self.drained.done():
             self.drained.set_result(None)
 
     def process_exited(self) -> None:
@@ -437,19 +464,59 @@ class _ChildProtocol(asyncio.SubprocessProtocol):
 
 
 class _PipeReader(asyncio.Protocol):
-    """The child's output pipe, handed to its :class:`_ChildProtocol`."""
+    """A child's output pipe (stdout, or its log on stderr), handed to its
+    :class:`_ChildProtocol`. ``pause_s``: after each read, how long the pipe is left
+    unread (see :data:`LOG_READ_PAUSE_S`)."""
 
-    def __init__(self, child: _ChildProtocol) -> None:
+    def __init__(
+        self, child: _ChildProtocol, fd: int = _STDOUT, *, pause_s: float = 0.0,
+        pipe: IO[bytes] | None = None,
+    ) -> None:  # fmt: skip
         self._child = child
+        self._fd = fd
+        self._pause_s = pause_s
+        self._pipe = pipe
+        self._transport: asyncio.ReadTransport | None = None
+        self._resume: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # A read pipe's transport (uvloop's is no subclass of asyncio's classes).
+        self._transport = cast(asyncio.ReadTransport, transport)
 
     def data_received(self, data: bytes) -> None:
-        self._child.pipe_data_received(1, data)
+        self._child.pipe_data_received(self._fd, data)
+        transport = self._transport
+        if self._pause_s > 0 and transport is not None and not transport.is_closing():
+            transport.pause_reading()
+            self._resume = asyncio.get_running_loop().call_later(self._pause_s, self._read_on)
+
+    def _read_on(self) -> None:
+        self._resume = None
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.resume_reading()
+
+    def read_now(self) -> None:
+        """Read what the pipe holds now, paused or not (``pipe``, non-blocking, given)."""
+        transport, pipe = self._transport, self._pipe
+        if transport is None or transport.is_closing() or pipe is None:
+            return
+        while True:
+            try:
+                data = os.read(pipe.fileno(), 64 * 1024)
+            except (BlockingIOError, InterruptedError, OSError, ValueError):
+                return  # empty for now, or closed
+            if not data:
+                return  # the end: the transport reads it too, and reports it
+            self._child.pipe_data_received(self._fd, data)
 
     def eof_received(self) -> bool | None:
         return None  # the pipe closes; connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._child.pipe_connection_lost(1, exc)
+        if self._resume is not None:
+            self._resume.cancel()
+            self._resume = None
+        self._child.pipe_connection_lost(self._fd, exc)
 
 
 class _PidfdChild:
@@ -466,13 +533,14 @@ class _PidfdChild:
         self._pidfd: int | None = pidfd
         self._protocol = protocol
         self._loop = loop
-        self._pipe: asyncio.ReadTransport | None = None
+        self._pipes: list[asyncio.ReadTransport] = []
         loop.add_reader(pidfd, self._reap)
 
     @classmethod
     async def start(
         cls, command: Sequence[str], protocol: _ChildProtocol, *, env: Mapping[str, str] | None,
         cwd: Path | None, kwargs: Mapping[str, Any], batch: bool = False,
+        logs_apart: bool = False,
     ) -> _PidfdChild:  # fmt: skip
         loop = asyncio.get_running_loop()
         # On the loop's thread, blocking: vfork and exec take a fraction of a millisecond,
@@ -481,28 +549,35 @@ class _PidfdChild:
         with _batch_scheduled(batch):
             inherited = _inheritable_fds() if cwd is None else None
             if inherited is not None and kwargs == {"start_new_session": True}:
-                popen = _Spawned.start(command, env, close=inherited)
+                popen = _Spawned.start(command, env, close=inherited, logs_apart=logs_apart)
             else:
                 popen = subprocess.Popen(  # noqa: ASYNC220
                     list(command), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT, env=dict(env) if env is not None else None,
-                    cwd=cwd, **kwargs,
+                    stderr=subprocess.PIPE if logs_apart else subprocess.STDOUT,
+                    env=dict(env) if env is not None else None, cwd=cwd, **kwargs,
                 )  # fmt: skip
         _watch_child(popen.pid)
         assert popen.stdout is not None  # noqa: S101 - PIPE
         assert popen.stdin is not None  # noqa: S101 - PIPE
         try:
             child = cls(popen, os.pidfd_open(popen.pid), protocol, loop)
-            child._pipe, _ = await loop.connect_read_pipe(
-                lambda: _PipeReader(protocol), popen.stdout
-            )
+            pipe, _ = await loop.connect_read_pipe(lambda: _PipeReader(protocol), popen.stdout)
+            child._pipes.append(pipe)
+            if popen.stderr is not None:
+                stderr = popen.stderr
+                os.set_blocking(stderr.fileno(), False)  # read_now must never wait
+                log = _PipeReader(protocol, _STDERR, pause_s=LOG_READ_PAUSE_S, pipe=stderr)
+                pipe, _ = await loop.connect_read_pipe(lambda: log, stderr)
+                child._pipes.append(pipe)
+                protocol.output.catch_up = log.read_now
         except BaseException:
             # Cancelled, or no pidfd after all: the child must not outlive the call.
             signal_group(popen.pid, signal.SIGKILL)
             os.waitpid(popen.pid, 0)  # noqa: ASYNC222 - SIGKILLed: reaped at once
             _release_child(popen.pid)
-            popen.stdout.close()
-            popen.stdin.close()
+            for stream in (popen.stdout, popen.stderr, popen.stdin):
+                if stream is not None:
+                    stream.close()
             raise
         return child
 
@@ -543,13 +618,13 @@ class _PidfdChild:
         if self._popen.returncode is None:
             signal_group(self._popen.pid, signal.SIGKILL)
         self._close_stdin()
-        if self._pipe is not None:
-            self._pipe.close()
+        for pipe in self._pipes:
+            pipe.close()
 
 
 class _Spawned:
     """A child started by ``os.posix_spawn``, with what :class:`_PidfdChild` uses of a
-    ``Popen``: its pid, exit code, stdin and stdout (stderr goes with stdout).
+    ``Popen``: its pid, exit code, stdin, stdout and stderr (None: it goes with stdout).
 
     ``subprocess.Popen`` took 0.53 ms to start llama-server here, ``posix_spawn`` 0.26
     ms (on the path of the request that waits for the load: bench/bench_gateway.py's
@@ -558,23 +633,29 @@ class _Spawned:
     only the three pipes inherited (the inheritable descriptors that Popen's
     ``close_fds`` would close are closed in the child: :func:`_inheritable_fds`)."""
 
-    def __init__(self, pid: int, stdin: IO[bytes], stdout: IO[bytes]) -> None:
+    def __init__(
+        self, pid: int, stdin: IO[bytes], stdout: IO[bytes], stderr: IO[bytes] | None = None
+    ) -> None:
         self.pid = pid
         self.returncode: int | None = None
         self.stdin: IO[bytes] | None = stdin
         self.stdout: IO[bytes] | None = stdout
+        self.stderr: IO[bytes] | None = stderr
 
     @classmethod
     def start(
-        cls, command: Sequence[str], env: Mapping[str, str] | None, *, close: Sequence[int] = ()
-    ) -> _Spawned:
-        """Spawn ``command`` (its first item a path) with pipes to its stdin and stdout;
-        ``close``: descriptors the child must not keep."""
+        cls, command: Sequence[str], env: Mapping[str, str] | None, *,
+        close: Sequence[int] = (), logs_apart: bool = False,
+    ) -> _Spawned:  # fmt: skip
+        """Spawn ``command`` (its first item a path) with pipes to its stdin and stdout,
+        and to its stderr if ``logs_apart`` (else stderr goes with stdout); ``close``:
+        descriptors the child must not keep."""
         stdin_read, stdin_write = os.pipe()
         stdout_read, stdout_write = os.pipe()
+        stderr_read, stderr_write = os.pipe() if logs_apart else (None, stdout_write)
         actions: list[tuple[int, ...]] = [(os.POSIX_SPAWN_CLOSE, fd) for fd in close]
         actions += [(os.POSIX_SPAWN_DUP2, stdin_read, 0), (os.POSIX_SPAWN_DUP2, stdout_write, 1),
-                    (os.POSIX_SPAWN_DUP2, stdout_write, 2)]  # fmt: skip
+                    (os.POSIX_SPAWN_DUP2, stderr_write, 2)]  # fmt: skip
         try:
             pid = os.posix_spawn(
                 command[0],
@@ -585,13 +666,20 @@ class _Spawned:
                 setsigdef=_DEFAULT_SIGNALS,
             )
         except BaseException:
-            os.close(stdin_write)
-            os.close(stdout_read)
+            for fd in (stdin_write, stdout_read, stderr_read):
+                if fd is not None:
+                    os.close(fd)
             raise
         finally:
-            os.close(stdin_read)
-            os.close(stdout_write)
-        return cls(pid, open(stdin_write, "wb"), open(stdout_read, "rb", buffering=0))
+            for fd in {stdin_read, stdout_write, stderr_write}:
+                os.close(fd)
+        return cls(pid, _pipe_file(stdin_write, "wb"), _pipe_file(stdout_read, "rb"),
+                   None if stderr_read is None else _pipe_file(stderr_read, "rb"))  # fmt: skip
+
+
+def _pipe_file(fd: int, mode: str) -> IO[bytes]:
+    """A file object over a pipe's end (unbuffered for reading: the loop reads it)."""
+    return open(fd, mode, buffering=0 if mode == "rb" else -1)
 
 
 #: The signals Python ignores that a child must get back as they were (as Popen does).
@@ -667,6 +755,7 @@ class ChildProcess:
         cwd: Path | None = None,
         on_output: Callable[[bytes], None] | None = None,
         batch: bool = False,
+        logs_apart: bool = False,
     ) -> ChildProcess:
         """Start ``argv`` (a list, never a shell) in its own process group.
 
@@ -674,16 +763,22 @@ class ChildProcess:
         no guardian runs, Linux's parent-death signal is tied to the forking thread).
         ``on_output`` is called on the loop with each chunk of output (the supervisor
         looks for readiness hints). ``batch``: under Linux's SCHED_BATCH policy (see
-        ``ServerConfig.cpu_scheduling``; elsewhere it has no effect).
+        ``ServerConfig.cpu_scheduling``; elsewhere it has no effect). ``logs_apart``: the
+        child prints what ``on_output`` looks for on stdout and its log on stderr; on
+        Linux the log then has a pipe of its own, read at most every
+        :data:`LOG_READ_PAUSE_S` and never given to ``on_output`` (elsewhere both share
+        one pipe, as without it).
         """
         loop = asyncio.get_running_loop()
-        protocol = _ChildProtocol(output, on_output, loop)
         command, kwargs = child_spawn(argv)
         if _pidfd_works():
+            protocol = _ChildProtocol(output, on_output, loop, pipes=2 if logs_apart else 1)
             child = await _PidfdChild.start(
-                command, protocol, env=env, cwd=cwd, kwargs=kwargs, batch=batch
-            )
+                command, protocol, env=env, cwd=cwd, kwargs=kwargs, batch=batch,
+                logs_apart=logs_apart,
+            )  # fmt: skip
             return cls(child, protocol, argv, output)
+        protocol = _ChildProtocol(output, on_output, loop)
         with _batch_scheduled(batch):
             transport, _ = await loop.subprocess_exec(
                 lambda: protocol,

@@ -849,6 +849,8 @@ class ServerSupervisor:
             proc = await ChildProcess.spawn(
                 server.argv, output=server.output, env=server.env, on_output=server.hint,
                 batch=server.cpu_policy == "batch",
+                # A router's child prints its ready line on stdout, its log on stderr.
+                logs_apart=server.ready_line is not None,
             )  # fmt: skip
         except (OSError, ValueError) as exc:  # ValueError: what Popen refuses (a NUL...)
             server.output.note(starting())
