@@ -1867,6 +1867,48 @@ def test_how_each_server_is_scheduled(
 
 
 @pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="SCHED_BATCH is Linux's")
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="SCHED_BATCH is Linux's")
+def test_a_thread_that_shows_late_in_the_listing_gets_the_policy_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A thread being started while the threads are listed is not in that list, and
+    # would keep its creator's old policy for good: the threads are listed again.
+    import llamaswitch._process as process_module
+
+    script = textwrap.dedent("""
+        import threading, time
+        for _ in range(3):
+            threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
+        print("up", flush=True)
+        time.sleep(60)
+    """)
+    real_listdir = os.listdir
+    listings: list[str] = []
+
+    def late_listdir(path: Any) -> list[str]:
+        names = real_listdir(path)
+        listings.append(str(path))
+        # The first listing of the child's threads misses its newest one.
+        return sorted(names, key=int)[:-1] if len(listings) == 1 else names
+
+    async def scenario() -> None:
+        log = OutputLog(None)
+        proc = await ChildProcess.spawn([sys.executable, "-c", script], output=log)
+        try:
+            await async_wait_until(lambda: asyncio.sleep(0, log.tail(1) == ["up"]), 10)
+            assert len(thread_policies(proc.pid)) == 1
+            monkeypatch.setattr(process_module.os, "listdir", late_listdir)
+            proc.set_batch(True)
+            monkeypatch.undo()
+            assert listings[0] == f"/proc/{proc.pid}/task"
+            assert thread_policies(proc.pid) == {os.SCHED_BATCH}
+        finally:
+            await proc.kill()
+            await proc.wait()
+
+    run(scenario())
+
+
 def test_sched_batch_from_the_spawn_or_while_more_than_one_request_runs(
     settings: Settings,
 ) -> None:

@@ -96,6 +96,8 @@ _FLUSH_DELAY_S = 0.1
 #: later under the gateway than under llama.cpp's router). The pipe holds 64 KiB, a
 #: second of even a verbose log.
 LOG_READ_PAUSE_S = 0.05
+# At most so many listings of a child's threads when its policy changes (see set_batch).
+_SET_BATCH_PASSES = 5
 # The child's stdout and its stderr, as _ChildProtocol numbers them.
 _STDOUT, _STDERR = 1, 2
 
@@ -854,13 +856,21 @@ class ChildProcess:
         if not hasattr(os, "SCHED_BATCH") or self.returncode is not None:
             return  # reaped: the pid may belong to someone else by now
         policy = os.SCHED_BATCH if on else os.SCHED_OTHER
-        try:
-            threads = os.listdir(f"/proc/{self.pid}/task")
-        except OSError:
-            return
-        for thread in threads:
-            with contextlib.suppress(OSError, ValueError):  # one that just ended
-                os.sched_setscheduler(int(thread), policy, os.sched_param(0))
+        done: set[str] = set()
+        # Listed again until no new thread shows: one being started while the list was
+        # read takes its creator's old policy and would keep it (seen once in CI, with
+        # the legacy build starting its compute threads as a second stream began).
+        for _ in range(_SET_BATCH_PASSES):
+            try:
+                threads = set(os.listdir(f"/proc/{self.pid}/task")) - done
+            except OSError:
+                return
+            if not threads:
+                return
+            for thread in threads:
+                with contextlib.suppress(OSError, ValueError):  # one that just ended
+                    os.sched_setscheduler(int(thread), policy, os.sched_param(0))
+            done |= threads
 
     def send_signal(self, sig: int) -> None:
         """Send ``sig`` to the child's process group (to the child alone if that fails)."""
