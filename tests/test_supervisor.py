@@ -1787,6 +1787,28 @@ def test_a_child_whose_log_is_apart_is_read_in_batches_and_caught_up_on_demand(
     runner(scenario())
 
 
+def test_the_log_pipe_is_read_to_its_end_when_the_child_exits(
+    spawn_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A stop waits for the end of the output: a paused log pipe is read on at the exit,
+    # not after its pause (a switch waited out 50 ms of it; here it would be 30 s).
+    import llamaswitch._process as process_module
+
+    monkeypatch.setattr(process_module, "LOG_READ_PAUSE_S", 30.0)
+    script = ("import sys, time\nsys.stderr.write('first\\n'); sys.stderr.flush()\n"
+              "time.sleep(0.05)\nsys.stderr.write('last\\n')\n")  # fmt: skip
+
+    async def scenario() -> None:
+        log = OutputLog(None)
+        proc = await ChildProcess.spawn([sys.executable, "-c", script], output=log,
+                                        logs_apart=True)  # fmt: skip
+        async with asyncio.timeout(30):
+            assert await proc.wait() == 0
+        assert log.tail(2) == ["first", "last"]
+
+    run(scenario())
+
+
 def test_a_child_reads_what_it_is_told_on_its_stdin_which_stays_open(
     spawn_path: str,
 ) -> None:

@@ -437,6 +437,8 @@ class _ChildProtocol(asyncio.SubprocessProtocol):
         self._loop = loop
         self._flush_handle: asyncio.TimerHandle | None = None
         self._open_pipes = pipes
+        # The readers that leave their pipe unread for a while (see LOG_READ_PAUSE_S).
+        self.pausing: list[_PipeReader] = []
         self.exited: asyncio.Future[None] = loop.create_future()
         self.drained: asyncio.Future[None] = loop.create_future()
 
@@ -461,6 +463,10 @@ class _ChildProtocol(asyncio.SubprocessProtocol):
             self.drained.set_result(None)
 
     def process_exited(self) -> None:
+        # The rest of the output, and the end of the pipes, are read at once: a stop
+        # waits for them (a switch would otherwise wait out a pause).
+        for reader in self.pausing:
+            reader.stop_pausing()
         if not self.exited.done():
             self.exited.set_result(None)
 
@@ -480,6 +486,8 @@ class _PipeReader(asyncio.Protocol):
         self._pipe = pipe
         self._transport: asyncio.ReadTransport | None = None
         self._resume: asyncio.TimerHandle | None = None
+        if pause_s > 0:
+            child.pausing.append(self)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A read pipe's transport (uvloop's is no subclass of asyncio's classes).
@@ -496,6 +504,13 @@ class _PipeReader(asyncio.Protocol):
         self._resume = None
         if self._transport is not None and not self._transport.is_closing():
             self._transport.resume_reading()
+
+    def stop_pausing(self) -> None:
+        """Read on at once, and from now on as the output comes."""
+        self._pause_s = 0.0
+        if self._resume is not None:
+            self._resume.cancel()
+            self._read_on()
 
     def read_now(self) -> None:
         """Read what the pipe holds now, paused or not (``pipe``, non-blocking, given)."""
