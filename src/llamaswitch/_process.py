@@ -192,7 +192,9 @@ class OutputLog:
         """Take a chunk of output; ``stream`` tells two streams' unfinished lines apart
         (the file, like a terminal, has the bytes in the order they came)."""
         self._write(data)
-        partial = self._partials.setdefault(stream, bytearray())
+        partial = self._partials.get(stream)
+        if partial is None:  # a stream's first chunk
+            partial = self._partials[stream] = bytearray()
         partial += data
         if b"\n" not in data and len(partial) < _MAX_LINE_BYTES:
             return
@@ -788,14 +790,14 @@ class ChildProcess:
         """
         loop = asyncio.get_running_loop()
         command, kwargs = child_spawn(argv)
-        if _pidfd_works():
-            protocol = _ChildProtocol(output, on_output, loop, pipes=2 if logs_apart else 1)
+        pidfd = _pidfd_works()  # else asyncio's transport: one pipe for both streams
+        protocol = _ChildProtocol(output, on_output, loop, pipes=2 if pidfd and logs_apart else 1)
+        if pidfd:
             child = await _PidfdChild.start(
                 command, protocol, env=env, cwd=cwd, kwargs=kwargs, batch=batch,
                 logs_apart=logs_apart,
             )  # fmt: skip
             return cls(child, protocol, argv, output)
-        protocol = _ChildProtocol(output, on_output, loop)
         with _batch_scheduled(batch):
             transport, _ = await loop.subprocess_exec(
                 lambda: protocol,

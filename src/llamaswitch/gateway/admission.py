@@ -140,7 +140,7 @@ class ModelRecord:
         try:
             await waiter
         finally:
-            if not waiter.done() or waiter.cancelled():
+            if waiter.cancelled():  # the request left (or the load was cancelled)
                 with contextlib.suppress(ValueError):
                     self.load_waiters.remove(waiter)
 
