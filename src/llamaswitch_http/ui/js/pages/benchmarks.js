@@ -334,6 +334,8 @@ export async function mount(main, ctx) {
       result.className = "notice ok";
       result.dataset.task = task.id;
       result.textContent = `Task ${task.id} ${task.state}${task.queue_position ? ` (position ${task.queue_position} in the queue)` : ""}.`;
+      // A short task may have ended (and its event come) before this answer did.
+      if (ended.get(task.id)) paintResult(task.id, ended.get(task.id));
       track(task);
       loadHistory();
     } catch (error) {
@@ -358,9 +360,11 @@ export async function mount(main, ctx) {
   });
 
   // -- live progress ------------------------------------------------------------------------
-  // Tasks seen to end: a status fetched while one ran can resolve after its end event
-  // (a tiny benchmark ends in milliseconds), and must not bring it back to the list.
-  const ended = new Set();
+  // Tasks seen to end, with their final state (undefined: it left the running list, state
+  // unknown). A status fetched while one ran, or the answer to its submission, can come
+  // after its end event (a tiny benchmark ends in milliseconds): it must not bring the
+  // task back to the list, nor leave the form's notice at "running".
+  const ended = new Map();
   const track = (task) => {
     if (!ACTIVE.has(task.state) || ended.has(task.id)) return;
     let entry = active.get(task.id);
@@ -385,8 +389,13 @@ export async function mount(main, ctx) {
     entry.text.textContent = `${entry.task.state} · ${p.done ?? 0}/${total || "?"} tests` +
       `${p.current ? ` · ${p.current}` : ""}${p.step ? ` (${p.step})` : ""}`;
   };
-  const finish = (taskId) => {
-    ended.add(taskId);
+  const paintResult = (taskId, state) => {
+    if (result.dataset.task !== taskId) return;
+    result.textContent = `Task ${taskId} ${state}.`;
+    result.className = state === "completed" ? "notice ok" : "notice error";
+  };
+  const finish = (taskId, state) => {
+    if (!ended.get(taskId)) ended.set(taskId, state);
     const entry = active.get(taskId);
     if (entry) {
       entry.li.remove();
@@ -412,11 +421,8 @@ export async function mount(main, ctx) {
         if (entry) { entry.task.state = d.state; paintProgress(entry); }
         else get("api/v1/benchmark/status", { task_id: d.task_id }).then(track).catch(() => {});
       } else {
-        finish(d.task_id);
-        if (result.dataset.task === d.task_id) {
-          result.textContent = `Task ${d.task_id} ${d.state}.`;
-          result.className = d.state === "completed" ? "notice ok" : "notice error";
-        }
+        finish(d.task_id, d.state);
+        paintResult(d.task_id, d.state);
       }
       refreshSoon();
     }
