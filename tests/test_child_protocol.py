@@ -93,17 +93,35 @@ def _loading(stages: list[str], current: str, value: float) -> bytes:
     )
 
 
-def test_the_weights_are_loaded_at_the_last_stages_full_progress() -> None:
+def test_the_loads_progress_runs_over_its_stages_and_the_first_line_says_it_listens() -> None:
     line = ReadyLine()
-    assert not line.feed(_loading(["text_model", "mmproj_model"], "text_model", 0.0))
-    assert not line.feed(_loading(["text_model", "mmproj_model"], "text_model", 1.0))
+    stages = ["text_model", "mmproj_model"]
+    assert not line.listening
+    assert not line.feed(LOG)
+    assert not line.listening
+    assert not line.feed(_loading(stages, "text_model", 0.0))
+    assert line.listening  # the HTTP server starts before the load
+    assert line.progress == 0.0
+    assert not line.feed(_loading(stages, "text_model", 1.0))
+    assert line.progress == 0.5
     assert not line.loaded  # the projector is still to come
-    assert not line.feed(LOG + _loading(["text_model", "mmproj_model"], "mmproj_model", 0.5))
+    assert not line.feed(LOG + _loading(stages, "mmproj_model", 0.5))
+    assert line.progress == 0.75
     assert not line.loaded
-    assert not line.feed(_loading(["text_model", "mmproj_model"], "mmproj_model", 1.0))
+    assert not line.feed(_loading(stages, "mmproj_model", 1.0))
     assert line.loaded
+    assert line.progress == 1.0
     assert not line.seen
     assert line.feed(READY)
+    assert line.listening
+
+
+def test_a_value_out_of_range_is_clamped_to_its_stage() -> None:
+    line = ReadyLine()
+    line.feed(_loading(["a", "b"], "a", 7.0))
+    assert line.progress == 0.5
+    line.feed(_loading(["a", "b"], "b", -1.0))
+    assert line.progress == 0.5
 
 
 def test_malformed_loading_lines_say_nothing() -> None:
@@ -113,9 +131,16 @@ def test_malformed_loading_lines_say_nothing() -> None:
                 b'cmd_child_to_router:state:{"state":"loading","payload":{"stages":[],'
                 b'"current":"text_model","value":1.0}}\n',
                 b'cmd_child_to_router:state:{"state":"loading","payload":{"stages":["a"],'
-                b'"current":"a","value":"1"}}\n', LOADING):  # fmt: skip
+                b'"current":"a","value":"1"}}\n',
+                b'cmd_child_to_router:state:{"state":"loading","payload":{"stages":["a"],'
+                b'"current":"b","value":1.0}}\n',
+                b'cmd_child_to_router:state:{"state":"loading","payload":{"stages":["a"],'
+                b'"current":"a","value":true}}\n',
+                b'cmd_child_to_router:state:{"state":"loading","payload":{"stages":["a"],'
+                b'"current":"a","value":NaN}}\n', LOADING):  # fmt: skip
         assert not line.feed(bad)
-    assert not line.loaded
+    assert line.progress is None
+    assert not line.listening
 
 
 def test_a_ready_line_in_the_same_chunk_as_the_loaded_one_is_ready() -> None:

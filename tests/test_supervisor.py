@@ -31,8 +31,10 @@ from typing import Any, TypeVar
 
 import psutil
 import pytest
+from rich.console import Console
 
 from llamaswitch import AsyncLlamaSwitch, LlamaSwitch, ServerConfig, Settings
+from llamaswitch._cli._servers import status_table
 from llamaswitch._errors import (
     ConfigValidationError,
     ModelNotFoundError,
@@ -1245,9 +1247,13 @@ if mode == "router-child":
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     time.sleep(0.2)
     print('cmd_child_to_router:state:{{"state":"loading","payload":{{}}}}', flush=True)
-    print('cmd_child_to_router:state:{{"state":"loading","payload":{{"stages":["text_model"],'
-          '"current":"text_model","value":1.0}}}}', flush=True)
-    time.sleep(0.2)
+    gate = os.environ.get("GGML_FAKE_GATE")  # a file that lets the load go on
+    for value in (0.0, 0.4, 1.0):
+        print('cmd_child_to_router:state:{{"state":"loading","payload":{{"stages":'
+              '["text_model"],"current":"text_model","value":%s}}}}' % value, flush=True)
+        while gate and value == 0.4 and not os.path.exists(gate):
+            time.sleep(0.05)
+        time.sleep(0.1)
     print('0.00.010.099 cmd_child_to_router:state:{{"state":"ready","payload":{{}}}}', flush=True)
     for line in sys.stdin:
         if line.strip() == "cmd_router_to_child:exit":
@@ -1338,34 +1344,71 @@ def test_a_build_with_router_mode_is_ready_on_its_ready_line_and_told_to_exit(
     run(scenario())
 
 
-def test_the_hooks_hear_of_loaded_weights_before_ready_once_and_until_removed(
+def test_the_hooks_hear_of_a_listening_server_as_its_load_begins_once_and_until_removed(
     tmp_path: Path, models_dir: Path
 ) -> None:
-    # ServerSupervisor.when_loaded: the last loading line (the weights in) calls each
-    # hook with the server's URL while it is still starting; a hook that fails is
-    # logged, and neither the start nor the other hooks suffer.
+    # ServerSupervisor.when_listening: the first loading line (its HTTP server listens by
+    # then) calls each hook with the server's URL while it is still starting, at the
+    # load's start; a hook that fails is logged, and neither the start nor the other
+    # hooks suffer.
     settings, port, child = router_child(tmp_path, models_dir, "current-server.txt")
-    heard: list[tuple[str, ServerState]] = []
+    heard: list[tuple[str, ServerState, float | None]] = []
 
     async def scenario() -> None:
         async with AsyncLlamaSwitch(settings) as ls:
 
             def hook(url: str) -> None:
                 (status,) = ls.supervisor.snapshot()
-                heard.append((url, status.state))
+                heard.append((url, status.state, status.load_progress))
 
             def broken(url: str) -> None:
                 raise RuntimeError("a hook's own fault")
 
-            ls.supervisor.when_loaded(broken)
-            remove = ls.supervisor.when_loaded(hook)
+            ls.supervisor.when_listening(broken)
+            remove = ls.supervisor.when_listening(hook)
             status = await ls.switch("tiny.gguf", child)
             assert status.state is ServerState.READY
-            assert heard == [(f"http://127.0.0.1:{port}", ServerState.STARTING)]
+            assert status.load_progress is None  # ready: the state says it all
+            assert heard == [(f"http://127.0.0.1:{port}", ServerState.STARTING, 0.0)]
             remove()
             await ls.stop(port=port)
             await ls.switch("tiny.gguf", child)
             assert len(heard) == 1  # removed: not called again
+
+    run(scenario())
+
+
+def test_a_starting_servers_status_and_the_gateways_list_say_how_far_its_load_came(
+    tmp_path: Path, models_dir: Path
+) -> None:
+    # The fake loads to 40 % and waits there for its gate: the server's status, the
+    # gateway's model list and the CLI's table show it meanwhile; once ready, none does.
+    gate = tmp_path / "gate"
+    settings, _port, _child = router_child(tmp_path, models_dir, "current-server.txt")
+    (models_dir / "llamaswitch.toml").write_text(
+        f'[defaults]\nenv = {{ GGML_FAKE_MODE = "router-child", GGML_FAKE_GATE = "{gate}" }}\n'
+    )
+
+    async def scenario() -> None:
+        async with AsyncLlamaSwitch(settings) as ls:
+            loading = asyncio.create_task(ls.ensure("tiny"))
+            deadline = time.monotonic() + 10
+            seen: list[float | None] = []
+            while 0.4 not in seen:
+                assert time.monotonic() < deadline, seen
+                seen = [s.load_progress for s in ls.supervisor.snapshot()]
+                await asyncio.sleep(0.02)
+            (view,) = [v for v in await ls.gateway_models() if v.id == "tiny"]
+            assert (view.state, view.load_progress) == ("loading", 0.4)
+            shown = Console(width=200, record=True, color_system=None)
+            shown.print(status_table(ls.supervisor.snapshot()))  # llamaswitch status
+            assert "starting 40%" in shown.export_text()
+            gate.touch()
+            status = await asyncio.wait_for(loading, 10)
+            assert status.state is ServerState.READY
+            assert status.load_progress is None
+            (view,) = [v for v in await ls.gateway_models() if v.id == "tiny"]
+            assert (view.state, view.load_progress) == ("ready", None)
 
     run(scenario())
 

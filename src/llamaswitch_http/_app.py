@@ -140,7 +140,7 @@ async def _core_lifecycle(app: web.Application) -> AsyncIterator[None]:
         async with gw.upstream_session() as session:
             app[UPSTREAM] = session
             preconnect = gw.Preconnect(session)
-            unhook = core.supervisor.when_loaded(preconnect)
+            unhook = core.supervisor.when_listening(preconnect)
             try:
                 yield
             finally:

@@ -145,14 +145,18 @@ async def _answered(
 
 
 class Preconnect:
-    """Opens a pooled connection to a model server whose weights are loaded, before it
-    is ready (see ``ServerSupervisor.when_loaded``): the requests that wait for the load
+    """Opens a pooled connection to a model server as its load begins, before it is
+    ready (see ``ServerSupervisor.when_listening``): the requests that wait for the load
     then send at once, without a connection of their own to set up (0.3-0.5 ms of the
-    cold figure of bench/bench_gateway.py). The connection is opened by an ``OPTIONS
-    /health``: llama-server answers a CORS preflight 200 while it loads, and keeps the
-    connection (any other request gets a 503 that closes it). A server ready seconds
-    later may have closed it (llama-server keeps an idle connection 5 s): the request
-    then takes a fresh one, as with any connection found closed."""
+    cold figure of bench/bench_gateway.py). Opened at the load's start, not at its end:
+    the child then loads its weights on one thread, and this request's work on both
+    sides takes the other core, where at the end it would compete with the child's
+    warm-up run on every core (0.6 ms of the median in 120 interleaved cold loads). The
+    connection is opened by an ``OPTIONS /health``: llama-server answers a CORS
+    preflight 200 while it loads, and keeps the connection (any other request gets a
+    503 that closes it). A server ready more than 5 s later has closed it (llama-server
+    keeps an idle connection 5 s): the request then takes a fresh one, as with any
+    connection found closed."""
 
     def __init__(self, session: aiohttp.ClientSession) -> None:
         self._session = session

@@ -369,12 +369,13 @@ def test_a_cpu_server_runs_under_sched_batch_while_two_streams_run_and_not_alone
     run(scenario())
 
 
-def test_the_connection_opened_while_the_weights_load_carries_the_first_request(
+def test_the_connection_opened_as_the_load_begins_carries_the_first_request(
     llama_build: LlamaBuild, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A binary with the child protocol says when its weights are in: the gateway opens
-    # its connection then (an OPTIONS, which llama-server answers 200 while it loads and
-    # keeps alive), and the request that waited for ready goes out on it. The legacy
+    # A binary with the child protocol says when its load begins (its HTTP server
+    # listens by then): the gateway opens its connection then (an OPTIONS, which
+    # llama-server answers 200 while it loads and keeps alive), and the request that
+    # waited for ready goes out on it. The legacy
     # build says nothing: its first request opens its own connection.
     import llamaswitch_http._gateway as gateway_module
 

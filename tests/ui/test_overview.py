@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
+from playwright.sync_api import Route, expect
+
 from tests.ui.conftest import Ui
 
 
@@ -83,3 +87,36 @@ def test_a_model_the_gateway_loads_appears_without_a_reload(ui: Ui) -> None:
     ).wait_for()
     assert page.locator("#memory-note").inner_text().startswith("1 model loaded")
     assert page.evaluate("window.__sameDocument") is True
+
+
+def test_a_starting_servers_load_progress_shows_beside_its_state_on_both_pages(ui: Ui) -> None:
+    # A tiny model loads in milliseconds: the route shows the real server's status as a
+    # long load would, starting at 45 %, then as it is (ready, no share).
+    status = ui.service.data(
+        "POST",
+        "/api/v1/model/start?wait=true",
+        {"model_path": "tiny.gguf", "config": {"ctx_size": 256}},
+    )
+    loading = {"on": True}
+
+    def as_loading(route: Route) -> None:
+        response = route.fetch()
+        body = json.loads(response.text())
+        if loading["on"]:
+            for server in body["data"]:
+                server.update(state="starting", load_progress=0.45)
+        route.fulfill(response=response, body=json.dumps(body))
+
+    for name in ("overview", "models"):
+        loading["on"] = True
+        page = ui.open(name)
+        page.route("**/api/v1/model/status*", as_loading)
+        page.reload()
+        where = (f"#servers-table tr[data-port='{status['port']}']" if name == "overview"
+                 else "#models-table tr[data-model='tiny.gguf']")  # fmt: skip
+        row = page.locator(where)
+        row.locator(".state[data-state='starting']").wait_for(timeout=10_000)
+        expect(row.locator(".load-progress")).to_have_text("45 %")
+        loading["on"] = False  # the next poll (0.5 s while one starts) shows it ready
+        row.locator(".state[data-state='ready']").wait_for(timeout=10_000)
+        expect(row.locator(".load-progress")).to_have_count(0)

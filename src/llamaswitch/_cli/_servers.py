@@ -435,7 +435,7 @@ def status_table(servers: list[ServerStatus]) -> Table:
         table.add_row(
             text(server.port),
             escape(server.model_name),
-            _state_cell(server.state),
+            _state_cell(server.state, server.load_progress),
             text(server.process_id),
             escape(server.url),
             f"{vram:.0f}" if vram is not None else "",
@@ -450,9 +450,11 @@ _STATE_STYLE = {"ready": "green", "starting": "yellow", "stopping": "yellow",
                 "crashed": "bold red"}  # fmt: skip
 
 
-def _state_cell(state: ServerState) -> str:
+def _state_cell(state: ServerState, progress: float | None = None) -> str:
     style = _STATE_STYLE.get(str(state))
-    return f"[{style}]{escape(str(state))}[/]" if style else escape(str(state))
+    cell = f"[{style}]{escape(str(state))}[/]" if style else escape(str(state))
+    # A long load says how far it came (the current build, every 200 ms).
+    return cell if progress is None else f"{cell} {progress:.0%}"
 
 
 def _run_logs(args: argparse.Namespace) -> int:

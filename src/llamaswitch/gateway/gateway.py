@@ -127,6 +127,8 @@ class ModelView:
     #: In a cluster: the host that serves it (or would), and every host that has it.
     host: str | None = None
     hosts: tuple[str, ...] = ()
+    #: While ``loading``: its server's ``load_progress`` (0.0-1.0), when it says.
+    load_progress: float | None = None
 
 
 @attrs.frozen
@@ -314,11 +316,16 @@ class ModelGateway:
         with contextlib.suppress(PresetsError):
             await self._rebuild()
         views = []
+        # A load's server is known by its file until it is ready (see _residents).
+        progress = {status.model_path: status.load_progress
+                    for status in self._supervisor.snapshot()
+                    if status.state is ServerState.STARTING}  # fmt: skip
         for model in self._book.models:
             m = self._state(model.id)
             self._check_serving(m, model)
             if m.estimated is None or m.config != model.config:
                 await self._need(m, model)
+            loading = m.state is ModelState.LOADING
             views.append(ModelView(
                 id=model.id, aliases=model.aliases, file=model.info.relative_path,
                 state=m.state, port=m.port if m.state is ModelState.READY else None,
@@ -327,6 +334,7 @@ class ModelGateway:
                 pinned=model.pinned, ttl_s=self._ttl(model), preset=model.preset,
                 last_used=m.last_used_at, error=str(m.error) if m.error else None,
                 owned=m.owned,
+                load_progress=progress.get(str(model.info.path)) if loading else None,
             ))  # fmt: skip
         return views
 

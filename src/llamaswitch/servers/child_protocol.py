@@ -23,6 +23,7 @@ slower timer, for a build that says nothing.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from typing import Final, Literal
 
@@ -64,17 +65,28 @@ class ReadyLine:
     """Finds the ready state line in a child's output, chunk by chunk (a line may be
     split across two chunks, and a log line without its newline yet may come first).
 
-    It also notes the loading line that ends the last stage of the weights (``{"state":
-    "loading", "payload": {"stages": [...], "current": <the last>, "value": 1.0}}``):
-    the child's HTTP server listens by then (it starts before the load), and what is
-    left is its context, milliseconds to seconds before ready."""
+    It also follows the loading lines (``{"state": "loading", "payload": {"stages":
+    [...], "current": <a stage>, "value": 0.0-1.0}}``, the first and last of each stage
+    and one every 200 ms between): the first says the child's HTTP server listens (it
+    starts before the load), and each says how far the load has come."""
 
     def __init__(self) -> None:
         self._partial = b""
         #: Whether the ready line has been seen.
         self.seen = False
-        #: Whether the weights are loaded (the last stage's loading line at 1.0).
-        self.loaded = False
+        #: The share of the load done, over all its stages (0.0-1.0), as the last
+        #: loading line said; None before the first.
+        self.progress: float | None = None
+
+    @property
+    def listening(self) -> bool:
+        """Whether the child's HTTP server listens: a loading line came (or ready)."""
+        return self.progress is not None or self.seen
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the weights are loaded: the last stage's loading line at 1.0."""
+        return self.progress is not None and self.progress >= 1.0
 
     def feed(self, chunk: bytes) -> bool:
         """Scan one chunk; True when it completed the ready line."""
@@ -92,8 +104,8 @@ class ReadyLine:
                 self.seen = True
                 self._partial = b""
                 return True
-            if state == "loaded":
-                self.loaded = True
+            if state is not None:
+                self.progress = state
         return False
 
 
@@ -103,8 +115,9 @@ def ready_line_for(capabilities: Capabilities, env: Mapping[str, str]) -> ReadyL
     return ReadyLine() if ROUTER_PORT_ENV in env and speaks(capabilities) else None
 
 
-def _state_of(line: bytes) -> Literal["ready", "loaded"] | None:
-    """What a line of output says: ready, the weights loaded, or nothing of that."""
+def _state_of(line: bytes) -> Literal["ready"] | float | None:
+    """What a line of output says: ready, the load's share done (a loading line), or
+    nothing of that."""
     at = line.find(_PREFIX)
     if at < 0:
         return None
@@ -124,7 +137,11 @@ def _state_of(line: bytes) -> Literal["ready", "loaded"] | None:
     payload = state.get("payload")
     if state.get("state") != "loading" or not isinstance(payload, dict):
         return None
-    stages, value = payload.get("stages"), payload.get("value")
-    last = stages[-1] if isinstance(stages, list) and stages else None
-    done = isinstance(value, int | float) and value >= 1
-    return "loaded" if done and last is not None and payload.get("current") == last else None
+    stages, current, value = payload.get("stages"), payload.get("current"), payload.get("value")
+    if (not isinstance(stages, list) or current not in stages
+            or not isinstance(value, int | float) or isinstance(value, bool)
+            or not math.isfinite(value)):  # fmt: skip
+        return None
+    # Stages load one after another (text model, draft, projector): each is a like share.
+    share = (stages.index(current) + min(max(float(value), 0.0), 1.0)) / len(stages)
+    return round(share, 4)

@@ -103,3 +103,7 @@ class ServerStatus:
     #: The cluster host it runs on (its name in ``/api/v1/hosts``; routes take it as
     #: ``host``); None on a single machine. ``host`` above is the address it listens on.
     host_name: str | None = None
+    #: The share of its load done (0.0-1.0) while it is ``starting``, as a build with
+    #: the child protocol says (the current one; every 200 ms of a long load); None
+    #: otherwise, and for a build that does not say.
+    load_progress: float | None = None

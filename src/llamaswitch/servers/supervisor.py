@@ -269,8 +269,8 @@ class _Server:
     #: Called when the ready line is read: the start completes in that callback, with
     #: no task switch between the line and the requests that wait for it.
     on_ready: Callable[[], None] | None = None
-    #: Called once when the output says the weights are loaded (see ReadyLine).
-    on_loaded: Callable[[], None] | None = None
+    #: Called once when the output says the HTTP server listens (see ReadyLine).
+    on_listening: Callable[[], None] | None = None
     sample: Sample | None = None
     sampled_at: float = 0.0
     restart_task: asyncio.Task[None] | None = None
@@ -301,8 +301,8 @@ class _Server:
                 if self.on_ready is not None:
                     self.on_ready()
                 self.wake.set()
-            elif self.ready_line.loaded and self.on_loaded is not None:
-                told, self.on_loaded = self.on_loaded, None
+            elif self.ready_line.listening and self.on_listening is not None:
+                told, self.on_listening = self.on_listening, None
                 told()
         elif any(word in chunk for word in _READY_HINTS):
             self.wake.set()
@@ -352,7 +352,7 @@ class ServerSupervisor:
         self._servers: dict[int, _Server] = {}
         self._locks: dict[int, asyncio.Lock] = {}
         self._good_loopback: set[str] = set()
-        self._loaded_hooks: list[Callable[[str], None]] = []
+        self._listening_hooks: list[Callable[[str], None]] = []
         self._idle = asyncio.Event()
         self._idle.set()
         self._tickets = TicketBook(on_idle=self._idle.set, on_busy=self._idle.clear)
@@ -885,7 +885,7 @@ class ServerSupervisor:
         # the status and an event, so the future's exception counts as seen.
         server.attempt.add_done_callback(_consume)
         server.on_ready = functools.partial(self._became_ready, server, proc)
-        server.on_loaded = functools.partial(self._weights_loaded, server, proc)
+        server.on_listening = functools.partial(self._listening, server, proc)
         self._set_state(server, ServerState.STARTING)
         self._record(proc.pid, port=server.port, argv=server.argv)
         self._tasks.start(self._readiness(server, proc))
@@ -1020,29 +1020,29 @@ class ServerSupervisor:
             if line is None:
                 delay = _POLL_FIRST_S if woken else min(delay * _POLL_GROWTH, _POLL_MAX_S)
 
-    def when_loaded(self, hook: Callable[[str], None]) -> Callable[[], None]:
-        """Call ``hook(url)`` on the loop when a starting server's weights are loaded,
-        shortly before it is ready (binaries with the child protocol only). By then its
-        HTTP server listens: a client opens its connection, and the requests waiting for
-        ready find it open (the HTTP adapter does; bench/bench_gateway.py's cold
-        figure). Returns the function that removes the hook."""
-        self._loaded_hooks.append(hook)
+    def when_listening(self, hook: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``hook(url)`` on the loop when a starting server's HTTP server listens,
+        as its load begins (binaries with the child protocol only: their first loading
+        line). A client opens its connection then, and the requests waiting for ready
+        find it open (the HTTP adapter does; bench/bench_gateway.py's cold figure).
+        Returns the function that removes the hook."""
+        self._listening_hooks.append(hook)
 
         def remove() -> None:
             with contextlib.suppress(ValueError):
-                self._loaded_hooks.remove(hook)
+                self._listening_hooks.remove(hook)
 
         return remove
 
-    def _weights_loaded(self, server: _Server, proc: ChildProcess) -> None:
+    def _listening(self, server: _Server, proc: ChildProcess) -> None:
         if server.process is not proc or server.state is not ServerState.STARTING:
             return
         url = url_of(server.host, server.port)
-        for hook in list(self._loaded_hooks):
+        for hook in list(self._listening_hooks):
             try:
                 hook(url)
             except Exception:  # a hook's fault must not break the output's reading
-                logger.exception("a hook for loaded weights failed (%s)", url)
+                logger.exception("a hook for a listening server failed (%s)", url)
 
     def _became_ready(self, server: _Server, proc: ChildProcess) -> None:
         """The start of ``proc`` is done: its state is READY and its waiters are woken.
@@ -1333,6 +1333,7 @@ class ServerSupervisor:
             argv=tuple(server.argv),
             binary_version=server.binary.version,
             vram_per_gpu_mib=sample.vram_per_gpu_mib if sample else None,
+            load_progress=_load_progress(server),
             restarts=server.restarts,
             log_tail=tuple(server.output.tail(_LOG_TAIL_LINES)) if failed else (),
         )
@@ -1414,6 +1415,13 @@ class ServerSupervisor:
             self.registry_error = f"{type(exc).__name__}: {exc}"
             logger.warning("cannot update the child registry %s: %s",
                            self._registry.path, self.registry_error)  # fmt: skip
+
+
+def _load_progress(server: _Server) -> float | None:
+    """A starting server's share of its load done, as its ready line read it."""
+    if server.ready_line is None or server.state is not ServerState.STARTING:
+        return None
+    return server.ready_line.progress
 
 
 def _utc(timestamp: float | None) -> datetime | None:

@@ -67,6 +67,13 @@ export function stateBadge(state) {
   return h("span", { class: "state", dataset: { state: value }, text: state || "—" });
 }
 
+/** " 45 %" beside a loading model's state (`load_progress`, 0-1), or null without one. */
+export function progressText(progress) {
+  if (typeof progress !== "number" || !Number.isFinite(progress)) return null;
+  const percent = Math.round(Math.min(Math.max(progress, 0), 1) * 100);
+  return h("span", { class: "load-progress muted", title: "share of the load done", text: ` ${percent} %` });
+}
+
 // -- time: every time field is an ISO 8601 text (older answers: epoch seconds) -------------
 
 /** A Date from an ISO 8601 text or epoch seconds; null when absent or unreadable. */

@@ -4,8 +4,10 @@
 //   models    GET /v1/models                       OpenAI list, not enveloped:
 //             {"object": "list", "data": [{"id", "aliases", "file", "state", "port",
 //              "estimated", "measured", "estimated_mib", "measured_mib", "in_flight",
-//              "queued", "slots", "pinned", "ttl_s", "preset", "last_used", "error"}]}
-//             state: unloaded | loading | ready | unloading | failed
+//              "queued", "slots", "pinned", "ttl_s", "preset", "last_used", "error",
+//              "load_progress"}]}
+//             state: unloaded | loading | ready | unloading | failed; load_progress:
+//             0-1 while loading (a build that says), else null
 //   requests  GET /api/v1/gateway/requests?limit=N enveloped list, newest first:
 //             [{"id", "model", "route", "state", "status", "queue_wait_s", "load_wait_s",
 //               "ttft_s", "tokens", "tokens_per_s", "started_at", "finished_at",

@@ -1,12 +1,14 @@
 // The model servers' statuses (GET /api/v1/model/status), shared by the pages that show
 // them. A server event refreshes them at once (the event itself is applied first, so the
 // state shows without waiting for the round trip); a slow poll keeps RSS, VRAM and CPU
-// figures current, which no event carries.
+// figures current, which no event carries, and a faster one a starting server's
+// load_progress.
 
 import { get } from "./api.js";
 import { feed } from "./events.js";
 
 const POLL_MS = 2000;
+const STARTING_POLL_MS = 500;
 
 class ServerStore {
   constructor() {
@@ -37,9 +39,14 @@ class ServerStore {
       feed.on("gateway.*", () => this.refresh().catch(() => {})),
       feed.on("reconnected", () => this.refresh().catch(() => {})),
     ];
+    // Faster while a server starts: its load_progress moves (every 200 ms of a long load).
+    let ticks = 0;
     this.timer = setInterval(() => {
+      ticks += 1;
+      const starting = this.list.some((s) => s.state === "starting");
+      if (!starting && ticks % (POLL_MS / STARTING_POLL_MS) !== 0) return;
       if (document.visibilityState === "visible") this.refresh().catch(() => {});
-    }, POLL_MS);
+    }, STARTING_POLL_MS);
   }
 
   stopFollowing() {

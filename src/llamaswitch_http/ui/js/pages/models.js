@@ -6,7 +6,7 @@
 // (the gateway's dry run); and the presets in effect, with a reload.
 
 import { ApiError, errorsByField, get, getCapabilities, post } from "../api.js";
-import { bytes, card, clear, count, debounce, h, keyValues, mib, stateBadge } from "../dom.js";
+import { bytes, card, clear, count, debounce, h, keyValues, mib, progressText, stateBadge } from "../dom.js";
 import * as gateway from "../gateway.js";
 import { FieldProblem, schemaForm } from "../schema_form.js";
 import { servers } from "../servers.js";
@@ -184,10 +184,15 @@ export async function mount(main, ctx) {
     const gatewayState = fact && fact.state !== "unloaded" ? fact.state : null;
     m._state = serverState || gatewayState;
     const ports = active.map((s) => s.port);
-    put(row, "state", `${serverState}|${gatewayState}|${ports}|${fact?.error ?? ""}`, (cell) => {
+    // How far a load has come: its server's, else the gateway's (a cluster host's load).
+    const progress = serverState === "starting" ? active[0].load_progress
+      : gatewayState === "loading" ? fact.load_progress : null;
+    put(row, "state", `${serverState}|${gatewayState}|${ports}|${fact?.error ?? ""}|${progress}`, (cell) => {
       clear(cell);
       if (serverState) cell.append(stateBadge(serverState), ` :${ports.join(", :")}`);
       else if (gatewayState) cell.append(stateBadge(gatewayState));
+      const shown = progressText(progress);
+      if (shown) cell.append(shown);
       else cell.append(h("span", { class: "muted", text: "—" }));
       if (!serverState && fact?.error) cell.append(h("div", { class: "field-error", text: fact.error }));
     });

@@ -2,7 +2,7 @@
 // poll), memory per GPU and for RAM, the gateway's queue, and the latest events.
 
 import { ApiError, get, post } from "../api.js";
-import { card, clear, duration, h, mib, parseTime, stateBadge, timeEl } from "../dom.js";
+import { card, clear, duration, h, mib, parseTime, progressText, stateBadge, timeEl } from "../dom.js";
 import { plan, recentRequests } from "../gateway.js";
 import { serverKey, serverQuery, servers } from "../servers.js";
 
@@ -87,7 +87,7 @@ export async function mount(main, ctx) {
           // A cluster head's servers say which host they run on (docs/cluster.md).
           s.host_name ? h("div", { class: "muted host", text: `host ${s.host_name}` }) : null,
           s.error ? h("div", { class: "field-error", text: s.error }) : null),
-        h("td", {}, stateBadge(s.state)),
+        h("td", {}, stateBadge(s.state), s.state === "starting" ? progressText(s.load_progress) : null),
         h("td", { class: "num", text: String(s.port) }),
         h("td", { class: "num", dataset: { pid: "" }, text: s.process_id ?? "—" }),
         uptime,
