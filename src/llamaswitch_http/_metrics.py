@@ -11,6 +11,7 @@ two apps in one process (tests, embedding) never mix figures.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
@@ -77,6 +78,11 @@ class Metrics:
         )  # fmt: skip
         for state in TASK_STATES:
             self.tasks.labels(state).set(0)
+        Gauge(
+            "llamaswitch_gc_frozen_objects",
+            "Objects of the service's start-up that garbage collections skip (gc.freeze).",
+            registry=r,
+        ).set_function(gc.get_freeze_count)
         self._unfinished: dict[str, str] = {}
         self.gateway_requests = Counter(
             "llamaswitch_gateway_requests",
