@@ -119,13 +119,14 @@ async def _reload_presets(app: web.Application) -> None:
 
 
 def freeze_start_up() -> None:
-    """Leave the objects of start-up (modules, the app, the catalog: some 50,000, all as
+    """Leave the objects of start-up (modules, the app, the catalog: some 60,000, all as
     long-lived as the service) out of every later garbage collection.
 
     A full collection walks every tracked object, and stops the loop while it does: all
-    streams in flight stall with it. Measured here under a load of warm requests, each
-    took 30-50 ms, about every 20 s; with the start-up frozen, 3-6 ms. Nothing frozen is
-    collected again, so this comes once, when start-up is over (gc.freeze)."""
+    streams in flight stall with it. Measured here under a load of warm requests (60 s):
+    one every 21 s, of 41-53 ms; with the start-up frozen (63,000 objects), one every
+    8 s, of 1.5-2.4 ms: a tenth of the time stopped, in pauses a twentieth as long.
+    Nothing frozen is collected again, so this comes once, when start-up is over."""
     gc.freeze()
 
 

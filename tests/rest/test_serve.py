@@ -392,7 +392,7 @@ def test_serve_freezes_its_start_up_objects_once_it_listens(
     models_dir: Path, tmp_path: Path
 ) -> None:
     # llamaswitch_http._serve.freeze_start_up: garbage collections skip what start-up
-    # made (a full one took 30-50 ms of the loop's time without), as /metrics says.
+    # made (a full one took 40-50 ms of the loop's time without), as /metrics says.
     port = free_port()
     env = {"MODELS_DIR": str(models_dir), "LLAMASWITCH_STATE_DIR": str(tmp_path / "state"),
            "SERVER_PORT": str(port)}  # fmt: skip
