@@ -779,6 +779,38 @@ def test_on_failure_restart_brings_a_killed_server_back(settings: Settings) -> N
     run(scenario())
 
 
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="SCHED_BATCH is Linux's")
+def test_a_restart_under_dynamic_scheduling_starts_as_the_requests_in_flight_want(
+    settings: Settings,
+) -> None:
+    # Two requests in flight put a CPU server under SCHED_BATCH. Killed and restarted
+    # while they still count, its new process starts under SCHED_BATCH too (nothing
+    # would switch it before their count changes), and goes back when one is left.
+    port = free_port()
+
+    async def scenario() -> None:
+        async with AsyncLlamaSwitch(settings) as ls:
+            first = await ls.switch("tiny.gguf", config(port, restart="on-failure"))
+            assert first.process_id is not None
+            ls.supervisor.in_flight(port, 2)
+            assert thread_policies(first.process_id) == {os.SCHED_BATCH}
+            os.kill(first.process_id, signal.SIGKILL)
+
+            async def back() -> bool:
+                status = await ls.status(port=port)
+                return status.state is ServerState.READY and status.restarts == 1
+
+            await async_wait_until(back, 20)
+            again = await ls.status(port=port)
+            assert again.process_id is not None
+            assert again.process_id != first.process_id
+            assert thread_policies(again.process_id) == {os.SCHED_BATCH}
+            ls.supervisor.in_flight(port, 1)
+            assert thread_policies(again.process_id) == {os.SCHED_OTHER}
+
+    run(scenario())
+
+
 def test_restart_max_of_a_server_caps_its_restarts(settings: Settings) -> None:
     port = free_port()
 

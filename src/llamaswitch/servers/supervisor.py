@@ -279,6 +279,8 @@ class _Server:
     #: How it is scheduled (see _cpu_policy), and whether it is under SCHED_BATCH now.
     cpu_policy: CpuPolicy = "normal"
     batched: bool = False
+    #: The gateway requests running on it, as last heard (:meth:`ServerSupervisor.in_flight`).
+    in_flight: int = 0
     liveness_task: asyncio.Task[None] | None = None
     #: The stop of ``process`` (SIGTERM, grace, SIGKILL, reap), kept so that a stop whose
     #: caller was cancelled is finished, not forgotten, by the next one.
@@ -844,11 +846,15 @@ class ServerSupervisor:
             return (f"=== llamaswitch {began.isoformat(timespec='seconds')}: starting "
                     f"{shlex.join(server.argv)} (CPU scheduling {server.cpu_policy})")  # fmt: skip
 
+        # A restart under dynamic scheduling starts as the requests in flight want it:
+        # nothing else would switch it until their count changes.
+        batch = server.cpu_policy == "batch" or (server.cpu_policy == "dynamic"
+                                                 and server.in_flight > 1)  # fmt: skip
         try:
             server.ready_line = ready_line_for(server.binary.capabilities, server.env)
             proc = await ChildProcess.spawn(
                 server.argv, output=server.output, env=server.env, on_output=server.hint,
-                batch=server.cpu_policy == "batch",
+                batch=batch,
                 # A router's child prints its ready line on stdout, its log on stderr.
                 logs_apart=server.ready_line is not None,
             )  # fmt: skip
@@ -873,7 +879,7 @@ class ServerSupervisor:
         # milliseconds, so the note still comes first.
         server.output.note(starting())
         server.process = proc
-        server.batched = server.cpu_policy == "batch"
+        server.batched = batch
         server.ps_process = None
         server.sample = None
         server.ready_after_s = server.ready_since = None
@@ -920,7 +926,10 @@ class ServerSupervisor:
         CPU scheduling is dynamic (see :func:`_cpu_policy`) moves to SCHED_BATCH when a
         second one starts, and back when one is left (a system call per thread)."""
         server = self._servers.get(port)
-        if server is None or server.cpu_policy != "dynamic" or server.process is None:
+        if server is None:
+            return
+        server.in_flight = count
+        if server.cpu_policy != "dynamic" or server.process is None:
             return
         busy = count > 1
         if busy != server.batched:
