@@ -758,22 +758,28 @@ def test_killed_child_is_crashed_within_a_second(settings: Settings) -> None:
     run(scenario())
 
 
+async def killed_and_restarted(ls: AsyncLlamaSwitch, first: ServerStatus) -> ServerStatus:
+    """SIGKILL ``first``'s process; the status once the restart policy brought it back."""
+    assert first.process_id is not None
+    os.kill(first.process_id, signal.SIGKILL)
+
+    async def back() -> bool:
+        status = await ls.status(port=first.port)
+        return status.state is ServerState.READY and status.restarts == 1
+
+    await async_wait_until(back, 20)
+    again = await ls.status(port=first.port)
+    assert again.process_id != first.process_id
+    return again
+
+
 def test_on_failure_restart_brings_a_killed_server_back(settings: Settings) -> None:
     port = free_port()
 
     async def scenario() -> None:
         async with AsyncLlamaSwitch(settings) as ls:
             first = await ls.switch("tiny.gguf", config(port, restart="on-failure"))
-            assert first.process_id is not None
-            os.kill(first.process_id, signal.SIGKILL)
-
-            async def back() -> bool:
-                status = await ls.status(port=port)
-                return status.state is ServerState.READY and status.restarts == 1
-
-            await async_wait_until(back, 20)
-            again = await ls.status(port=port)
-            assert again.process_id != first.process_id
+            again = await killed_and_restarted(ls, first)
             assert [p.pid for p in llama_servers_on(port)] == [again.process_id]
 
     run(scenario())
@@ -794,16 +800,8 @@ def test_a_restart_under_dynamic_scheduling_starts_as_the_requests_in_flight_wan
             assert first.process_id is not None
             ls.supervisor.in_flight(port, 2)
             assert thread_policies(first.process_id) == {os.SCHED_BATCH}
-            os.kill(first.process_id, signal.SIGKILL)
-
-            async def back() -> bool:
-                status = await ls.status(port=port)
-                return status.state is ServerState.READY and status.restarts == 1
-
-            await async_wait_until(back, 20)
-            again = await ls.status(port=port)
+            again = await killed_and_restarted(ls, first)
             assert again.process_id is not None
-            assert again.process_id != first.process_id
             assert thread_policies(again.process_id) == {os.SCHED_BATCH}
             ls.supervisor.in_flight(port, 1)
             assert thread_policies(again.process_id) == {os.SCHED_OTHER}
