@@ -120,3 +120,5 @@ def test_a_starting_servers_load_progress_shows_beside_its_state_on_both_pages(u
         loading["on"] = False  # the next poll (0.5 s while one starts) shows it ready
         row.locator(".state[data-state='ready']").wait_for(timeout=10_000)
         expect(row.locator(".load-progress")).to_have_count(0)
+        if name == "models":  # the state cell: its state and port, nothing else
+            expect(row.locator("td").nth(8)).to_have_text(f"ready :{status['port']}")

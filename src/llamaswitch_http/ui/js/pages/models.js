@@ -191,9 +191,9 @@ export async function mount(main, ctx) {
       clear(cell);
       if (serverState) cell.append(stateBadge(serverState), ` :${ports.join(", :")}`);
       else if (gatewayState) cell.append(stateBadge(gatewayState));
+      else cell.append(h("span", { class: "muted", text: "—" }));
       const shown = progressText(progress);
       if (shown) cell.append(shown);
-      else cell.append(h("span", { class: "muted", text: "—" }));
       if (!serverState && fact?.error) cell.append(h("div", { class: "field-error", text: fact.error }));
     });
     row.tr.dataset.state = m._state || "";
