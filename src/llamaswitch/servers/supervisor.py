@@ -290,6 +290,13 @@ class _Server:
     def alive(self) -> bool:
         return self.state in ALIVE
 
+    @property
+    def wants_batch(self) -> bool:
+        """Whether its policy puts it under SCHED_BATCH now (``dynamic``: while more
+        than one request runs on it)."""
+        return self.cpu_policy == "batch" or (self.cpu_policy == "dynamic"
+                                               and self.in_flight > 1)  # fmt: skip
+
     def same_as(self, model: ModelInfo, config: ServerConfig, binary: BinaryInfo) -> bool:
         return (self.model.path == model.path and self.config == config
                 and self.binary.path == binary.path)  # fmt: skip
@@ -848,8 +855,7 @@ class ServerSupervisor:
 
         # A restart under dynamic scheduling starts as the requests in flight want it:
         # nothing else would switch it until their count changes.
-        batch = server.cpu_policy == "batch" or (server.cpu_policy == "dynamic"
-                                                 and server.in_flight > 1)  # fmt: skip
+        batch = server.wants_batch
         try:
             server.ready_line = ready_line_for(server.binary.capabilities, server.env)
             proc = await ChildProcess.spawn(
@@ -931,7 +937,7 @@ class ServerSupervisor:
         server.in_flight = count
         if server.cpu_policy != "dynamic" or server.process is None:
             return
-        busy = count > 1
+        busy = server.wants_batch
         if busy != server.batched:
             server.batched = busy
             server.process.set_batch(busy)
