@@ -10,11 +10,22 @@ import gc
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from llamaswitch._cli._interrupts import Watch, ctrl_c_ignored, sigterm_as_ctrl_c, watching
+
+
+@pytest.fixture(autouse=True)
+def _python_handles_ctrl_c() -> Iterator[None]:
+    """These tests are about Python's own Ctrl-C handler, which a process started with
+    SIGINT ignored does not get: a script's background job inherits SIG_IGN, and Python
+    keeps it (seen when CI was started so)."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
 
 
 class _SignalsWhenCollected:
