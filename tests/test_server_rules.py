@@ -13,6 +13,7 @@ import pytest
 from llamaswitch._capabilities import Capabilities
 from llamaswitch._errors import ConfigValidationError
 from llamaswitch.servers.checks import (
+    InheritedEnv,
     address_problem,
     binary_problems,
     inherited_env,
@@ -226,3 +227,21 @@ def test_the_inherited_environment_loses_what_would_take_the_server_out_of_contr
     assert inherited_env(environ) == {
         "PATH": "/usr/bin", "LLAMA_ARG_THREADS_HTTP": "4", "CUDA_VISIBLE_DEVICES": "0",
     }  # fmt: skip
+
+
+def test_the_inherited_environment_is_read_again_only_once_it_changed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("LLAMASWITCH_TEST_VAR", "one")
+    monkeypatch.setenv("LLAMA_API_KEY", "k")
+    inherited = InheritedEnv()
+    first = inherited()
+    assert first["LLAMASWITCH_TEST_VAR"] == "one"
+    assert "LLAMA_API_KEY" not in first
+    assert inherited() is first  # unchanged: not read again
+    monkeypatch.setenv("LLAMASWITCH_TEST_VAR", "two")
+    assert inherited()["LLAMASWITCH_TEST_VAR"] == "two"
+    monkeypatch.delenv("LLAMASWITCH_TEST_VAR")
+    assert "LLAMASWITCH_TEST_VAR" not in inherited()
+    monkeypatch.setenv("LLAMA_ARG_PORT", "1")  # filtered as ever, however it came
+    assert "LLAMA_ARG_PORT" not in inherited()

@@ -1408,6 +1408,37 @@ def test_the_hooks_hear_of_a_listening_server_as_its_load_begins_once_and_until_
     run(scenario())
 
 
+def test_on_ready_is_told_the_ready_status_once_before_start_returns_and_never_on_failure(
+    settings: Settings, models_dir: Path
+) -> None:
+    # ServerSupervisor.start(on_ready=): the gateway wakes the requests waiting for a load
+    # there. Both builds: the current one is ready on its ready line, the legacy one on
+    # the readiness poll.
+    write_tiny_model(models_dir / "garbage.gguf", name="garbage", architecture="nosucharch")
+    heard: list[str] = []
+
+    async def scenario() -> None:
+        async with AsyncLlamaSwitch(settings) as ls:
+            models = {m.name: m for m in await ls.list_models()}
+            supervisor = ls.supervisor
+
+            def hook(status: ServerStatus) -> None:
+                assert status.state is ServerState.READY
+                assert supervisor.is_ready(status.port, models["tiny.gguf"].path)
+                heard.append(f"ready {status.port}")
+
+            status = await supervisor.start(models["tiny.gguf"], config(free_port()),
+                                            on_ready=hook)  # fmt: skip
+            heard.append("returned")
+            assert heard == [f"ready {status.port}", "returned"]
+            with pytest.raises(ServerStartError):
+                await supervisor.start(models["garbage.gguf"], config(free_port()),
+                                       on_ready=hook)  # fmt: skip
+            assert heard == [f"ready {status.port}", "returned"]
+
+    run(scenario())
+
+
 def test_a_starting_servers_status_and_the_gateways_list_say_how_far_its_load_came(
     tmp_path: Path, models_dir: Path
 ) -> None:

@@ -56,6 +56,10 @@ def exe_name(kind: BinaryKind) -> str:
     return f"{kind}.exe" if sys.platform == "win32" else kind
 
 
+#: The backends that compute on the CPU (:attr:`BinaryInfo.backends`).
+_CPU_BACKENDS = frozenset({"CPU", "BLAS"})
+
+
 @attrs.frozen
 class BinaryInfo:
     """A llama.cpp binary: where it is, which build it is, and what it accepts."""
@@ -81,6 +85,12 @@ class BinaryInfo:
     def dialect(self) -> Literal["current", "legacy"]:
         """Which flag dialect the binary speaks."""
         return self.capabilities.dialect
+
+    @property
+    def cpu_only(self) -> bool:
+        """Whether every backend it was built with computes on the CPU (``CPU``, ``BLAS``):
+        it has no GPU to offload to. False where the backends are unknown."""
+        return bool(self.backends) and set(self.backends) <= _CPU_BACKENDS
 
     @property
     def label(self) -> str:

@@ -132,11 +132,21 @@ class HostServers:
         self.take(snapshot)
         return self.snapshot()
 
-    async def start(self, info: ModelInfo, config: ServerConfig | None = None) -> ServerStatus:
-        """Serve ``info`` on the host; returns once it is ready."""
+    async def start(
+        self,
+        info: ModelInfo,
+        config: ServerConfig | None = None,
+        *,
+        on_ready: Callable[[ServerStatus], None] | None = None,
+    ) -> ServerStatus:
+        """Serve ``info`` on the host; returns once it is ready. ``on_ready`` hears of it
+        just before: the host's answer is the first news of it here."""
         status, snapshot = await self.call("start", info.relative_path, config, True, True)
         self.take(snapshot)
-        return self._named(status)
+        named = self._named(status)
+        if on_ready is not None:
+            on_ready(named)
+        return named
 
     async def stop(
         self, model: str | None = None, *, port: int | None = None

@@ -509,17 +509,23 @@ class ModelGateway:
         """Make room, start the server, and record the outcome (one task per load): the
         requests that wait for it are woken first, then it is logged and announced."""
         try:
-            status, binary, started = await self._start(m, model)
+            status, started = await self._start(m, model)
         except BaseException as exc:
             m.load_ended(exc)
             raise
-        self._serve(m, status, owned=True, caps_slots=_default_slots(binary))
-        m.load_ended()
-        # After the requests just woken: they are the next thing the loop runs, and their
-        # first token is what the load was for (bench/bench_gateway.py's cold figure).
+        m.load_ended()  # the requests were woken at ready (_ready): none is left to wake
+        # After the requests woken at ready: they ran first, and their first token is
+        # what the load was for (bench/bench_gateway.py's cold figure).
         asyncio.get_running_loop().call_soon(
             self._announce_ready, m, model, status.port, time.monotonic() - started
         )
+
+    def _ready(self, m: ModelRecord, binary: BinaryInfo, status: ServerStatus) -> None:
+        """The load's server is ready (the supervisor's ``on_ready``, called as it reads
+        the ready line): serve, and wake the requests that wait. They run next, before
+        the start's own return reaches :meth:`_load` two task switches later."""
+        self._serve(m, status, owned=True, caps_slots=_default_slots(binary))
+        m.load_ended()
 
     def _announce_ready(
         self, m: ModelRecord, model: GatewayModel, port: int, load_s: float
@@ -529,10 +535,9 @@ class ModelGateway:
                           adopted=False, load_s=round(load_s, 4))  # fmt: skip
         self._tasks.start(self._measure_soon(m, model, port))
 
-    async def _start(
-        self, m: ModelRecord, model: GatewayModel
-    ) -> tuple[ServerStatus, BinaryInfo, float]:
-        """Make room and start the server: its status, binary and start time."""
+    async def _start(self, m: ModelRecord, model: GatewayModel) -> tuple[ServerStatus, float]:
+        """Make room and start the server (served at ready: :meth:`_ready`): its status
+        and start time."""
         config = self._launch_config(model)
         try:
             async with self._placing:
@@ -545,7 +550,9 @@ class ModelGateway:
             binary = await self._binary("llama-server")
             await self._supervisor.forget_failed(model.info.path)
             started = time.monotonic()
-            status = await self._supervisor.start(model.info, config)
+            status = await self._supervisor.start(
+                model.info, config, on_ready=functools.partial(self._ready, m, binary)
+            )
         except asyncio.CancelledError:
             if m.state is ModelState.LOADING:
                 m.state = ModelState.UNLOADED
@@ -560,7 +567,7 @@ class ModelGateway:
             self._unwant(m)
             m.load = None
             m.notify()
-        return status, binary, started
+        return status, started
 
     def _failed(self, m: ModelRecord, exc: LlamaSwitchError) -> ModelLoadError:
         m.state = ModelState.FAILED

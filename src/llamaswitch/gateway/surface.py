@@ -12,7 +12,7 @@ HTTP adapter call on a gateway; ``ModelGateway`` has it.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -52,8 +52,16 @@ class Servers(Protocol):
         """Every server, freshly sampled."""
         ...
 
-    async def start(self, info: ModelInfo, config: ServerConfig | None = None) -> ServerStatus:
-        """Serve ``info`` alongside the others; returns once it is ready."""
+    async def start(
+        self,
+        info: ModelInfo,
+        config: ServerConfig | None = None,
+        *,
+        on_ready: Callable[[ServerStatus], None] | None = None,
+    ) -> ServerStatus:
+        """Serve ``info`` alongside the others; returns once it is ready. ``on_ready`` is
+        called with the status once it is ready: as soon as that is known, and at the
+        latest just before this returns; never for a start that fails."""
         ...
 
     async def stop(

@@ -69,7 +69,6 @@ import concurrent.futures
 import contextlib
 import functools
 import logging
-import os
 import secrets
 import shlex
 import time
@@ -105,14 +104,15 @@ from llamaswitch._tasks import BackgroundTasks
 from llamaswitch._text import encodable
 from llamaswitch.servers.checks import (
     API_KEY_ENV,
+    InheritedEnv,
     address_problem,
     binary_problems,
-    inherited_env,
     is_address,
     rpc_problems,
 )
 from llamaswitch.servers.child_protocol import EXIT_COMMAND, ReadyLine, child_env, ready_line_for
 from llamaswitch.servers.config import ServerConfig, env_flag
+from llamaswitch.servers.fit import fit_args
 from llamaswitch.servers.probes import (
     HEALTH_TIMEOUT_S,
     bind_failed,
@@ -139,8 +139,6 @@ _POLL_FIRST_S = 0.005
 _POLL_MAX_S = 0.25
 _POLL_GROWTH = 1.5
 CpuPolicy: TypeAlias = Literal["batch", "normal", "dynamic"]
-# The backends that compute on the CPU (BinaryInfo.backends).
-_CPU_BACKENDS = {"CPU", "BLAS"}
 # Changes to children.json wait this long where children are guarded (see _record).
 _RECORD_AFTER_S = 0.25
 # A server's first psutil and NVML sample waits this long after ready (_sample_soon).
@@ -222,9 +220,7 @@ def _cpu_policy(config: ServerConfig, binary: BinaryInfo) -> CpuPolicy:
     """
     if config.cpu_scheduling != "auto":
         return config.cpu_scheduling
-    on_cpu = config.n_gpu_layers == 0 or (
-        bool(binary.backends) and set(binary.backends) <= _CPU_BACKENDS
-    )
+    on_cpu = config.n_gpu_layers == 0 or binary.cpu_only
     return "dynamic" if on_cpu else "normal"
 
 
@@ -271,6 +267,9 @@ class _Server:
     on_ready: Callable[[], None] | None = None
     #: Called once when the output says the HTTP server listens (see ReadyLine).
     on_listening: Callable[[], None] | None = None
+    #: The caller's ``on_ready`` of :meth:`ServerSupervisor.start`: called once, with the
+    #: status, the moment this launch is ready (cleared by any other end of it).
+    ready_hook: Callable[[ServerStatus], None] | None = None
     sample: Sample | None = None
     sampled_at: float = 0.0
     restart_task: asyncio.Task[None] | None = None
@@ -361,6 +360,8 @@ class ServerSupervisor:
         self._servers: dict[int, _Server] = {}
         self._locks: dict[int, asyncio.Lock] = {}
         self._good_loopback: set[str] = set()
+        # The environment a server inherits, read again only once it has changed.
+        self._inherited_env = InheritedEnv()
         self._listening_hooks: list[Callable[[str], None]] = []
         self._idle = asyncio.Event()
         self._idle.set()
@@ -495,12 +496,17 @@ class ServerSupervisor:
         *,
         wait: bool = True,
         ticket: Ticket | None = None,
+        on_ready: Callable[[ServerStatus], None] | None = None,
     ) -> ServerStatus:
         """Serve ``info`` alongside the others: on the config's port, else on a free port
         of the model port range (never the default model port ``switch`` uses).
 
         ``ticket``, from :meth:`ticket` for the config's port (None if unset), is ended
-        here whatever happens."""
+        here whatever happens. ``on_ready`` is called with the status the moment the
+        server is ready (in the callback that reads its ready line, or in the readiness
+        poll), before this call returns: a caller with requests waiting wakes them
+        there, two task switches sooner than when this returns. It is not called for a
+        start that fails, nor for a later restart."""
         if ticket is None:
             ticket = self.ticket(config.port if config is not None else None)
         picked = ticket.port is None
@@ -513,7 +519,7 @@ class ServerSupervisor:
                 raise
             try:
                 return await self._launch(info, config, ticket, wait=wait, replace=False,
-                                          port_checked=picked)  # fmt: skip
+                                          port_checked=picked, on_ready=on_ready)  # fmt: skip
             except ServerStartError as exc:
                 # A port it picked itself that llama-server could not bind after all (a
                 # client socket of this machine holding it, say): another port will do.
@@ -693,9 +699,11 @@ class ServerSupervisor:
         wait: bool,
         replace: bool,
         port_checked: bool = False,
+        on_ready: Callable[[ServerStatus], None] | None = None,
     ) -> ServerStatus:
         """Serve ``info`` on the ticket's port; the ticket is ended here, on every path.
-        ``port_checked``: the port was found free just now (picked by :meth:`_pick_port`)."""
+        ``port_checked``: the port was found free just now (picked by :meth:`_pick_port`);
+        ``on_ready``: see :meth:`start`."""
         port = ticket.port
         assert port is not None  # noqa: S101 - placed by switch/start
         acted = False
@@ -725,8 +733,9 @@ class ServerSupervisor:
             async with self._lock(port):
                 acted = True
                 server = await self._launch_locked(
-                    info, config, ticket, binary, plan, replace=replace, port_checked=port_checked
-                )
+                    info, config, ticket, binary, plan, replace=replace,
+                    port_checked=port_checked, on_ready=on_ready,
+                )  # fmt: skip
         finally:
             self._tickets.end(ticket, acted=acted)
         if wait:
@@ -755,11 +764,12 @@ class ServerSupervisor:
             raise ConfigValidationError(problems)
         if unsupported is not None:
             raise unsupported
+        env = {**self._inherited_env(), **config.env}
         argv = [
             str(binary.path),
             *config.to_argv(binary, info.path, host, port, projector=info.projector_path),
+            *fit_args(config, binary, env),
         ]
-        env = {**inherited_env(os.environ), **config.env}
         if parse and (config.extra_args or any(env_flag(key) for key in config.env)):
             # Values only llama.cpp can judge (an extra flag's value, a LLAMA_ARG_*
             # variable's): let it parse them now, before anything is stopped.
@@ -808,6 +818,7 @@ class ServerSupervisor:
         *,
         replace: bool,
         port_checked: bool = False,
+        on_ready: Callable[[ServerStatus], None] | None = None,
     ) -> _Server:
         """Replace (or keep) the port's server and spawn; the port's lock is held."""
         port = ticket.port
@@ -840,6 +851,7 @@ class ServerSupervisor:
             port=port, host=host, model=info, config=config, binary=binary, argv=plan.argv,
             env=plan.env, api_key=plan.api_key, cpu_policy=plan.cpu_policy,
             output=OutputLog(self.log_path(port), max_lines=self._log_lines),
+            ready_hook=on_ready,
         )  # fmt: skip
         self._servers[port] = server
         await self._spawn(server)
@@ -983,6 +995,7 @@ class ServerSupervisor:
         try:
             await self._poll_ready(server, proc, attempt)
         finally:
+            server.ready_hook = None  # told at ready, or never: this launch has ended
             # Cancelled (close): whoever waits for this start must not wait forever.
             if not attempt.done():
                 attempt.set_exception(SupersededError(
@@ -1076,6 +1089,12 @@ class ServerSupervisor:
         # first (the state is READY by then).
         attempt.set_result(None)
         self._set_state(server, ServerState.READY)
+        hook, server.ready_hook = server.ready_hook, None
+        if hook is not None:
+            try:
+                hook(self._status(server))
+            except Exception:  # the caller's fault must not stop the start
+                logger.exception("the ready hook of the server on port %d failed", server.port)
         # Sampled in the background, and a little later: the requests that waited for
         # ready run first, with the machine's cores to themselves (status() samples for
         # itself in the meantime).
