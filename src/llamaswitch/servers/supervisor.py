@@ -1085,16 +1085,18 @@ class ServerSupervisor:
         server.on_ready = None
         server.ready_after_s = round(time.monotonic() - proc.started_monotonic, 4)
         server.ready_since = time.monotonic()
-        # The waiting requests are woken before the state's event is delivered: they run
-        # first (the state is READY by then).
-        attempt.set_result(None)
-        self._set_state(server, ServerState.READY)
+        # Whoever waits is woken before the state's event is published: the loop runs
+        # callbacks in the order they were scheduled, and a subscriber's task (the event
+        # log's) would otherwise run before the requests that wait for this server.
+        self._set_state(server, ServerState.READY, announce=False)
         hook, server.ready_hook = server.ready_hook, None
         if hook is not None:
             try:
                 hook(self._status(server))
             except Exception:  # the caller's fault must not stop the start
                 logger.exception("the ready hook of the server on port %d failed", server.port)
+        attempt.set_result(None)
+        self._emit(server, previous=ServerState.STARTING)
         # Sampled in the background, and a little later: the requests that waited for
         # ready run first, with the machine's cores to themselves (status() samples for
         # itself in the meantime).
@@ -1374,7 +1376,9 @@ class ServerSupervisor:
 
     # -- plumbing -------------------------------------------------------------------------
 
-    def _set_state(self, server: _Server, state: ServerState) -> None:
+    def _set_state(self, server: _Server, state: ServerState, *, announce: bool = True) -> None:
+        """Move ``server`` to ``state`` (a transition :data:`TRANSITIONS` allows), log it,
+        and publish its event (``announce``; else the caller does, with :meth:`_emit`)."""
         previous = server.state
         if state not in TRANSITIONS[previous]:
             raise RuntimeError(
@@ -1385,7 +1389,8 @@ class ServerSupervisor:
         why = f" ({server.error})" if server.error and trouble else ""
         logger.log(logging.WARNING if trouble else logging.DEBUG, "%s on port %d: %s -> %s%s",
                    server.model.name, server.port, previous, state, why)  # fmt: skip
-        self._emit(server, previous=previous)
+        if announce:
+            self._emit(server, previous=previous)
 
     def _emit(self, server: _Server, *, previous: ServerState | None) -> None:
         proc = server.process
