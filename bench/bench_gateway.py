@@ -15,9 +15,7 @@ Figures (medians; goals from the issue):
 - cold load to first token (a fresh service, the first streamed chunk): at most the
   router's (with a reference line: bench/minimal_relay.py, the load's steps in Python
   and nothing else); and the same in a service that runs on, the model unloaded between
-  loads, for a figure of many more loads in the same time (with a reference line: the
-  router told ``--fit off``, which the gateway passes where llama.cpp's fit could change
-  nothing, llamaswitch/servers/fit.py). Each ratio comes with its 95 %
+  loads, for a figure of many more loads in the same time. Each ratio comes with its 95 %
   interval (bootstrap over the loads): one that spans 1 says the two are not told apart
   by this run;
 - 16 concurrent streams, chunks per second: at least 90 % of direct (with reference
@@ -196,12 +194,10 @@ async def gateway(root: Path, server: Path, **settings: str) -> AsyncIterator[tu
 
 
 @contextlib.asynccontextmanager
-async def router(root: Path, server: Path, models_max: int, *extra: str) -> AsyncIterator[str]:
-    """llama.cpp's router; ``extra`` arguments reach its children too (it starts each with
-    its own arguments)."""
+async def router(root: Path, server: Path, models_max: int) -> AsyncIterator[str]:
     port = free_port()
     argv = [str(server), "--models-dir", str(root / "models"), "--models-max", str(models_max),
-            "--host", "127.0.0.1", "--port", str(port), "-c", str(CONTEXT), *extra]  # fmt: skip
+            "--host", "127.0.0.1", "--port", str(port), "-c", str(CONTEXT)]  # fmt: skip
     with process(argv):
         async with aiohttp.ClientSession() as session:
             await until_up(session, f"http://127.0.0.1:{port}/health")
@@ -405,18 +401,12 @@ async def main(args: argparse.Namespace) -> None:
         )
 
         # -- cold loads in services that run on: many loads, the model unloaded between --
-        # The gateway passes --fit off where llama.cpp's fit could change nothing (here:
-        # the context set, no GPU); the router runs the fit unless told. A router told
-        # (its children get its arguments) is a reference: the same load without it.
         async with gateway(root, server) as (g_url, _), router(root, server, 1) as r_url, \
-                router(root, server, 1, "--fit", "off") as f_url, \
                 aiohttp.ClientSession() as s:  # fmt: skip
-            urls = {"gateway": g_url, "router": r_url, "router --fit off": f_url}
-            reloads: dict[str, list[float]] = {name: [] for name in urls}
-            names = list(urls)
-            for i in range(args.reloads):  # the order rotates: none goes always first
-                for name in names[i % 3 :] + names[: i % 3]:
-                    url = urls[name]
+            reloads: dict[str, list[float]] = {"gateway": [], "router": []}
+            for i in range(args.reloads):
+                for name in ("gateway", "router") if i % 2 == 0 else ("router", "gateway"):
+                    url = g_url if name == "gateway" else r_url
                     reloads[name].append(await first_chunk(s, url, "alpha"))
                     if name == "gateway":
                         async with s.post(f"{url}/api/v1/model/stop", json={}) as answer:
@@ -425,14 +415,11 @@ async def main(args: argparse.Namespace) -> None:
                         await unload_router_model(s, url, "alpha")
                     await asyncio.sleep(0.25)  # the stopped child's exit settles
         g, r = statistics.median(reloads["gateway"]), statistics.median(reloads["router"])
-        fit_off = reloads["router --fit off"]
         print(f"  in a running service, the model unloaded between loads: median of "
-              f"{args.reloads} loads each, in rotating order")  # fmt: skip
+              f"{args.reloads} loads each, alternating")  # fmt: skip
         print(
             f"  gateway {ms(g)}\n  router  {ms(r)}  "
-            f"{compared(reloads['gateway'], reloads['router'])}  goal <= 1 -> {verdict(g <= r)}\n"
-            f"  reference: the router told --fit off {ms(statistics.median(fit_off))}; the "
-            f"gateway to it {compared(reloads['gateway'], fit_off)}"
+            f"{compared(reloads['gateway'], reloads['router'])}  goal <= 1 -> {verdict(g <= r)}"
         )
 
         # -- 16 concurrent streams, the two setups in alternating rounds ---------------

@@ -59,10 +59,8 @@ async def _start(session: aiohttp.ClientSession) -> None:
     STATE["ready"] = ready
     stdout_read, stdout_write = os.pipe()
     stdin_read, stdin_write = os.pipe()
-    # --fit off: the gateway passes it too, where the fit could change nothing
-    # (llamaswitch/servers/fit.py): here the context is set and the build has no GPU.
     argv = [SERVER, "--model", MODEL, "--host", "127.0.0.1", "--port", str(CHILD_PORT),
-            "--ctx-size", "2048", "--fit", "off"]  # fmt: skip
+            "--ctx-size", "2048"]  # fmt: skip
     env = {**os.environ, "LLAMA_SERVER_ROUTER_PORT": str(PORT)}
     actions = [(os.POSIX_SPAWN_DUP2, stdin_read, 0), (os.POSIX_SPAWN_DUP2, stdout_write, 1),
                (os.POSIX_SPAWN_DUP2, stdout_write, 2)]  # fmt: skip

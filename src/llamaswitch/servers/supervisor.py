@@ -112,7 +112,6 @@ from llamaswitch.servers.checks import (
 )
 from llamaswitch.servers.child_protocol import EXIT_COMMAND, ReadyLine, child_env, ready_line_for
 from llamaswitch.servers.config import ServerConfig, env_flag
-from llamaswitch.servers.fit import fit_args
 from llamaswitch.servers.probes import (
     HEALTH_TIMEOUT_S,
     bind_failed,
@@ -768,7 +767,6 @@ class ServerSupervisor:
         argv = [
             str(binary.path),
             *config.to_argv(binary, info.path, host, port, projector=info.projector_path),
-            *fit_args(config, binary, env),
         ]
         if parse and (config.extra_args or any(env_flag(key) for key in config.env)):
             # Values only llama.cpp can judge (an extra flag's value, a LLAMA_ARG_*
