@@ -763,11 +763,11 @@ class ServerSupervisor:
             raise ConfigValidationError(problems)
         if unsupported is not None:
             raise unsupported
-        env = {**self._inherited_env(), **config.env}
         argv = [
             str(binary.path),
             *config.to_argv(binary, info.path, host, port, projector=info.projector_path),
         ]
+        env = {**self._inherited_env(), **config.env}
         if parse and (config.extra_args or any(env_flag(key) for key in config.env)):
             # Values only llama.cpp can judge (an extra flag's value, a LLAMA_ARG_*
             # variable's): let it parse them now, before anything is stopped.
