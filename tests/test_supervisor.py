@@ -1408,6 +1408,47 @@ def test_the_hooks_hear_of_a_listening_server_as_its_load_begins_once_and_until_
     run(scenario())
 
 
+def test_the_stopping_hooks_hear_of_a_server_while_it_still_serves_at_every_stop(
+    settings: Settings, models_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # ServerSupervisor.when_stopping: an admin stop, a switch to another model and the
+    # close each call the hook with the URL of the server they stop, while it still
+    # answers /health 200: before it is told to stop. A hook that fails is logged, and
+    # neither the stop nor the other hooks suffer. Both builds.
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    heard: list[tuple[str, ServerState, int]] = []
+
+    async def scenario() -> None:
+        ls = AsyncLlamaSwitch(settings)
+        async with ls:
+
+            def hook(told: str) -> None:
+                (status,) = ls.supervisor.snapshot()
+                # Blocking on purpose: the stop must not go on until this answered.
+                with urllib.request.urlopen(f"{told}/health", timeout=10) as answer:
+                    heard.append((told, status.state, answer.status))
+
+            def broken(told: str) -> None:
+                raise RuntimeError("a hook's own fault")
+
+            ls.supervisor.when_stopping(broken)
+            ls.supervisor.when_stopping(hook)
+            await ls.switch("tiny.gguf", config(port))
+            (stopped,) = await ls.stop(port=port)
+            assert stopped.state is ServerState.STOPPED
+            assert heard == [(url, ServerState.STOPPING, 200)]
+            await ls.switch("tiny.gguf", config(port))
+            status = await ls.switch("other.gguf", config(port))
+            assert status.state is ServerState.READY
+            assert len(heard) == 2  # the switch stopped tiny, not yet other
+        assert heard == [(url, ServerState.STOPPING, 200)] * 3  # the close stopped other
+        assert not own_children()
+        assert "a hook for a stopping server failed" in caplog.text
+
+    run(scenario())
+
+
 def test_on_ready_is_told_the_ready_status_once_before_start_returns_and_never_on_failure(
     settings: Settings, models_dir: Path
 ) -> None:

@@ -78,6 +78,12 @@ class GpuProbe:
         """Whether NVML answers (an NVIDIA driver is loaded)."""
         return self._init()
 
+    @property
+    def known_absent(self) -> bool:
+        """Whether NVML was tried and does not answer; False before the first try (this
+        one does not try: the first ``nvmlInit`` can take tens of milliseconds)."""
+        return self._ready is False
+
     def devices(self) -> list[GpuDevice]:
         """The NVIDIA GPUs, empty without a driver."""
         if not self._init():

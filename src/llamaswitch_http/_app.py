@@ -39,6 +39,7 @@ from llamaswitch_http._state import (
 )
 from llamaswitch_http._status_cache import DEFAULT_TTL_S, StatusCache
 from llamaswitch_http._ui import add_ui_routes
+from llamaswitch_http._upstreams import Upstreams
 
 __all__ = ["MAX_BODY_BYTES", "ROUTES", "create_app"]
 
@@ -137,15 +138,15 @@ async def _core_lifecycle(app: web.Application) -> AsyncIterator[None]:
     # runs, behind.
     identify = asyncio.create_task(_identify_server(core), name="llamaswitch-identify")
     try:
-        async with gw.upstream_session() as session:
-            app[UPSTREAM] = session
-            preconnect = gw.Preconnect(session)
-            unhook = core.supervisor.when_listening(preconnect)
-            try:
-                yield
-            finally:
+        upstreams = app[UPSTREAM] = Upstreams()
+        hooks = (core.supervisor.when_listening(upstreams.preconnect),
+                 core.supervisor.when_stopping(upstreams.drop))  # fmt: skip
+        try:
+            yield
+        finally:
+            for unhook in hooks:
                 unhook()
-                await preconnect.close()
+            await upstreams.close()
     finally:
         await asyncio.gather(identify, return_exceptions=True)
         try:

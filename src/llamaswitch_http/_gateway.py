@@ -12,8 +12,7 @@ to load, what to unload. Here:
 - a client that disconnects aborts its upstream request at once (the connection to
   llama-server is closed, which stops its generation and frees the slot);
 - a model server that dies mid-stream ends the client's stream with an error event;
-- each upstream has a keep-alive pool (one :class:`aiohttp.ClientSession` per app, whose
-  connector pools per host and port);
+- each upstream has a keep-alive pool (:mod:`llamaswitch_http._upstreams`);
 - errors take OpenAI's shape ``{"error": {"message", "type", "code"}}`` (Anthropic's on
   ``/v1/messages``), never the envelope.
 """
@@ -25,7 +24,7 @@ import contextlib
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any, Final
 
 import aiohttp
@@ -39,7 +38,6 @@ from llamaswitch._errors import (
     ModelNotFoundError,
     RequestError,
 )
-from llamaswitch._tasks import BackgroundTasks
 from llamaswitch._wire import dumps, to_wire
 from llamaswitch.gateway.gateway import Lease
 from llamaswitch.gateway.requests import RequestRecord
@@ -49,14 +47,11 @@ from llamaswitch_http._state import CORE, METRICS, UPSTREAM
 
 __all__ = [
     "FORWARDED_ROUTES",
-    "Preconnect",
     "add_catch_all_routes",
     "forward",
     "get_model",
     "list_models",
     "upstream",
-    "upstream_session",
-    "warm_up",
 ]
 
 logger = logging.getLogger(__name__)
@@ -91,85 +86,11 @@ _SPEED: Final = re.compile(rb'"predicted_per_second"\s*:\s*([0-9.eE+-]+)')
 _STALE_TRIES: Final = 3
 #: How often a non-streaming request looks whether its client is still there.
 _DISCONNECT_POLL_S: Final = 0.1
-#: How long the opening of a connection before ready may take (see Preconnect).
-_PRECONNECT_TIMEOUT_S: Final = 2.0
 
 
 def _problem(request: web.Request, status: int, message: str, code: str) -> web.Response:
     return web.Response(body=dumps(error_shape(request.path, status, message, code)),
                         status=status, content_type="application/json")  # fmt: skip
-
-
-# -- the upstream client -----------------------------------------------------------------
-
-
-@contextlib.asynccontextmanager
-async def upstream_session(
-    *, trace_configs: Sequence[aiohttp.TraceConfig] = ()
-) -> AsyncIterator[aiohttp.ClientSession]:
-    """The app's client to the model servers: pooled keep-alive connections per
-    upstream, no timeout of its own (generations take as long as they take; a client
-    that leaves ends its request), nothing decompressed or re-encoded. ``trace_configs``:
-    aiohttp's hooks on its requests and connections (tests watch the pool so)."""
-    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=60,
-                                     enable_cleanup_closed=True)  # fmt: skip
-    session = aiohttp.ClientSession(
-        connector=connector, auto_decompress=False, timeout=aiohttp.ClientTimeout(total=None),
-        skip_auto_headers=("User-Agent", "Accept-Encoding"), trace_configs=list(trace_configs),
-    )  # fmt: skip
-    try:
-        yield session
-    finally:
-        await session.close()
-
-
-async def warm_up(session: aiohttp.ClientSession, url: str) -> None:
-    """One request of the upstream client to this service itself, made once it listens.
-
-    A client's first request costs 0.5-1 ms more than the next (aiohttp's and the
-    interpreter's first-use work, bench/bench_gateway.py's cold figure): paid here, not
-    by the first request that loads a model. Any answer will do: the path has no route,
-    so it is a quick 404 (or 401 with an API key), which waits for nothing.
-    """
-    await _answered(session, "GET", f"{url}/api/v1/warm-up", timeout_s=2.0)
-
-
-async def _answered(
-    session: aiohttp.ClientSession, method: str, url: str, *, timeout_s: float
-) -> None:
-    """One request whose answer, whatever it is, is read and dropped (a failure too)."""
-    with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
-        timeout = aiohttp.ClientTimeout(total=timeout_s)
-        async with session.request(method, url, timeout=timeout) as answer:
-            await answer.read()
-
-
-class Preconnect:
-    """Opens a pooled connection to a model server as its load begins, before it is
-    ready (see ``ServerSupervisor.when_listening``): the requests that wait for the load
-    then send at once, without a connection of their own to set up (0.3-0.5 ms of the
-    cold figure of bench/bench_gateway.py). Opened at the load's start, not at its end:
-    the child then loads its weights on one thread, and this request's work on both
-    sides takes the other core, where at the end it would compete with the child's
-    warm-up run on every core (0.6 ms of the median in 120 interleaved cold loads). The
-    connection is opened by an ``OPTIONS /health``: llama-server answers a CORS
-    preflight 200 while it loads, and keeps the connection (any other request gets a
-    503 that closes it). A server ready more than 5 s later has closed it (llama-server
-    keeps an idle connection 5 s): the request then takes a fresh one, as with any
-    connection found closed."""
-
-    def __init__(self, session: aiohttp.ClientSession) -> None:
-        self._session = session
-        self._tasks = BackgroundTasks()
-
-    def __call__(self, url: str) -> None:
-        """Open a connection to ``url`` in the background."""
-        self._tasks.start(_answered(self._session, "OPTIONS", f"{url}/health",
-                                    timeout_s=_PRECONNECT_TIMEOUT_S))  # fmt: skip
-
-    async def close(self) -> None:
-        """Cancel the openings still under way."""
-        await self._tasks.cancel_all()
 
 
 def _is_event_stream(content_type: str) -> bool:
@@ -322,8 +243,20 @@ def _finish(
 async def _send(
     request: web.Request, lease: Lease, path: str, body: bytes, record: RequestRecord
 ) -> tuple[web.StreamResponse, int]:
-    session = request.app[UPSTREAM]
+    # The pool is not closed while this request and its answer use it (Upstreams.drop).
+    with request.app[UPSTREAM].use(lease.url) as session:
+        return await _relay(request, session, lease, path=path, body=body, record=record)
 
+
+async def _relay(
+    request: web.Request,
+    session: aiohttp.ClientSession,
+    lease: Lease,
+    *,
+    path: str,
+    body: bytes,
+    record: RequestRecord,
+) -> tuple[web.StreamResponse, int]:
     async def exchange() -> tuple[aiohttp.ClientResponse, bytes | None]:
         # One task for the round trip: a stream's body is read chunk by chunk below.
         headers = _headers_out(request, lease)

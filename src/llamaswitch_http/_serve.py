@@ -19,8 +19,8 @@ from llamaswitch._errors import LlamaSwitchError, PortInUseError, SettingsError
 from llamaswitch._settings import Settings, is_loopback
 from llamaswitch.servers.probes import connect_host
 from llamaswitch_http._app import create_app
-from llamaswitch_http._gateway import warm_up
 from llamaswitch_http._state import CORE, UPSTREAM
+from llamaswitch_http._upstreams import warm_up
 
 __all__ = ["check_bind", "run_server"]
 

@@ -7,13 +7,12 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
-    import aiohttp
-
     from llamaswitch._api import AsyncLlamaSwitch
     from llamaswitch._settings import Settings
     from llamaswitch_http._metrics import Metrics
     from llamaswitch_http._sse import EventStreams
     from llamaswitch_http._status_cache import StatusCache
+    from llamaswitch_http._upstreams import Upstreams
 
 __all__ = [
     "CORE",
@@ -38,4 +37,4 @@ OPENAPI: web.AppKey[bytes] = web.AppKey("openapi")
 #: The rendered status of all servers, reused until a server event or a short TTL.
 STATUS_CACHE: web.AppKey[StatusCache] = web.AppKey("status_cache")
 #: The gateway's client to the model servers (a keep-alive pool per upstream).
-UPSTREAM: web.AppKey[aiohttp.ClientSession] = web.AppKey("upstream")
+UPSTREAM: web.AppKey[Upstreams] = web.AppKey("upstream")

@@ -5,6 +5,7 @@ and admin switches that drain."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,9 @@ import pytest
 
 from llamaswitch.servers.status import ServerState
 from llamaswitch.testing import write_tiny_model
+from llamaswitch_http import _app as app_module
+from llamaswitch_http._state import UPSTREAM
+from llamaswitch_http._upstreams import Upstreams
 from tests.conftest import LlamaBuild
 from tests.gateway.conftest import (
     MESSAGES,
@@ -377,8 +381,6 @@ def test_the_connection_opened_as_the_load_begins_carries_the_first_request(
     # llama-server answers 200 while it loads and keeps alive), and the request that
     # waited for ready goes out on it. The legacy
     # build says nothing: its first request opens its own connection.
-    import llamaswitch_http._gateway as gateway_module
-
     seen: list[str] = []
 
     async def on_request(_s: Any, _c: Any, params: aiohttp.TraceRequestStartParams) -> None:
@@ -394,9 +396,9 @@ def test_the_connection_opened_as_the_load_begins_carries_the_first_request(
     tracing.on_request_start.append(on_request)
     tracing.on_connection_create_end.append(on_new)
     tracing.on_connection_reuseconn.append(on_reuse)
-    real = gateway_module.upstream_session
-    monkeypatch.setattr(gateway_module, "upstream_session",
-                        lambda: real(trace_configs=[tracing]))  # fmt: skip
+    monkeypatch.setattr(
+        app_module, "Upstreams", functools.partial(Upstreams, trace_configs=[tracing])
+    )
     settings = gateway_settings(llama_build, tmp_path)
 
     async def scenario() -> None:
@@ -407,6 +409,35 @@ def test_the_connection_opened_as_the_load_begins_carries_the_first_request(
                                 "reused"]  # fmt: skip
             else:
                 assert seen == ["POST /v1/completions", "new connection"]
+
+    run(scenario())
+
+
+def test_a_server_told_to_stop_has_its_pooled_connections_closed_with_it(
+    llama_build: LlamaBuild, tmp_path: Path
+) -> None:
+    # llama-server's shutdown waits for each thread that holds a kept-alive connection to
+    # notice (4-6 ms of the median A/B swap): the gateway closes its connections to a
+    # server as the supervisor tells it to stop, whoever stops it (here an eviction,
+    # then an admin stop), and a request after that gets a new pool.
+    settings = gateway_settings(llama_build, tmp_path, max_models=1)
+
+    async def scenario() -> None:
+        async with running(settings) as gw:
+            upstreams = gw.client.server.app[UPSTREAM]
+            await gw.complete("alpha")
+            (alpha,) = await gw.core.status()
+            pool = upstreams.session(alpha.url)
+            assert not pool.closed  # the one the request used, kept alive
+            await gw.complete("beta")  # evicts alpha
+            assert pool.closed
+            (beta,) = await gw.core.status()
+            assert beta.model_name == "beta.gguf"
+            beta_pool = upstreams.session(beta.url)
+            await gw.core.stop(port=beta.port)
+            assert beta_pool.closed
+            await gw.complete("alpha")  # on a new pool
+            assert upstreams.session(alpha.url) is not pool
 
     run(scenario())
 

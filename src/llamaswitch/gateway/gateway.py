@@ -776,7 +776,9 @@ class ModelGateway:
         except ServerNotFoundError:
             return
         live = _sampled(status)
-        if live is None:
+        if live is None or not _raises(m.measured, live):
+            # Nothing new to keep: no write. An unload samples every time, and an A/B
+            # swap's write, in a thread, took the GIL from the next load's start.
             return
         keep = functools.partial(self._store.record, model.info, self._supervisor_config(model),
                                  ram_mib=live.ram_mib, vram_mib=live.vram_mib,
@@ -932,6 +934,11 @@ def _larger(known: MemoryNeed | None, live: MemoryNeed | None) -> MemoryNeed:
         vram_mib={g: max(known.vram_mib.get(g, 0.0), live.vram_mib.get(g, 0.0)) for g in gpus},
         source=known.source,
     )
+
+
+def _raises(known: MemoryNeed | None, live: MemoryNeed) -> bool:
+    """Whether ``live`` raises the peak ``known`` (or is the first figure)."""
+    return known is None or _larger(known, live) != known
 
 
 def _round(need: MemoryNeed | None) -> float | None:

@@ -112,6 +112,7 @@ from llamaswitch.servers.checks import (
 )
 from llamaswitch.servers.child_protocol import EXIT_COMMAND, ReadyLine, child_env, ready_line_for
 from llamaswitch.servers.config import ServerConfig, env_flag
+from llamaswitch.servers.hooks import UrlHooks
 from llamaswitch.servers.probes import (
     HEALTH_TIMEOUT_S,
     bind_failed,
@@ -149,6 +150,8 @@ _POLL_MIN_GAP_S = 0.001
 _CUT_GRACE_S = 0.05
 # A llama-server that ignored SIGTERM this long gets a second one (see ChildProcess.stop).
 _SIGTERM_AGAIN_S = 1.0
+# At most this many servers are sampled on the loop, not in a thread (see _sample).
+_INLINE_SAMPLES = 4
 # Log lines after which /health is likely 200 (legacy: "model loaded" after the state is
 # set; current: "model loaded", then "listening on"). Only hints: a poll confirms. Not
 # every line: legacy logs each /health request, and polling on those would feed itself.
@@ -361,7 +364,8 @@ class ServerSupervisor:
         self._good_loopback: set[str] = set()
         # The environment a server inherits, read again only once it has changed.
         self._inherited_env = InheritedEnv()
-        self._listening_hooks: list[Callable[[str], None]] = []
+        self._listening = UrlHooks("listening")
+        self._stopping = UrlHooks("stopping")
         self._idle = asyncio.Event()
         self._idle.set()
         self._tickets = TicketBook(on_idle=self._idle.set, on_busy=self._idle.clear)
@@ -907,7 +911,7 @@ class ServerSupervisor:
         # the status and an event, so the future's exception counts as seen.
         server.attempt.add_done_callback(_consume)
         server.on_ready = functools.partial(self._became_ready, server, proc)
-        server.on_listening = functools.partial(self._listening, server, proc)
+        server.on_listening = functools.partial(self._heard_listening, server, proc)
         self._set_state(server, ServerState.STARTING)
         self._record(proc.pid, port=server.port, argv=server.argv)
         self._tasks.start(self._readiness(server, proc))
@@ -1052,23 +1056,21 @@ class ServerSupervisor:
         line). A client opens its connection then, and the requests waiting for ready
         find it open (the HTTP adapter does; bench/bench_gateway.py's cold figure).
         Returns the function that removes the hook."""
-        self._listening_hooks.append(hook)
+        return self._listening.add(hook)
 
-        def remove() -> None:
-            with contextlib.suppress(ValueError):
-                self._listening_hooks.remove(hook)
+    def when_stopping(self, hook: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``hook(url)`` on the loop just before a running server is told to stop
+        (any stop: an eviction, an admin stop or switch, the service's end). A client
+        drops its idle connections to the server then: llama-server's shutdown waits
+        for each of its threads that holds a kept-alive connection to notice, which cost
+        4-6 ms of the median A/B swap in bench/bench_gateway.py. Returns the function that
+        removes the hook."""
+        return self._stopping.add(hook)
 
-        return remove
-
-    def _listening(self, server: _Server, proc: ChildProcess) -> None:
+    def _heard_listening(self, server: _Server, proc: ChildProcess) -> None:
         if server.process is not proc or server.state is not ServerState.STARTING:
             return
-        url = url_of(server.host, server.port)
-        for hook in list(self._listening_hooks):
-            try:
-                hook(url)
-            except Exception:  # a hook's fault must not break the output's reading
-                logger.exception("a hook for a listening server failed (%s)", url)
+        self._listening(url_of(server.host, server.port))
 
     def _became_ready(self, server: _Server, proc: ChildProcess) -> None:
         """The start of ``proc`` is done: its state is READY and its waiters are woken.
@@ -1275,6 +1277,7 @@ class ServerSupervisor:
             server.stopping = None
         if server.state is ServerState.STOPPING and proc is not None:
             if server.stopping is None or server.stopping.cancelled():
+                self._stopping(url_of(server.host, server.port))
                 if server.ready_line is not None:
                     # A router's child waits for its stdin after SIGTERM: told to exit
                     # there too, it is gone in milliseconds, not after a second SIGTERM.
@@ -1335,7 +1338,14 @@ class ServerSupervisor:
 
     async def _sample(self, servers: Sequence[_Server]) -> None:
         jobs = [(s.process.pid if s.process else 0, s.ps_process) for s in servers]
-        results = await asyncio.to_thread(sample_processes, self._gpu, jobs)
+        if self._gpu.known_absent and len(jobs) <= _INLINE_SAMPLES:
+            # Without NVML a sample is psutil's read of a few /proc files (60 us a
+            # server), and the worker-thread trip it would take costs 0.4-1 ms on a
+            # busy machine: on the loop, then. A gateway's unload waits for one
+            # (bench/bench_gateway.py's A/B swap).
+            results = sample_processes(self._gpu, jobs)
+        else:
+            results = await asyncio.to_thread(sample_processes, self._gpu, jobs)
         now = time.monotonic()
         for server, (ps_process, sample) in zip(servers, results, strict=True):
             server.ps_process = ps_process

@@ -1,0 +1,53 @@
+"""The gateway's pools to the model servers: a session per server, closed as it stops,
+but never under a request that still uses it."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from llamaswitch_http._upstreams import Upstreams
+from tests.rest.conftest import run
+
+
+async def _slow(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse()
+    await response.prepare(request)
+    for _ in range(5):
+        await response.write(b"tick\n")
+        await asyncio.sleep(0.02)
+    return response
+
+
+def test_a_dropped_pool_is_closed_at_once_when_idle_and_after_its_last_request_otherwise() -> None:
+    # A forced stop drops the pool of a server whose stream is in flight: that stream
+    # reads on to the end the server gives it (aiohttp would leave a request whose
+    # connection it closed itself waiting for ever), and the pool closes after it.
+    async def scenario() -> None:
+        app = web.Application()
+        app.router.add_get("/slow", _slow)
+        async with TestServer(app) as server:
+            url = str(server.make_url("")).rstrip("/")
+            upstreams = Upstreams()
+            try:
+                idle = upstreams.session(url)
+                upstreams.drop(url)
+                await asyncio.sleep(0)
+                assert idle.closed
+
+                with upstreams.use(url) as busy:
+                    assert busy is not idle  # a new server on the URL: a new pool
+                    async with busy.get(f"{url}/slow") as answer:
+                        upstreams.drop(url)
+                        await asyncio.sleep(0.01)
+                        assert not busy.closed  # still read from
+                        assert await answer.read() == b"tick\n" * 5
+                await asyncio.sleep(0)
+                assert busy.closed  # the last request ended
+                assert upstreams.session(url) is not busy
+            finally:
+                await upstreams.close()
+
+    run(scenario())
