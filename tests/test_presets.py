@@ -70,6 +70,22 @@ threads = 2
     }
 
 
+def test_a_server_is_started_to_report_the_model_s_id_or_its_preset_s_alias(
+    catalog: ModelCatalog,
+) -> None:
+    # Its answers' "model" (llama-server's --alias): not the file's path. A preset's own
+    # alias wins; an id with a comma, which a current build would read as two names, is
+    # left to llama-server.
+    from llamaswitch.gateway.gateway import _reported_name
+
+    names = book(catalog, '[models.fast]\nfile = "alpha.gguf"\nalias = "house-model"\n'
+                          '[models."x,y"]\nfile = "beta.gguf"\n')  # fmt: skip
+    assert _reported_name(names.find("fast")) == "house-model"
+    assert _reported_name(names.find("x,y")) is None
+    assert _reported_name(names.find("chat/gamma.gguf")) == "gamma"
+    assert _reported_name(names.find("a/same")) == "a/same"
+
+
 @pytest.mark.parametrize(
     ("text", "where", "reason"),
     [

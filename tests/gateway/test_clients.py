@@ -76,6 +76,15 @@ def test_the_openai_client_lists_chats_completes_and_embeds(
             assert listed_after["alpha"]["state"] == "ready"
             servers = await gw.core.status()
             assert sorted(s.model_name for s in servers) == ["alpha.gguf", "beta.gguf"]
+
+            # Answers name the model, never its file's path: the gateway starts each
+            # server with --alias set to the model's id. A current llama-server says
+            # that name in its completions; a legacy one, and either for embeddings,
+            # says the name the request sent.
+            assert sorted(s.config.alias or "" for s in servers) == ["alpha", "embed"]
+            named = [chat.model, completion.model, embedding.model, *{c.model for c in pieces}]
+            sent_alpha_gguf = "alpha" if llama_build.generation == "current" else "alpha.gguf"
+            assert named == ["alpha", "alpha", "text-embedding-tiny", sent_alpha_gguf]
             await client.close()
 
     run(scenario())

@@ -588,7 +588,7 @@ class ModelGateway:
         known = self._launch_configs.get(model.id)
         if known is not None and known[0] is model.config:
             return known[1]
-        launch = attrs.evolve(model.config, restart="no")
+        launch = attrs.evolve(model.config, restart="no", alias=_reported_name(model))
         self._launch_configs[model.id] = (model.config, launch)
         return launch
 
@@ -934,6 +934,17 @@ def _larger(known: MemoryNeed | None, live: MemoryNeed | None) -> MemoryNeed:
         vram_mib={g: max(known.vram_mib.get(g, 0.0), live.vram_mib.get(g, 0.0)) for g in gpus},
         source=known.source,
     )
+
+
+def _reported_name(model: GatewayModel) -> str | None:
+    """The name the model's server gives in its answers (``--alias``): the preset's own
+    ``alias``, else the model's id. Without it a current llama-server names the model
+    by its file's path, which its clients would see (and a remote one should not); a
+    legacy one says the name the request sent. An id with a comma is left to
+    llama-server's default: current builds read ``--alias`` as a comma-separated list."""
+    if model.config.alias is not None:
+        return model.config.alias
+    return None if "," in model.id else model.id
 
 
 def _raises(known: MemoryNeed | None, live: MemoryNeed) -> bool:
