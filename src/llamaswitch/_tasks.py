@@ -29,6 +29,12 @@ class BackgroundTasks:
         task.add_done_callback(self._tasks.discard)
         return task
 
+    async def wait_all(self) -> None:
+        """Wait for every task still running to end, cancelling none."""
+        tasks = list(self._tasks)
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
     async def cancel_all(self) -> None:
         """Cancel every task still running and wait for them to end."""
         tasks = list(self._tasks)

@@ -18,7 +18,7 @@ its request), nothing decompressed or re-encoded.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Final
 
 import aiohttp
@@ -40,16 +40,27 @@ class Upstreams:
     def __init__(self, *, trace_configs: Sequence[aiohttp.TraceConfig] = ()) -> None:
         self._trace_configs = list(trace_configs)
         self._pools: dict[str, _Pool] = {}
-        self._tasks = BackgroundTasks()
+        self._openings = BackgroundTasks()
+        # Not cancelled at close, as openings are: a close cancelled before it began
+        # would leave its session open.
+        self._closings = BackgroundTasks()
 
     def session(self, url: str) -> aiohttp.ClientSession:
         """The session to the server at ``url`` (made on first use: some 10 µs)."""
         return self._pool(url).session
 
-    def use(self, url: str) -> _InUse:
+    @contextlib.contextmanager
+    def use(self, url: str) -> Iterator[aiohttp.ClientSession]:
         """``with upstreams.use(url) as session:`` for one request and its answer: the
         session is not closed while a request uses it (see :meth:`drop`)."""
-        return _InUse(self, self._pool(url))
+        pool = self._pool(url)
+        pool.in_flight += 1
+        try:
+            yield pool.session
+        finally:
+            pool.in_flight -= 1
+            if not pool.in_flight and self._pools.get(url) is not pool:
+                self._close(pool)  # dropped while this request ran: its last one
 
     def _pool(self, url: str) -> _Pool:
         pool = self._pools.get(url)
@@ -79,7 +90,7 @@ class Upstreams:
         and keeps the connection (any other request gets a 503 that closes it). A server
         ready more than 5 s later has closed it (llama-server keeps an idle connection
         5 s): the request then takes a fresh one, as with any connection found closed."""
-        self._tasks.start(self._preconnect(url))
+        self._openings.start(self._preconnect(url))
 
     async def _preconnect(self, url: str) -> None:
         with self.use(url) as session:
@@ -94,17 +105,16 @@ class Upstreams:
         closed itself waiting. A later request to that URL, a new server on the same
         port, gets a new session."""
         pool = self._pools.pop(url, None)
-        if pool is not None:
-            pool.dropped = True
-            if not pool.in_flight:
-                self._close(pool)
+        if pool is not None and not pool.in_flight:
+            self._close(pool)
 
     def _close(self, pool: _Pool) -> None:
-        self._tasks.start(pool.session.close())
+        self._closings.start(pool.session.close())
 
     async def close(self) -> None:
         """Cancel the openings under way and close every session."""
-        await self._tasks.cancel_all()
+        await self._openings.cancel_all()
+        await self._closings.wait_all()
         pools, self._pools = list(self._pools.values()), {}
         for pool in pools:
             await pool.session.close()
@@ -112,32 +122,11 @@ class Upstreams:
 
 @attrs.define
 class _Pool:
-    """One server's session and the requests that use it now."""
+    """One server's session and the requests that use it now; dropped (its server
+    stopped) once it is no longer the session of its URL."""
 
     session: aiohttp.ClientSession
     in_flight: int = 0
-    #: Its server stopped: closed once no request uses it.
-    dropped: bool = False
-
-
-class _InUse:
-    """A request's use of a pool (:meth:`Upstreams.use`)."""
-
-    __slots__ = ("_pool", "_upstreams")
-
-    def __init__(self, upstreams: Upstreams, pool: _Pool) -> None:
-        self._upstreams = upstreams
-        self._pool = pool
-
-    def __enter__(self) -> aiohttp.ClientSession:
-        self._pool.in_flight += 1
-        return self._pool.session
-
-    def __exit__(self, *_exc: object) -> None:
-        pool = self._pool
-        pool.in_flight -= 1
-        if pool.dropped and not pool.in_flight:
-            self._upstreams._close(pool)
 
 
 async def warm_up(upstreams: Upstreams, url: str) -> None:

@@ -51,3 +51,18 @@ def test_a_dropped_pool_is_closed_at_once_when_idle_and_after_its_last_request_o
                 await upstreams.close()
 
     run(scenario())
+
+
+def test_the_close_ends_a_pool_dropped_just_before_it() -> None:
+    # A pool dropped as the service ends (a stop in the same turn of the loop) has its
+    # session's close still to run: the service's close waits for it, not cancels it.
+    async def scenario() -> None:
+        upstreams = Upstreams()
+        dropped = upstreams.session("http://127.0.0.1:9")
+        kept = upstreams.session("http://127.0.0.1:10")
+        upstreams.drop("http://127.0.0.1:9")
+        await upstreams.close()
+        assert dropped.closed
+        assert kept.closed
+
+    run(scenario())
