@@ -15,7 +15,9 @@ Figures (medians; goals from the issue):
 - cold load to first token (a fresh service, the first streamed chunk): at most the
   router's (with a reference line: bench/minimal_relay.py, the load's steps in Python
   and nothing else); and the same in a service that runs on, the model unloaded between
-  loads, for a figure of many more loads in the same time. Each ratio comes with its 95 %
+  loads, for a figure of many more loads in the same time (with a reference line: the
+  router told to skip llama.cpp's fit, as the gateway does where the fit could change
+  nothing, llamaswitch/servers/fit.py). Each ratio comes with its 95 %
   interval (bootstrap over the loads): one that spans 1 says the two are not told apart
   by this run;
 - 16 concurrent streams, chunks per second: at least 90 % of direct (with reference
@@ -48,9 +50,12 @@ from typing import Any
 import aiohttp
 import psutil
 
+from llamaswitch._binaries import identify
 from llamaswitch._process import _batch_scheduled
 from llamaswitch._settings import Settings
 from llamaswitch._toolchain import find_cached_build
+from llamaswitch.servers.config import ServerConfig
+from llamaswitch.servers.fit import fit_skip
 
 CONTEXT = 2048
 PROMPT = {"prompt": "Once upon a time", "max_tokens": 1, "temperature": 0}
@@ -194,11 +199,19 @@ async def gateway(root: Path, server: Path, **settings: str) -> AsyncIterator[tu
 
 
 @contextlib.asynccontextmanager
-async def router(root: Path, server: Path, models_max: int) -> AsyncIterator[str]:
+async def router(root: Path, server: Path, models_max: int, *, skip_fit: bool = False,
+                 ) -> AsyncIterator[str]:  # fmt: skip
+    """llama.cpp's router; ``skip_fit``: its children (which get its arguments and its
+    environment) skip the fit as the gateway's do (llamaswitch/servers/fit.py)."""
     port = free_port()
     argv = [str(server), "--models-dir", str(root / "models"), "--models-max", str(models_max),
             "--host", "127.0.0.1", "--port", str(port), "-c", str(CONTEXT)]  # fmt: skip
-    with process(argv):
+    env = None
+    if skip_fit:
+        skip = fit_skip(ServerConfig(ctx_size=CONTEXT), identify(server, "llama-server"), {})
+        argv += skip.args
+        env = {**os.environ, **skip.env}
+    with process(argv, env):
         async with aiohttp.ClientSession() as session:
             await until_up(session, f"http://127.0.0.1:{port}/health")
         yield f"http://127.0.0.1:{port}"
@@ -401,12 +414,18 @@ async def main(args: argparse.Namespace) -> None:
         )
 
         # -- cold loads in services that run on: many loads, the model unloaded between --
+        # The gateway skips llama.cpp's fit where it could change nothing (here: the
+        # context set, no GPU); the router runs it unless told. A router told (its
+        # children get its arguments) is a reference: the same load as the gateway's.
         async with gateway(root, server) as (g_url, _), router(root, server, 1) as r_url, \
+                router(root, server, 1, skip_fit=True) as f_url, \
                 aiohttp.ClientSession() as s:  # fmt: skip
-            reloads: dict[str, list[float]] = {"gateway": [], "router": []}
-            for i in range(args.reloads):
-                for name in ("gateway", "router") if i % 2 == 0 else ("router", "gateway"):
-                    url = g_url if name == "gateway" else r_url
+            urls = {"gateway": g_url, "router": r_url, "router, fit skipped": f_url}
+            reloads: dict[str, list[float]] = {name: [] for name in urls}
+            names = list(urls)
+            for i in range(args.reloads):  # the order rotates: none goes always first
+                for name in names[i % 3 :] + names[: i % 3]:
+                    url = urls[name]
                     reloads[name].append(await first_chunk(s, url, "alpha"))
                     if name == "gateway":
                         async with s.post(f"{url}/api/v1/model/stop", json={}) as answer:
@@ -415,11 +434,14 @@ async def main(args: argparse.Namespace) -> None:
                         await unload_router_model(s, url, "alpha")
                     await asyncio.sleep(0.25)  # the stopped child's exit settles
         g, r = statistics.median(reloads["gateway"]), statistics.median(reloads["router"])
+        fit_skipped = reloads["router, fit skipped"]
         print(f"  in a running service, the model unloaded between loads: median of "
-              f"{args.reloads} loads each, alternating")  # fmt: skip
+              f"{args.reloads} loads each, in rotating order")  # fmt: skip
         print(
             f"  gateway {ms(g)}\n  router  {ms(r)}  "
-            f"{compared(reloads['gateway'], reloads['router'])}  goal <= 1 -> {verdict(g <= r)}"
+            f"{compared(reloads['gateway'], reloads['router'])}  goal <= 1 -> {verdict(g <= r)}\n"
+            f"  reference: the router told to skip the fit {ms(statistics.median(fit_skipped))};"
+            f" the gateway to it {compared(reloads['gateway'], fit_skipped)}"
         )
 
         # -- 16 concurrent streams, the two setups in alternating rounds ---------------

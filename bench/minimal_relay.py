@@ -59,9 +59,12 @@ async def _start(session: aiohttp.ClientSession) -> None:
     STATE["ready"] = ready
     stdout_read, stdout_write = os.pipe()
     stdin_read, stdin_write = os.pipe()
+    # --fit off, and glibc's allocator tuned as the fit leaves it: the gateway does so
+    # where the fit could change nothing (llamaswitch/servers/fit.py), as here.
     argv = [SERVER, "--model", MODEL, "--host", "127.0.0.1", "--port", str(CHILD_PORT),
-            "--ctx-size", "2048"]  # fmt: skip
-    env = {**os.environ, "LLAMA_SERVER_ROUTER_PORT": str(PORT)}
+            "--ctx-size", "2048", "--fit", "off"]  # fmt: skip
+    tunables = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=67108864"
+    env = {**os.environ, "LLAMA_SERVER_ROUTER_PORT": str(PORT), "GLIBC_TUNABLES": tunables}
     actions = [(os.POSIX_SPAWN_DUP2, stdin_read, 0), (os.POSIX_SPAWN_DUP2, stdout_write, 1),
                (os.POSIX_SPAWN_DUP2, stdout_write, 2)]  # fmt: skip
     # Blocking, on the loop: as the gateway does (a fraction of a millisecond).

@@ -42,6 +42,7 @@ __all__ = [
     "inherited_env",
     "is_address",
     "rpc_problems",
+    "rpc_values",
 ]
 
 #: The environment variable llama-server reads its API key from (both generations).
@@ -93,7 +94,7 @@ def _is_loopback(address: str) -> bool:
         return False
 
 
-def _rpc_values(config: ServerConfig) -> list[tuple[str, str]]:
+def rpc_values(config: ServerConfig) -> list[tuple[str, str]]:
     """``(field, "host:port,...")`` for every RPC server list the config passes."""
     found: list[tuple[str, str]] = []
     args = config.extra_args
@@ -116,7 +117,7 @@ def rpc_problems(config: ServerConfig, allowed: Sequence[str]) -> list[tuple[str
     """
     problems: list[tuple[str, str]] = []
     allowed_set = {entry.lower() for entry in allowed}
-    for field, value in _rpc_values(config):
+    for field, value in rpc_values(config):
         servers = [s.strip() for s in value.split(",") if s.strip()]
         if not servers:
             problems.append((field, "--rpc needs a list of HOST:PORT servers"))

@@ -112,6 +112,7 @@ from llamaswitch.servers.checks import (
 )
 from llamaswitch.servers.child_protocol import EXIT_COMMAND, ReadyLine, child_env, ready_line_for
 from llamaswitch.servers.config import ServerConfig, env_flag
+from llamaswitch.servers.fit import fit_skip
 from llamaswitch.servers.hooks import UrlHooks
 from llamaswitch.servers.probes import (
     HEALTH_TIMEOUT_S,
@@ -767,11 +768,14 @@ class ServerSupervisor:
             raise ConfigValidationError(problems)
         if unsupported is not None:
             raise unsupported
+        env = {**self._inherited_env(), **config.env}
+        skip = fit_skip(config, binary, env)
         argv = [
             str(binary.path),
             *config.to_argv(binary, info.path, host, port, projector=info.projector_path),
+            *skip.args,
         ]
-        env = {**self._inherited_env(), **config.env}
+        env.update(skip.env)
         if parse and (config.extra_args or any(env_flag(key) for key in config.env)):
             # Values only llama.cpp can judge (an extra flag's value, a LLAMA_ARG_*
             # variable's): let it parse them now, before anything is stopped.
