@@ -22,6 +22,8 @@ import aiohttp
 import uvloop
 from aiohttp import web
 
+from llamaswitch.servers.fit import MALLOC_TUNABLES, TUNABLES
+
 SERVER, MODEL, PORT, CHILD_PORT = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 UPSTREAM = f"http://127.0.0.1:{CHILD_PORT}"
 SESSION = web.AppKey("session", aiohttp.ClientSession)
@@ -63,8 +65,7 @@ async def _start(session: aiohttp.ClientSession) -> None:
     # where the fit could change nothing (llamaswitch/servers/fit.py), as here.
     argv = [SERVER, "--model", MODEL, "--host", "127.0.0.1", "--port", str(CHILD_PORT),
             "--ctx-size", "2048", "--fit", "off"]  # fmt: skip
-    tunables = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=67108864"
-    env = {**os.environ, "LLAMA_SERVER_ROUTER_PORT": str(PORT), "GLIBC_TUNABLES": tunables}
+    env = {**os.environ, "LLAMA_SERVER_ROUTER_PORT": str(PORT), TUNABLES: MALLOC_TUNABLES}
     actions = [(os.POSIX_SPAWN_DUP2, stdin_read, 0), (os.POSIX_SPAWN_DUP2, stdout_write, 1),
                (os.POSIX_SPAWN_DUP2, stdout_write, 2)]  # fmt: skip
     # Blocking, on the loop: as the gateway does (a fraction of a millisecond).

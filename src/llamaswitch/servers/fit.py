@@ -48,7 +48,10 @@ from llamaswitch._binaries import BinaryInfo
 from llamaswitch.servers.checks import rpc_values
 from llamaswitch.servers.config import ServerConfig
 
-__all__ = ["FIT_FLAGS", "KEEP", "TUNABLES", "FitSkip", "fit_is_idle", "fit_skip", "glibc_tunable"]
+__all__ = [
+    "FIT_FLAGS", "KEEP", "MALLOC_TUNABLES", "TUNABLES", "FitSkip", "fit_is_idle", "fit_skip",
+    "glibc_tunable",
+]  # fmt: skip
 
 #: The flags, and the variables' prefix, that tune the fit: where the user passes any of
 #: them, the fit is theirs to run.
@@ -62,11 +65,10 @@ _DEFAULT_LAYERS = (None, "auto")
 #: The variable glibc reads its tunables from, at a process's start.
 TUNABLES = "GLIBC_TUNABLES"
 _MIB = 1024 * 1024
-#: glibc's ceiling for the mmap threshold it raises itself (DEFAULT_MMAP_THRESHOLD_MAX:
-#: 4 MiB times the size of a long), and the trim threshold its rule sets beside it.
-_MALLOC_TUNABLES = (
-    f"glibc.malloc.mmap_threshold={32 * _MIB}:glibc.malloc.trim_threshold={64 * _MIB}"
-)
+#: Its value: glibc's ceiling for the mmap threshold it raises itself
+#: (DEFAULT_MMAP_THRESHOLD_MAX: 4 MiB times the size of a long), and the trim threshold
+#: its rule sets beside it.
+MALLOC_TUNABLES = f"glibc.malloc.mmap_threshold={32 * _MIB}:glibc.malloc.trim_threshold={64 * _MIB}"
 
 
 @attrs.frozen
@@ -111,11 +113,12 @@ def fit_skip(
     caps = binary.capabilities
     if not caps.has("-fit", "--fit") or not fit_is_idle(config, binary):
         return KEEP
+    # The cached answer first: elsewhere the scans below, on a load's path, are not run.
+    if not (glibc_tunable() if tunable is None else tunable):
+        return KEEP
     if any(arg.partition("=")[0] in FIT_FLAGS for arg in config.extra_args):
         return KEEP
     if any(key.upper().startswith(_FIT_ENV_PREFIX) or key == TUNABLES for key in env):
         return KEEP
-    if not (glibc_tunable() if tunable is None else tunable):
-        return KEEP
     return FitSkip(tuple(caps.option("fit", "off", "-fit", "--fit")),
-                   {TUNABLES: _MALLOC_TUNABLES})  # fmt: skip
+                   {TUNABLES: MALLOC_TUNABLES})  # fmt: skip
