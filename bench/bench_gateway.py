@@ -9,7 +9,10 @@ One run, the same binary (the current build), the same tiny models and the same 
 
 Figures (medians; goals from the issue):
 
-- warm non-streaming request, overhead over direct: at most the router's (aim 0.5 ms);
+- warm non-streaming request, overhead over direct: at most the router's (aim 0.5 ms),
+  with the gateway's CPU time per request and a reference line: bench/minimal_relay.py,
+  a bare relay of aiohttp's server and client, the floor of a relay made as the
+  gateway is;
 - A/B alternating requests with one model slot (every request a swap): at most the
   router's;
 - cold load to first token (a fresh service, the first streamed chunk): at most the
@@ -330,33 +333,52 @@ async def main(args: argparse.Namespace) -> None:
         )
         print(f"llama-server: {server.name} (current build); 2 tiny models; {os.cpu_count()} CPUs")
 
-        # -- warm requests, the three setups interleaved --------------------------------
-        async with direct(root, server, "alpha") as d_url, gateway(root, server) as (g_url, _), \
-                router(root, server, 1) as r_url, aiohttp.ClientSession() as s:  # fmt: skip
-            urls = {"direct": d_url, "gateway": g_url, "router": r_url}
+        # -- warm requests, the setups interleaved ---------------------------------------
+        async with direct(root, server, "alpha") as d_url, \
+                gateway(root, server) as (g_url, g_pid), router(root, server, 1) as r_url, \
+                minimal_relay(root, server) as m_url, aiohttp.ClientSession() as s:  # fmt: skip
+            urls = {"direct": d_url, "gateway": g_url, "router": r_url, "relay": m_url}
             for url in urls.values():  # loaded, connections pooled
                 for _ in range(20):
                     await completion(s, url, "alpha")
             times: dict[str, list[float]] = {name: [] for name in urls}
+            gateway_cpu_s = 0.0
+            gateway_process = psutil.Process(g_pid)
             # In blocks, the order rotated each round: drift in the machine's speed falls
             # on every setup alike, and one server's threads, still polling for work
             # after its request, do not take the CPU from the next setup's request (two
             # cores), as they would one request apart.
             names = list(urls)
             for block in range(ROUNDS):
-                for name in names[block % 3 :] + names[: block % 3]:
+                turn = block % len(names)
+                for name in names[turn:] + names[:turn]:
+                    before = gateway_process.cpu_times()
                     for _ in range(max(1, args.warm // ROUNDS)):
                         times[name].append(await completion(s, urls[name], "alpha"))
-        direct_warm, gateway_warm, router_warm = (statistics.median(times[n]) for n in urls)
+                    if name == "gateway":
+                        after = gateway_process.cpu_times()
+                        gateway_cpu_s += (after.user - before.user) + (after.system - before.system)
+        direct_warm, gateway_warm, router_warm, relay_warm = (
+            statistics.median(times[n]) for n in urls
+        )
         print(f"\nwarm non-streaming /v1/completions (1 token), median of {len(times['direct'])}"
               f" per setup, in {ROUNDS} rounds of blocks in rotated order")  # fmt: skip
         print(f"  direct  {ms(direct_warm)}")
-        print(f"  gateway {ms(gateway_warm)}  overhead {ms(gateway_warm - direct_warm)}")
+        print(
+            f"  gateway {ms(gateway_warm)}  overhead {ms(gateway_warm - direct_warm)}; the "
+            f"gateway's CPU time {ms(gateway_cpu_s / len(times['gateway']))} per request"
+        )
         print(f"  router  {ms(router_warm)}  overhead {ms(router_warm - direct_warm)}")
         overhead, router_overhead = gateway_warm - direct_warm, router_warm - direct_warm
         print(
             f"  goal: overhead <= the router's ({verdict(overhead <= router_overhead)}), "
             f"aim <= 0.5 ms ({verdict(overhead <= 0.0005)})"
+        )
+        # The floor of a relay made of aiohttp's server and client, as the gateway is.
+        print(
+            f"  reference: a bare aiohttp relay (bench/minimal_relay.py) {ms(relay_warm)}, "
+            f"overhead {ms(relay_warm - direct_warm)}; the gateway's own work on it "
+            f"{ms(gateway_warm - relay_warm)}"
         )
 
         # -- A/B swaps with one slot, the two setups interleaved ------------------------

@@ -1,11 +1,12 @@
-"""A bare relay for bench/bench_gateway.py's cold figure: the load's steps, and nothing else.
+"""A bare relay for bench/bench_gateway.py: the load's steps and the relay, nothing else.
 
 On its first request it starts llama-server as a router's child (``posix_spawn``, the
 router's variable), waits for the ready line on its stdout, opens its upstream connection
 when the weights are in (the ``OPTIONS`` the gateway sends), and relays the stream. It
-has no placement, no names, no records, no events and no checks: what is left is the cost
-of Python, aiohttp and uvloop on that path. The gateway's cold figure beside it shows what
-the gateway's own work adds; the router's shows what llama.cpp's C++ does in its place.
+has no placement, no names, no records, no events, no metrics and no checks: what is left
+is the cost of Python, aiohttp (its server and its client) and uvloop on that path. The
+gateway's cold and warm figures beside it show what the gateway's own work adds; the
+router's show what llama.cpp's C++ does in its place.
 
     python bench/minimal_relay.py LLAMA_SERVER MODEL PORT CHILD_PORT
 """
@@ -87,6 +88,9 @@ async def completions(request: web.Request) -> web.StreamResponse:
     headers = {"Content-Type": "application/json"}
     async with session.post(f"{UPSTREAM}/v1/completions", data=body, headers=headers) as up:
         kind = {"Content-Type": up.headers["Content-Type"]}
+        if not kind["Content-Type"].startswith("text/event-stream"):
+            # Whole, as the gateway answers: the warm figure's floor.
+            return web.Response(body=await up.read(), status=up.status, headers=kind)
         response = web.StreamResponse(status=up.status, headers=kind)
         await response.prepare(request)
         async for chunk in up.content.iter_any():

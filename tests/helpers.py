@@ -1,4 +1,4 @@
-"""Helpers every test module shares: ports, mostly."""
+"""Helpers every test module shares: ports, mostly, and the captured ``--help`` texts."""
 
 from __future__ import annotations
 
@@ -9,10 +9,33 @@ from pathlib import Path
 
 import psutil
 
+from llamaswitch._capabilities import BinaryKind, Capabilities
 from llamaswitch._process import guardian_pid
 from llamaswitch.servers.probes import port_free as _port_free
 
-__all__ = ["free_port", "free_range", "guardian_listed", "own_children", "thread_policies"]
+__all__ = [
+    "HELP",
+    "captured_caps",
+    "free_port",
+    "free_range",
+    "guardian_listed",
+    "own_children",
+    "thread_policies",
+]
+
+#: The ``--help`` texts captured from the real builds (``{generation}-{server,bench}.txt``);
+#: tests/test_capabilities.py checks that the binaries still say the same.
+HELP = Path(__file__).parent / "data" / "help"
+
+
+def captured_caps(generation: str, kind: str = "server") -> Capabilities:
+    """The capabilities of ``generation``'s (``current``, ``legacy``) llama-server or
+    llama-bench (``kind``: ``server``, ``bench``), read from the captured ``--help``; the
+    version reads ``"<generation> build"``."""
+    text = (HELP / f"{generation}-{kind}.txt").read_text(encoding="utf-8")
+    binary: BinaryKind = "llama-bench" if kind == "bench" else "llama-server"
+    return Capabilities.from_help(binary, text, f"{generation} build")
+
 
 #: Linux hands out client (ephemeral) ports from 32768 up: model port ranges stay below,
 #: where no client socket of this machine can sit on a port a server is about to bind.

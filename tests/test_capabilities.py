@@ -12,18 +12,13 @@ from pathlib import Path
 import pytest
 
 from llamaswitch._binaries import _format_version, _parse_version, identify
-from llamaswitch._capabilities import Capabilities, parse_help
+from llamaswitch._capabilities import parse_help
 from llamaswitch._errors import UnsupportedOptionError
 
 from .conftest import LlamaBuild
+from .helpers import captured_caps
 
-HELP = Path(__file__).parent / "data" / "help"
-
-
-def caps(generation: str, kind: str) -> Capabilities:
-    binary = "llama-server" if kind == "server" else "llama-bench"
-    text = (HELP / f"{generation}-{kind}.txt").read_text(encoding="utf-8")
-    return Capabilities.from_help(binary, text, f"{generation}-version")  # type: ignore[arg-type]
+caps = captured_caps
 
 
 def test_legacy_server_flash_attention_is_a_bare_switch() -> None:
@@ -63,7 +58,7 @@ def test_split_modes_of_each_generation() -> None:
 
 
 def test_tensor_split_mode_on_legacy_names_the_version() -> None:
-    with pytest.raises(UnsupportedOptionError, match="legacy-version") as info:
+    with pytest.raises(UnsupportedOptionError, match="legacy build") as info:
         caps("legacy", "server").option("split_mode", "tensor", "-sm", "--split-mode")
     assert "none, layer, row" in str(info.value)
     assert info.value.field == "split_mode"

@@ -18,13 +18,11 @@ import pytest
 
 from llamaswitch import AsyncLlamaSwitch, ServerConfig, Settings
 from llamaswitch._binaries import BinaryInfo
-from llamaswitch._capabilities import Capabilities
 from llamaswitch.servers.fit import KEEP, TUNABLES, fit_is_idle, fit_skip, glibc_tunable
 
 from .conftest import LlamaBuild
-from .helpers import free_port, free_range
+from .helpers import captured_caps, free_port, free_range
 
-HELP = Path(__file__).parent / "data" / "help"
 CPU = ("CPU",)
 CUDA = ("CPU", "CUDA")
 SKIP_ARGS = ("--fit", "off")
@@ -38,8 +36,7 @@ def fit_args(config: ServerConfig, info: BinaryInfo, env: dict[str, str]) -> lis
 
 
 def binary(generation: str, backends: tuple[str, ...]) -> BinaryInfo:
-    text = (HELP / f"{generation}-server.txt").read_text(encoding="utf-8")
-    caps = Capabilities.from_help("llama-server", text, generation)
+    caps = captured_caps(generation)
     return BinaryInfo(kind="llama-server", path=Path("llama-server"), build_number=1,
                       commit=None, compiler=None, release=None, backends=backends,
                       capabilities=caps)  # fmt: skip

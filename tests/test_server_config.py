@@ -13,7 +13,6 @@ import json
 import math
 import re
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,18 +30,13 @@ from llamaswitch.servers.config import (
 )
 
 from .conftest import LlamaBuild
+from .helpers import captured_caps
 
-HELP = Path(__file__).parent / "data" / "help"
 DIALECTS = ("legacy", "current")
 MODEL = "/models/tiny.gguf"
 
 
-def server_caps(dialect: str) -> Capabilities:
-    text = (HELP / f"{dialect}-server.txt").read_text(encoding="utf-8")
-    return Capabilities.from_help("llama-server", text, f"{dialect}-build")
-
-
-CAPS = {d: server_caps(d) for d in DIALECTS}
+CAPS = {d: captured_caps(d) for d in DIALECTS}
 
 
 def args(config: ServerConfig, dialect: str) -> list[str]:
@@ -311,7 +305,7 @@ def test_legacy_refuses_what_it_cannot_honour_naming_its_version(field: str, val
     with pytest.raises(UnsupportedOptionError) as caught:
         args(config, "legacy")
     assert caught.value.field == field
-    assert "llama-server legacy-build" in str(caught.value)
+    assert "llama-server legacy build" in str(caught.value)
     assert args(config, "current")  # the current build takes it
 
 
@@ -474,7 +468,7 @@ def test_argv_maps_back_to_the_same_settings(dialect: str, config: ServerConfig)
     caps = CAPS[dialect]
     host, port = config.host or "127.0.0.1", config.port or 8091
     if dialect == "legacy" and legacy_cannot(config):
-        with pytest.raises(UnsupportedOptionError, match="legacy-build"):
+        with pytest.raises(UnsupportedOptionError, match="legacy build"):
             config.to_argv(caps, MODEL, host, port)
         return
     argv = config.to_argv(caps, MODEL, host, port)

@@ -6,8 +6,6 @@ server is left alone on a refusal) is tested in tests/test_launch_refusals.py.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from llamaswitch._capabilities import Capabilities
@@ -21,13 +19,9 @@ from llamaswitch.servers.checks import (
 )
 from llamaswitch.servers.config import ServerConfig, env_problem, flag_problem, host_problem
 
-HELP = Path(__file__).parent / "data" / "help"
-CAPS = {
-    dialect: Capabilities.from_help(
-        "llama-server", (HELP / f"{dialect}-server.txt").read_text(), version=dialect
-    )
-    for dialect in ("current", "legacy")
-}
+from .helpers import captured_caps
+
+CAPS = {dialect: captured_caps(dialect) for dialect in ("current", "legacy")}
 
 
 def refusal(**fields: object) -> str:
@@ -187,7 +181,7 @@ def test_a_flag_the_binary_lacks_is_unsupported_naming_the_binary(dialect: str) 
     assert problems == []
     assert unsupported is not None
     assert unsupported.field == "extra_args"
-    assert unsupported.version == dialect
+    assert unsupported.version == f"{dialect} build"
 
 
 def test_a_value_that_starts_with_a_dash_is_not_taken_for_a_flag() -> None:

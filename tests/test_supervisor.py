@@ -56,12 +56,11 @@ from llamaswitch.servers.supervisor import ServerState, ServerStatus
 from llamaswitch.testing import write_tiny_model
 
 from .conftest import LlamaBuild, require_build
-from .helpers import free_port, free_range, guardian_listed, own_children, thread_policies
+from .helpers import HELP, free_port, free_range, guardian_listed, own_children, thread_policies
 
 pytestmark = pytest.mark.real_binary
 
 T = TypeVar("T")
-HELP = Path(__file__).parent / "data" / "help"
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 SMALL = {"threads": 1, "ctx_size": 256, "parallel": 1}
 

@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from llamaswitch._capabilities import Capabilities
 from llamaswitch._catalog import ModelInfo
 from llamaswitch._errors import ConfigValidationError, UnsupportedOptionError
 from llamaswitch.bench.config import BenchConfig
@@ -24,13 +23,9 @@ from llamaswitch.tuning.mapping import TUNABLE_FIELDS, owned_keys, to_server_con
 from llamaswitch.tuning.objective import Objective
 from llamaswitch.tuning.space import Dimension, TuneSpace, check_space, default_space
 
-HELP = Path(__file__).parent / "data" / "help"
+from .helpers import captured_caps
 
-
-def caps(generation: str, kind: str) -> Capabilities:
-    binary = "llama-bench" if kind == "bench" else "llama-server"
-    text = (HELP / f"{generation}-{kind}.txt").read_text()
-    return Capabilities.from_help(binary, text, version=f"{generation} build")  # type: ignore[arg-type]
+caps = captured_caps
 
 
 def model(**header: Any) -> ModelInfo:

@@ -70,6 +70,9 @@ class Upstreams:
             session = aiohttp.ClientSession(
                 connector=connector, auto_decompress=False,
                 timeout=aiohttp.ClientTimeout(total=None),
+                # No cookie jar: a relay must not keep one client's cookies and send them
+                # with the next client's requests (and the jar's work is off each request).
+                cookie_jar=aiohttp.DummyCookieJar(),
                 skip_auto_headers=("User-Agent", "Accept-Encoding"),
                 trace_configs=self._trace_configs,
             )  # fmt: skip

@@ -66,3 +66,34 @@ def test_the_close_ends_a_pool_dropped_just_before_it() -> None:
         assert kept.closed
 
     run(scenario())
+
+
+async def _cookies(request: web.Request) -> web.Response:
+    response = web.Response(text=request.headers.get("Cookie", "none"))
+    response.set_cookie("session", "first-client")
+    return response
+
+
+def test_a_cookie_the_server_sets_is_not_kept_for_the_next_request() -> None:
+    # The pools are shared by every client of the gateway: a cookie one answer set,
+    # kept and sent with the next request, would hand one client's session to another.
+    # (The Set-Cookie itself still reaches the client: the relay passes headers back.)
+    # By name: aiohttp's default jar keeps no cookie of an IP address anyway.
+    async def scenario() -> None:
+        app = web.Application()
+        app.router.add_get("/cookies", _cookies)
+        async with TestServer(app, host="127.0.0.1") as server:
+            url = f"http://localhost:{server.port}"
+            upstreams = Upstreams()
+            try:
+                seen = []
+                for _ in range(2):
+                    with upstreams.use(url) as session:
+                        async with session.get(f"{url}/cookies") as answer:
+                            assert "session=first-client" in answer.headers["Set-Cookie"]
+                            seen.append(await answer.text())
+                assert seen == ["none", "none"]
+            finally:
+                await upstreams.close()
+
+    run(scenario())
