@@ -52,6 +52,7 @@ from typing import Any
 
 import aiohttp
 import psutil
+from bench_http import cpu_s
 
 from llamaswitch._binaries import identify
 from llamaswitch._process import _batch_scheduled
@@ -352,12 +353,11 @@ async def main(args: argparse.Namespace) -> None:
             for block in range(ROUNDS):
                 turn = block % len(names)
                 for name in names[turn:] + names[:turn]:
-                    before = gateway_process.cpu_times()
+                    before = cpu_s(gateway_process)
                     for _ in range(max(1, args.warm // ROUNDS)):
                         times[name].append(await completion(s, urls[name], "alpha"))
                     if name == "gateway":
-                        after = gateway_process.cpu_times()
-                        gateway_cpu_s += (after.user - before.user) + (after.system - before.system)
+                        gateway_cpu_s += cpu_s(gateway_process) - before
         direct_warm, gateway_warm, router_warm, relay_warm = (
             statistics.median(times[n]) for n in urls
         )

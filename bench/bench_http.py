@@ -142,7 +142,8 @@ def load(url: str, seconds: float, connections: int) -> dict[str, float]:
     }
 
 
-def _cpu_s(process: psutil.Process) -> float:
+def cpu_s(process: psutil.Process) -> float:
+    """The CPU time, user and system, ``process`` has taken so far."""
     times = process.cpu_times()
     return float(times.user + times.system)
 
@@ -152,7 +153,7 @@ def run_load(
 ) -> dict[str, float]:
     """Load ``url``; also the server process's CPU time per request, a figure that the
     machine's other work disturbs far less than requests per second."""
-    before = _cpu_s(server)
+    before = cpu_s(server)
     result = subprocess.run(
         [
             sys.executable,
@@ -169,7 +170,7 @@ def run_load(
         check=True,
     )
     figures = dict(json.loads(result.stdout))
-    figures["cpu_us"] = (_cpu_s(server) - before) / figures["all_requests"] * 1e6
+    figures["cpu_us"] = (cpu_s(server) - before) / figures["all_requests"] * 1e6
     return figures
 
 

@@ -18,32 +18,30 @@ from llamaswitch._errors import UnsupportedOptionError
 from .conftest import LlamaBuild
 from .helpers import captured_caps
 
-caps = captured_caps
-
 
 def test_legacy_server_flash_attention_is_a_bare_switch() -> None:
-    c = caps("legacy", "server")
+    c = captured_caps("legacy", "server")
     assert c.flash_attn_values == ()
     assert c.flash_attn_args(True) == ["-fa"]
     assert c.flash_attn_args(False) == []
 
 
 def test_current_server_flash_attention_takes_on_off_auto() -> None:
-    c = caps("current", "server")
+    c = captured_caps("current", "server")
     assert c.flash_attn_values == ("on", "off", "auto")
     assert c.flash_attn_args(True) == ["-fa", "on"]
     assert c.flash_attn_args("auto") == ["-fa", "auto"]
 
 
 def test_legacy_server_has_mlock_and_no_mmap_switches() -> None:
-    c = caps("legacy", "server")
+    c = captured_caps("legacy", "server")
     assert c.load_modes == ()
     assert c.server_load_args(mlock=True, no_mmap=None) == ["--mlock"]
     assert c.server_load_args(mlock=True, no_mmap=True) == ["--mlock", "--no-mmap"]
 
 
 def test_current_server_maps_mlock_to_load_mode() -> None:
-    c = caps("current", "server")
+    c = captured_caps("current", "server")
     assert "mmap+mlock" in c.load_modes
     assert c.server_load_args(mlock=True, no_mmap=None) == ["--load-mode", "mmap+mlock"]
     assert c.server_load_args(mlock=None, no_mmap=True) == ["--load-mode", "none"]
@@ -51,45 +49,45 @@ def test_current_server_maps_mlock_to_load_mode() -> None:
 
 
 def test_split_modes_of_each_generation() -> None:
-    assert caps("legacy", "server").split_modes == ("none", "layer", "row")
-    assert caps("current", "server").split_modes == ("none", "layer", "row", "tensor")
-    assert caps("legacy", "bench").split_modes == ("none", "layer", "row")
-    assert caps("current", "bench").split_modes == ("none", "layer", "row", "tensor")
+    assert captured_caps("legacy", "server").split_modes == ("none", "layer", "row")
+    assert captured_caps("current", "server").split_modes == ("none", "layer", "row", "tensor")
+    assert captured_caps("legacy", "bench").split_modes == ("none", "layer", "row")
+    assert captured_caps("current", "bench").split_modes == ("none", "layer", "row", "tensor")
 
 
 def test_tensor_split_mode_on_legacy_names_the_version() -> None:
     with pytest.raises(UnsupportedOptionError, match="legacy build") as info:
-        caps("legacy", "server").option("split_mode", "tensor", "-sm", "--split-mode")
+        captured_caps("legacy", "server").option("split_mode", "tensor", "-sm", "--split-mode")
     assert "none, layer, row" in str(info.value)
     assert info.value.field == "split_mode"
 
 
 def test_bench_flash_attention_is_numeric_on_legacy_and_worded_on_current() -> None:
-    assert caps("legacy", "bench").flash_attn_args(True) == ["-fa", "1"]
-    assert caps("current", "bench").flash_attn_args(True) == ["-fa", "on"]
+    assert captured_caps("legacy", "bench").flash_attn_args(True) == ["-fa", "1"]
+    assert captured_caps("current", "bench").flash_attn_args(True) == ["-fa", "on"]
     with pytest.raises(UnsupportedOptionError):
-        caps("legacy", "bench").flash_attn_args("auto")
+        captured_caps("legacy", "bench").flash_attn_args("auto")
 
 
 def test_bench_mmap_is_mmp_on_legacy_and_load_mode_on_current() -> None:
-    assert caps("legacy", "bench").bench_mmap_args([True, False]) == ["-mmp", "1,0"]
-    assert caps("current", "bench").bench_mmap_args([True]) == ["-lm", "mmap"]
+    assert captured_caps("legacy", "bench").bench_mmap_args([True, False]) == ["-mmp", "1,0"]
+    assert captured_caps("current", "bench").bench_mmap_args([True]) == ["-lm", "mmap"]
 
 
 def test_dialects_are_told_apart() -> None:
-    assert caps("legacy", "server").dialect == "legacy"
-    assert caps("current", "server").dialect == "current"
-    assert caps("legacy", "bench").dialect == "legacy"
-    assert caps("current", "bench").dialect == "current"
+    assert captured_caps("legacy", "server").dialect == "legacy"
+    assert captured_caps("current", "server").dialect == "current"
+    assert captured_caps("legacy", "bench").dialect == "legacy"
+    assert captured_caps("current", "bench").dialect == "current"
 
 
 def test_cache_types_come_from_allowed_values() -> None:
     for generation in ("legacy", "current"):
-        assert "q8_0" in caps(generation, "server").choices("-ctk", "--cache-type-k")
+        assert "q8_0" in captured_caps(generation, "server").choices("-ctk", "--cache-type-k")
 
 
 def test_server_flag_spellings_are_all_indexed() -> None:
-    c = caps("legacy", "server")
+    c = captured_caps("legacy", "server")
     flag = c.flag("--n-gpu-layers")
     assert flag is not None
     assert flag.names == ("-ngl", "--gpu-layers", "--n-gpu-layers")
@@ -98,7 +96,7 @@ def test_server_flag_spellings_are_all_indexed() -> None:
 
 
 def test_bench_switches_take_no_value_and_placeholders_are_not_choices() -> None:
-    c = caps("legacy", "bench")
+    c = captured_caps("legacy", "bench")
     progress = c.flag("--progress")
     assert progress is not None
     assert not progress.takes_value
@@ -111,7 +109,7 @@ def test_bench_switches_take_no_value_and_placeholders_are_not_choices() -> None
 
 
 def test_a_valued_option_checks_its_choices() -> None:
-    c = caps("current", "bench")
+    c = captured_caps("current", "bench")
     assert c.option("output", "json", "-o", "--output") == ["--output", "json"]
     with pytest.raises(UnsupportedOptionError, match="csv, json, jsonl, md, sql"):
         c.option("output", "xml", "-o", "--output")
@@ -119,7 +117,7 @@ def test_a_valued_option_checks_its_choices() -> None:
 
 def test_an_unknown_flag_is_unsupported() -> None:
     with pytest.raises(UnsupportedOptionError, match="--n-cpu-moe"):
-        caps("legacy", "bench").option("n_cpu_moe", 2, "-ncmoe", "--n-cpu-moe")
+        captured_caps("legacy", "bench").option("n_cpu_moe", 2, "-ncmoe", "--n-cpu-moe")
 
 
 def test_parse_help_ignores_prose_and_survives_garbage() -> None:
@@ -154,7 +152,7 @@ def test_version_labels() -> None:
 @pytest.mark.real_binary
 def test_live_help_matches_the_captured_help(llama_build: LlamaBuild) -> None:
     for info, kind in ((llama_build.server, "server"), (llama_build.bench, "bench")):
-        captured = caps(llama_build.generation, kind)
+        captured = captured_caps(llama_build.generation, kind)
         live = info.capabilities
         assert set(live.flags) == set(captured.flags), f"refresh tests/data/help ({kind})"
         assert live.dialect == captured.dialect == llama_build.generation

@@ -25,8 +25,6 @@ from llamaswitch.tuning.space import Dimension, TuneSpace, check_space, default_
 
 from .helpers import captured_caps
 
-caps = captured_caps
-
 
 def model(**header: Any) -> ModelInfo:
     """A model as the catalog describes it (what the derivation reads)."""
@@ -41,8 +39,8 @@ def model(**header: Any) -> ModelInfo:
 
 def derived(generation: str, info: ModelInfo, **machine: Any) -> dict[str, Any]:
     settings = {"physical_cores": 4, "gpu_count": 0, "objective": Objective(), **machine}
-    return default_space(info, bench=caps(generation, "bench"), server=caps(generation, "server"),
-                         **settings)  # fmt: skip
+    return default_space(info, bench=captured_caps(generation, "bench"),
+                         server=captured_caps(generation, "server"), **settings)  # fmt: skip
 
 
 # -- the space in BenchConfig's vocabulary ----------------------------------------------
@@ -149,8 +147,8 @@ def test_a_space_the_legacy_build_cannot_honour_is_refused_naming_the_field(
     space: dict[str, Any], field: str
 ) -> None:
     with pytest.raises(UnsupportedOptionError) as caught:
-        check_space(TuneSpace.from_data(space), bench=caps("legacy", "bench"),
-                    server=caps("legacy", "server"), model=Path("m.gguf"),
+        check_space(TuneSpace.from_data(space), bench=captured_caps("legacy", "bench"),
+                    server=captured_caps("legacy", "server"), model=Path("m.gguf"),
                     base=ServerConfig())  # fmt: skip
     assert caught.value.field == field
     assert "legacy build" in str(caught.value)
@@ -160,15 +158,17 @@ def test_the_current_build_honours_what_the_legacy_one_refuses() -> None:
     space = TuneSpace.from_data({"split_mode": ["layer", "tensor"], "n_cpu_moe": [0, 2],
                                  "load_mode": ["mmap", "none"],
                                  "flash_attn": ["auto", True]})  # fmt: skip
-    check_space(space, bench=caps("current", "bench"), server=caps("current", "server"),
-                model=Path("m.gguf"), base=ServerConfig())  # fmt: skip
+    check_space(space, bench=captured_caps("current", "bench"),
+                server=captured_caps("current", "server"), model=Path("m.gguf"),
+                base=ServerConfig())  # fmt: skip
 
 
 def test_a_load_mode_no_preset_can_hold_is_refused_naming_the_field() -> None:
     with pytest.raises(ConfigValidationError) as caught:
         check_space(TuneSpace.from_data({"load_mode": ["mmap", "dio"]}),
-                    bench=caps("current", "bench"), server=caps("current", "server"),
-                    model=Path("m.gguf"), base=ServerConfig())  # fmt: skip
+                    bench=captured_caps("current", "bench"),
+                    server=captured_caps("current", "server"), model=Path("m.gguf"),
+                    base=ServerConfig())  # fmt: skip
     [(path, reason)] = caught.value.errors
     assert path == "space.load_mode"
     assert "dio" in reason
@@ -235,8 +235,8 @@ def test_every_dimension_of_the_default_space_is_tunable_and_honoured() -> None:
     for generation in ("current", "legacy"):
         space = derived(generation, model(expert_count=4), gpu_count=2)
         assert set(space) <= set(TUNABLE_FIELDS)
-        check_space(TuneSpace.from_data(space), bench=caps(generation, "bench"),
-                    server=caps(generation, "server"), model=Path("m.gguf"),
+        check_space(TuneSpace.from_data(space), bench=captured_caps(generation, "bench"),
+                    server=captured_caps(generation, "server"), model=Path("m.gguf"),
                     base=ServerConfig())  # fmt: skip
 
 
@@ -278,7 +278,8 @@ def test_load_modes_become_the_two_switches_and_the_default_stays_unset(
 
 def feasibility(info: ModelInfo | None = None, **overrides: Any) -> Feasibility:
     values: dict[str, Any] = {"info": info or model(), "base": ServerConfig(), "gpu_layers": None,
-                              "server": caps("current", "server"), "budget": Budget()}  # fmt: skip
+                              "server": captured_caps("current", "server"),
+                              "budget": Budget()}  # fmt: skip
     values.update(overrides)
     return Feasibility(**values)
 

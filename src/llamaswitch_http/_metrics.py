@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
-import attrs
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 from llamaswitch.bench.task import TASK_STATES, UNFINISHED_STATES
 from llamaswitch.gateway.gateway import EVICTION_REASONS
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = ["SERVER_STATES", "Metrics"]
 
 _MIB: Final = 1024 * 1024
+_Metric = TypeVar("_Metric", bound=MetricWrapperBase)
 #: Every server state, so each has a sample (0 included): absent series break alerts.
 SERVER_STATES: Final = tuple(state.value for state in ServerState)
 #: Tiny models are ready in ~0.1 s, big ones on slow disks in minutes.
@@ -119,41 +120,36 @@ class Metrics:
             self.gateway_evictions.labels(reason)
         # The labelled children of the gateway's figures, kept: ``labels()`` takes a lock
         # and builds its key on every call (4-5 calls, some 40 µs, of each request).
-        # None of these children is ever removed, so a kept one stays the registry's.
-        self._request_counts: dict[tuple[str, str, int | None], Any] = {}
-        self._model_figures: dict[str, _ModelFigures] = {}
+        # None of these children is ever removed (the servers' gauges, whose children
+        # are, never come here), so a kept one stays the registry's.
+        self._children: dict[tuple[MetricWrapperBase, tuple[str, ...]], Any] = {}
+
+    def _labelled(self, metric: _Metric, *labels: str) -> _Metric:
+        """``metric.labels(*labels)``, kept for the next call."""
+        child = self._children.get((metric, labels))
+        if child is None:
+            child = self._children[metric, labels] = metric.labels(*labels)
+        return cast("_Metric", child)
 
     def gateway_request(self, record: RequestRecord) -> None:
         """Count one finished gateway request."""
         model = record.model
-        key = (model, record.route, record.status)
-        count = self._request_counts.get(key)
-        if count is None:
-            count = self._request_counts[key] = self.gateway_requests.labels(
-                model, record.route, str(record.status)
-            )
-        count.inc()
-        figures = self._model_figures.get(model)
-        if figures is None:
-            figures = self._model_figures[model] = _ModelFigures(
-                self.gateway_queue_wait.labels(model), self.gateway_load_wait.labels(model),
-                self.gateway_ttft.labels(model), self.gateway_tokens.labels(model),
-            )  # fmt: skip
+        self._labelled(self.gateway_requests, model, record.route, str(record.status)).inc()
         if record.queue_wait_s is not None:
-            figures.queue_wait.observe(record.queue_wait_s)
+            self._labelled(self.gateway_queue_wait, model).observe(record.queue_wait_s)
         if record.load_wait_s:
-            figures.load_wait.observe(record.load_wait_s)
+            self._labelled(self.gateway_load_wait, model).observe(record.load_wait_s)
         if record.ttft_s is not None:
-            figures.ttft.observe(record.ttft_s)
+            self._labelled(self.gateway_ttft, model).observe(record.ttft_s)
         if record.tokens:
-            figures.tokens.inc(record.tokens)
+            self._labelled(self.gateway_tokens, model).inc(record.tokens)
 
     def observe(self, event: Event) -> None:
         """Feed one event of the core's bus into the figures that accumulate."""
         if event.topic == "gateway" and event.type == "model_evicted":
             reason = str(event.data.get("reason"))
             if reason in EVICTION_REASONS:
-                self.gateway_evictions.labels(reason).inc()
+                self._labelled(self.gateway_evictions, reason).inc()
             return
         if event.type != "state":
             return
@@ -197,13 +193,3 @@ def _set_mib(gauge: Gauge, labels: tuple[str, str, str], mib: Any) -> None:
     # No sample rather than 0 when unknown (no NVIDIA GPU, a process already gone).
     if isinstance(mib, int | float) and not isinstance(mib, bool):
         gauge.labels(*labels).set(mib * _MIB)
-
-
-@attrs.frozen
-class _ModelFigures:
-    """One model's labelled children of the gateway's per-model figures."""
-
-    queue_wait: Any
-    load_wait: Any
-    ttft: Any
-    tokens: Any
