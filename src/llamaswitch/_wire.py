@@ -148,9 +148,11 @@ def _unstructure_report(report: DoctorReport) -> dict[str, Any]:
                     for key, value, source in report.settings]}  # fmt: skip
 
 
-# A request record's monotonic start means nothing outside this process.
+# A request record's monotonic start means nothing outside this process; its template
+# and resolved flag are the metrics' (``route`` and ``model`` say it on the wire).
+_OMIT = cattrs.gen.override(omit=True)
 _converter.register_unstructure_hook(RequestRecord, cattrs.gen.make_dict_unstructure_fn(
-    RequestRecord, _converter, began=cattrs.gen.override(omit=True)))  # fmt: skip
+    RequestRecord, _converter, began=_OMIT, template=_OMIT, resolved=_OMIT))  # fmt: skip
 _converter.register_unstructure_hook(BinaryInfo, _unstructure_binary)
 _converter.register_unstructure_hook(DoctorReport, _unstructure_report)
 _converter.register_unstructure_hook(BenchTask, _unstructure_task)

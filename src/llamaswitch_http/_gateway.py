@@ -174,7 +174,9 @@ async def upstream(request: web.Request) -> web.StreamResponse:
 async def _proxied(
     request: web.Request, gateway: Gateway, model: str, path: str, body: bytes
 ) -> web.StreamResponse:
-    record = gateway.requests.begin(model, request.path)
+    resource = request.match_info.route.resource
+    template = resource.canonical if resource is not None else None
+    record = gateway.requests.begin(model, request.path, template=template)
     metrics = request.app[METRICS]
     for attempt in (1, 2):
         try:

@@ -27,9 +27,12 @@ if TYPE_CHECKING:
     from llamaswitch.gateway.requests import RequestRecord
     from llamaswitch.servers.status import ServerStatus
 
-__all__ = ["SERVER_STATES", "Metrics"]
+__all__ = ["SERVER_STATES", "UNKNOWN_MODEL", "Metrics"]
 
 _MIB: Final = 1024 * 1024
+#: The model label of gateway requests for a name no model has: one series for them all,
+#: since each name a client tries would otherwise add series that are kept for good.
+UNKNOWN_MODEL: Final = "(unknown)"
 _Metric = TypeVar("_Metric", bound=MetricWrapperBase)
 #: Every server state, so each has a sample (0 included): absent series break alerts.
 SERVER_STATES: Final = tuple(state.value for state in ServerState)
@@ -132,9 +135,14 @@ class Metrics:
         return cast("_Metric", child)
 
     def gateway_request(self, record: RequestRecord) -> None:
-        """Count one finished gateway request."""
-        model = record.model
-        self._labelled(self.gateway_requests, model, record.route, str(record.status)).inc()
+        """Count one finished gateway request.
+
+        Labelled only with what is bounded, since each label set is kept for good: the
+        catalog's id (a name no model has is counted as :data:`UNKNOWN_MODEL`) and the
+        route's template (``/v1/{tail}``, not each path a client tried)."""
+        model = record.model if record.resolved else UNKNOWN_MODEL
+        route = record.template or record.route
+        self._labelled(self.gateway_requests, model, route, str(record.status)).inc()
         if record.queue_wait_s is not None:
             self._labelled(self.gateway_queue_wait, model).observe(record.queue_wait_s)
         if record.load_wait_s:

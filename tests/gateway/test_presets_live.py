@@ -174,7 +174,11 @@ def test_the_gateway_s_metrics(llama_build: LlamaBuild, tmp_path: Path) -> None:
                                                      stream=True)  # fmt: skip
             async for _ in stream:
                 pass
-            await gw.client.post("/v1/completions", json={"model": "nope", "prompt": "x"})
+            # Names no model has, and paths a client chose: one series each, not one per try.
+            for name in ("nope", "nope-2", "nope-3"):
+                await gw.client.post("/v1/completions", json={"model": name, "prompt": "x"})
+            for path in ("/upstream/beta/health", "/upstream/beta/props"):
+                assert (await gw.client.get(path)).status == 200
             await client.close()
             return await (await gw.client.get("/metrics")).text()
 
@@ -188,9 +192,15 @@ def test_the_gateway_s_metrics(llama_build: LlamaBuild, tmp_path: Path) -> None:
 
     route = 'route="/v1/completions"'
     assert sample(f'llamaswitch_gateway_requests_total{{model="alpha",{route},status="200"}}') == 1
-    assert sample(f'llamaswitch_gateway_requests_total{{model="nope",{route},status="404"}}') == 1
+    unknown = f'llamaswitch_gateway_requests_total{{model="(unknown)",{route},status="404"}}'
+    assert sample(unknown) == 3
+    assert not [line for line in lines if "nope" in line]
+    upstream = 'model="beta",route="/upstream/{model}/{path}",status="200"'
+    assert sample(f"llamaswitch_gateway_requests_total{{{upstream}}}") == 2
+    assert not [line for line in lines if "/upstream/beta" in line]
     assert sample('llamaswitch_gateway_load_seconds_count{model="beta"}') == 1
-    assert sample('llamaswitch_gateway_time_to_first_token_seconds_count{model="beta"}') == 1
+    # The stream and both upstream GETs: each answer's first byte is timed.
+    assert sample('llamaswitch_gateway_time_to_first_token_seconds_count{model="beta"}') == 3
     assert 1 <= sample('llamaswitch_gateway_tokens_generated_total{model="alpha"}') <= 3
     assert sample('llamaswitch_gateway_evictions_total{reason="room"}') == 1
     assert sample('llamaswitch_gateway_evictions_total{reason="idle"}') == 0

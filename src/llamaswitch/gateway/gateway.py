@@ -377,7 +377,7 @@ class ModelGateway:
             model = await self._find(name)
         m = self._state(model.id)
         if record is not None:
-            record.model = model.id
+            record.resolve(model.id)
         # The hot path: serving, a slot free, nobody ahead. No await.
         if self._serving(m, model) and m.admit():
             m.in_flight += 1

@@ -48,6 +48,18 @@ class RequestRecord:
     error: str | None = None
     #: Monotonic start (not on the wire).
     began: float = attrs.field(factory=time.monotonic, repr=False)
+    #: The route's template, ``/v1/{tail}`` where ``route`` is ``/v1/anything``: what
+    #: the metrics label with, since a client can name unboundedly many paths (not on
+    #: the wire; ``route`` where None).
+    template: str | None = attrs.field(default=None, repr=False)
+    #: ``model`` is the catalog's id, set by the gateway once it found the model; until
+    #: then it is the client's name, which the metrics do not label with (not on the wire).
+    resolved: bool = attrs.field(default=False, repr=False)
+
+    def resolve(self, model_id: str) -> None:
+        """The gateway found the model: ``model`` becomes its catalog id."""
+        self.model = model_id
+        self.resolved = True
 
     def finish(self, status: int, *, error: str | None = None) -> None:
         """Record the outcome."""
@@ -72,9 +84,10 @@ class RequestLog:
     def __init__(self, size: int = 1000) -> None:
         self._records: collections.deque[RequestRecord] = collections.deque(maxlen=size)
 
-    def begin(self, model: str, route: str) -> RequestRecord:
-        """Start a record (it is listed at once, as ``queued``)."""
-        record = RequestRecord(model=model, route=route)
+    def begin(self, model: str, route: str, *, template: str | None = None) -> RequestRecord:
+        """Start a record (it is listed at once, as ``queued``); ``template``: the
+        route's, where ``route`` holds a path a client chose."""
+        record = RequestRecord(model=model, route=route, template=template)
         self._records.append(record)
         return record
 
